@@ -1,0 +1,178 @@
+"""Command handlers of the access context (events table ``access_events``).
+
+Authentication reads the event-sourced ``ApiKey`` itself, not a projection, so
+a revoke takes effect on the very next request. Verified keys are cached in a
+bounded, short-lived in-process cache that a revoke here invalidates at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.utils import EnvType
+
+from commands.base import CommandResult, ContextApplication
+from domain.access import (
+    ApiKey,
+    ApiKeyNotFoundError,
+    KeyToken,
+    Principal,
+    Role,
+    Tenant,
+    TenantExistsError,
+    TenantNotFoundError,
+    new_key_token,
+)
+
+
+class _KeyCache:
+    """Bounded LRU of loaded keys with a time-to-live."""
+
+    def __init__(self, max_size: int, ttl_s: float) -> None:
+        self._entries: OrderedDict[UUID, tuple[float, ApiKey]] = OrderedDict()
+        self._max_size = max_size
+        self._ttl_s = ttl_s
+        self._lock = threading.Lock()
+
+    def get(self, key_id: UUID) -> ApiKey | None:
+        with self._lock:
+            entry = self._entries.get(key_id)
+            if entry is None:
+                return None
+            loaded_at, key = entry
+            if time.monotonic() - loaded_at > self._ttl_s:
+                del self._entries[key_id]
+                return None
+            self._entries.move_to_end(key_id)
+            return key
+
+    def put(self, key: ApiKey) -> None:
+        with self._lock:
+            self._entries[key.id] = (time.monotonic(), key)
+            self._entries.move_to_end(key.id)
+            while len(self._entries) > self._max_size:
+                self._entries.popitem(last=False)
+
+    def invalidate(self, key_id: UUID) -> None:
+        with self._lock:
+            self._entries.pop(key_id, None)
+
+
+class AccessApp(ContextApplication):
+    context = "access"
+
+    def __init__(
+        self, env: EnvType, *, key_cache_size: int = 10_000, key_cache_ttl_s: float = 5.0
+    ) -> None:
+        super().__init__(env)
+        self._keys = _KeyCache(key_cache_size, key_cache_ttl_s)
+
+    # ----------------------------------------------------------------- tenants
+
+    def create_tenant(self, *, name: str, actor: str) -> CommandResult:
+        tenant = Tenant.create(name=name, actor=actor)
+        if self._tenant_exists(tenant.id):
+            raise TenantExistsError(f"A tenant named {tenant.name!r} already exists.")
+        position = self.record(tenant)
+        assert position is not None
+        return CommandResult(tenant.id, position, changed=True)
+
+    def ensure_tenant(self, *, name: str, actor: str) -> CommandResult:
+        """Create the tenant unless it exists (idempotent, for bootstrap)."""
+        tenant_id = Tenant.id_for(name)
+        if self._tenant_exists(tenant_id):
+            return CommandResult(tenant_id, self.position_of(tenant_id), changed=False)
+        return self.create_tenant(name=name, actor=actor)
+
+    def get_tenant(self, tenant_id: UUID) -> Tenant:
+        try:
+            tenant: Tenant = self.repository.get(tenant_id)
+        except AggregateNotFoundError:
+            raise TenantNotFoundError(f"No tenant {tenant_id}.") from None
+        return tenant
+
+    def tenant_by_name(self, name: str) -> Tenant:
+        try:
+            return self.get_tenant(Tenant.id_for(name))
+        except TenantNotFoundError:
+            raise TenantNotFoundError(f"No tenant named {name!r}.") from None
+
+    def _tenant_exists(self, tenant_id: UUID) -> bool:
+        try:
+            self.repository.get(tenant_id)
+        except AggregateNotFoundError:
+            return False
+        return True
+
+    # ---------------------------------------------------------------- api keys
+
+    def issue_api_key(
+        self,
+        *,
+        tenant_id: str,
+        actor: str,
+        name: str,
+        role: Role,
+        expires_at: datetime | None = None,
+    ) -> tuple[CommandResult, str]:
+        """Issue a key; returns the result and the token, which is never stored."""
+        self.get_tenant(UUID(tenant_id))
+        token = new_key_token()
+        key = ApiKey.issue(
+            token=token,
+            tenant_id=tenant_id,
+            actor=actor,
+            name=name,
+            role=role,
+            expires_at=expires_at,
+            now=datetime.now(UTC),
+        )
+        position = self.record(key)
+        assert position is not None
+        return CommandResult(key.id, position, changed=True), token.render()
+
+    def get_api_key(self, tenant_id: str, key_id: UUID) -> ApiKey:
+        try:
+            key: ApiKey = self.repository.get(key_id)
+        except AggregateNotFoundError:
+            raise ApiKeyNotFoundError(f"No API key {key_id}.") from None
+        if key.tenant_id != tenant_id:
+            raise ApiKeyNotFoundError(f"No API key {key_id}.")
+        return key
+
+    def revoke_api_key(self, *, tenant_id: str, actor: str, key_id: UUID) -> CommandResult:
+        key = self.get_api_key(tenant_id, key_id)
+        self._keys.invalidate(key_id)
+        if not key.revoke(actor=actor):
+            return CommandResult(key_id, self.position_of(key_id), changed=False)
+        position = self.record(key)
+        self._keys.invalidate(key_id)
+        assert position is not None
+        return CommandResult(key_id, position, changed=True)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal a bearer token stands for, or None if it is not valid now."""
+        parsed = KeyToken.parse(token)
+        if parsed is None:
+            return None
+        key = self._keys.get(parsed.key_id)
+        if key is None:
+            try:
+                key = self.repository.get(parsed.key_id)
+            except AggregateNotFoundError:
+                return None
+            if not isinstance(key, ApiKey):
+                return None
+            self._keys.put(key)
+        if not key.verify(parsed.secret, datetime.now(UTC)):
+            return None
+        return Principal(tenant_id=key.tenant_id, key_id=key.id, role=key.role)
+
+    def forget_key(self, key_id: UUID) -> None:
+        """Drop a cached key (called when another process revoked it)."""
+        self._keys.invalidate(key_id)

@@ -1,0 +1,79 @@
+"""What every bounded context's Application shares.
+
+One ``eventsourcing`` Application per context, each with its own events table
+(``<context>_events``) and so its own write lock and notification sequence.
+Saving translates the library's conflict into ``ConcurrencyConflictError`` and
+returns the notification id (the *position*) of the last event written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import RecordConflictError
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg.sql import SQL, Identifier
+
+from domain.errors import DomainError
+from infra.telemetry import COMMAND_CONFLICTS, EVENTS_APPENDED
+
+
+class ConcurrencyConflictError(DomainError):
+    """Another command changed the aggregate first; nothing was written."""
+
+    code = "conflict"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    id: UUID
+    position: int
+    changed: bool
+
+
+class ContextApplication(Application[UUID]):
+    """An Application whose name is its context and whose table is ``<name>_events``."""
+
+    context: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.context
+
+    def record(self, *aggregates: Aggregate) -> int | None:
+        """Append the aggregates' pending events atomically; the last position or None."""
+        try:
+            recordings = self.save(*aggregates)
+        except RecordConflictError as exc:
+            COMMAND_CONFLICTS.labels(self.context).inc()
+            raise ConcurrencyConflictError(
+                "The resource was changed by another request at the same time; "
+                "nothing was written. Retry the request."
+            ) from exc
+        for recording in recordings:
+            EVENTS_APPENDED.labels(self.context, type(recording.domain_event).__qualname__).inc()
+        return recordings[-1].notification.id if recordings else None
+
+    @property
+    def events_table(self) -> str:
+        return f"{self.name.lower()}_events"
+
+    def position_of(self, aggregate_id: UUID) -> int:
+        """Position of the aggregate's latest event (0 if it has none)."""
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        query = SQL(
+            "SELECT notification_id FROM {} WHERE originator_id = %s"
+            " ORDER BY originator_version DESC LIMIT 1"
+        ).format(Identifier(self.events_table))
+        with recorder.datastore.get_connection() as conn:
+            row = conn.execute(query, (aggregate_id,)).fetchone()
+        return int(row["notification_id"]) if row else 0
+
+    def head_position(self) -> int:
+        """Position of the newest event in this context (0 if none)."""
+        return self.recorder.max_notification_id() or 0

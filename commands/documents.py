@@ -1,0 +1,216 @@
+"""Command handlers of the documents context (events table ``documents_events``).
+
+Upload writes the bytes to the blob store first and then appends
+``Document.Uploaded``: an event never points at a blob that is not there.
+Processing stages record their outcome through the ``record_*`` handlers, which
+are idempotent, so a redelivered message appends nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.utils import EnvType
+
+from commands.base import CommandResult, ContextApplication
+from domain.document import (
+    Document,
+    DocumentNotFoundError,
+    EmptyFileError,
+    FileTooLargeError,
+    Stage,
+    UnsupportedMediaTypeError,
+)
+from domain.media import SUPPORTED_MEDIA_TYPES, sniff_media_type
+from infra.blobs import BlobStore, sha256_hex
+
+# Enough for any realistic number of delete/re-upload cycles of one file.
+_MAX_GENERATIONS = 10_000
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_bytes: int
+
+
+class DocumentsApp(ContextApplication):
+    context = "documents"
+
+    def __init__(self, env: EnvType, *, blobs: BlobStore, limits: UploadLimits) -> None:
+        super().__init__(env)
+        self.blobs = blobs
+        self.limits = limits
+
+    # ----------------------------------------------------------------- queries
+
+    def get_document(self, tenant_id: str, document_id: UUID) -> Document:
+        """The document, if it exists and belongs to ``tenant_id``."""
+        try:
+            document: Document = self.repository.get(document_id)
+        except AggregateNotFoundError:
+            raise DocumentNotFoundError(f"No document {document_id}.") from None
+        if document.tenant_id != tenant_id:
+            # Indistinguishable from absent: ids of other tenants leak nothing.
+            raise DocumentNotFoundError(f"No document {document_id}.")
+        return document
+
+    # ---------------------------------------------------------------- commands
+
+    def upload_document(
+        self,
+        *,
+        tenant_id: str,
+        actor: str,
+        filename: str,
+        declared_type: str | None,
+        content: bytes,
+    ) -> CommandResult:
+        """Upload bytes; identical bytes already live in this tenant → that document."""
+        if not content:
+            raise EmptyFileError("The file is empty.")
+        if len(content) > self.limits.max_bytes:
+            raise FileTooLargeError(
+                f"The file is {len(content)} bytes; the limit is {self.limits.max_bytes} bytes."
+            )
+        media_type = sniff_media_type(content, filename, declared_type)
+        if media_type is None:
+            raise UnsupportedMediaTypeError(
+                "The file's content is not a supported type. Supported: "
+                + ", ".join(SUPPORTED_MEDIA_TYPES)
+                + "."
+            )
+        digest = sha256_hex(content)
+        generation = 0
+        while generation < _MAX_GENERATIONS:
+            document_id = Document.id_for(tenant_id, digest, generation)
+            try:
+                existing: Document = self.repository.get(document_id)
+            except AggregateNotFoundError:
+                pass
+            else:
+                if existing.is_deleted:
+                    generation += 1
+                    continue
+                return CommandResult(document_id, self.position_of(document_id), changed=False)
+            self.blobs.put(tenant_id, content)
+            document = Document.upload(
+                document_id=document_id,
+                tenant_id=tenant_id,
+                actor=actor,
+                filename=filename,
+                media_type=media_type,
+                declared_type=declared_type,
+                size_bytes=len(content),
+                content_sha256=digest,
+            )
+            position = self.record(document)
+            assert position is not None
+            return CommandResult(document_id, position, changed=True)
+        raise RuntimeError("too many generations of one document")  # pragma: no cover
+
+    def delete_document(self, *, tenant_id: str, actor: str, document_id: UUID) -> CommandResult:
+        return self._decide(tenant_id, document_id, lambda d: d.delete(actor=actor))
+
+    def record_parsed(
+        self,
+        *,
+        tenant_id: str,
+        document_id: UUID,
+        actor: str,
+        pages_sha256: str,
+        page_count: int | None,
+        char_count: int,
+        parser: str,
+        warnings: list[str],
+    ) -> CommandResult:
+        return self._decide(
+            tenant_id,
+            document_id,
+            lambda d: d.record_parsed(
+                actor=actor,
+                pages_sha256=pages_sha256,
+                page_count=page_count,
+                char_count=char_count,
+                parser=parser,
+                warnings=warnings,
+            ),
+        )
+
+    def record_chunked(
+        self,
+        *,
+        tenant_id: str,
+        document_id: UUID,
+        actor: str,
+        chunks_sha256: str,
+        chunk_count: int,
+        chunk_tokens: int,
+        overlap_tokens: int,
+        tokenizer: str,
+    ) -> CommandResult:
+        return self._decide(
+            tenant_id,
+            document_id,
+            lambda d: d.record_chunked(
+                actor=actor,
+                chunks_sha256=chunks_sha256,
+                chunk_count=chunk_count,
+                chunk_tokens=chunk_tokens,
+                overlap_tokens=overlap_tokens,
+                tokenizer=tokenizer,
+            ),
+        )
+
+    def record_embedded(
+        self,
+        *,
+        tenant_id: str,
+        document_id: UUID,
+        actor: str,
+        embeddings_sha256: str,
+        chunks_sha256: str,
+        chunk_count: int,
+        model: str,
+        dimension: int,
+    ) -> CommandResult:
+        return self._decide(
+            tenant_id,
+            document_id,
+            lambda d: d.record_embedded(
+                actor=actor,
+                embeddings_sha256=embeddings_sha256,
+                chunks_sha256=chunks_sha256,
+                chunk_count=chunk_count,
+                model=model,
+                dimension=dimension,
+            ),
+        )
+
+    def record_failed(
+        self,
+        *,
+        tenant_id: str,
+        document_id: UUID,
+        actor: str,
+        stage: Stage,
+        code: str,
+        reason: str,
+    ) -> CommandResult:
+        return self._decide(
+            tenant_id,
+            document_id,
+            lambda d: d.record_failed(actor=actor, stage=stage, code=code, reason=reason),
+        )
+
+    def _decide(
+        self, tenant_id: str, document_id: UUID, decision: Callable[[Document], bool]
+    ) -> CommandResult:
+        document = self.get_document(tenant_id, document_id)
+        if not decision(document):
+            return CommandResult(document_id, self.position_of(document_id), changed=False)
+        position = self.record(document)
+        assert position is not None
+        return CommandResult(document_id, position, changed=True)
