@@ -1,0 +1,54 @@
+"""The content-addressed blob store behind the claim check.
+
+Events carry SHA-256 digests; the bytes live here. A blob is immutable once
+written, so re-putting the same bytes is a no-op and replaying events plus
+their blobs reproduces every read model without re-parsing or re-embedding.
+The default backend is a PostgreSQL table; the ``BlobStore`` protocol is the
+seam for object storage later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol
+
+from psycopg_pool import ConnectionPool
+
+
+class BlobNotFoundError(LookupError):
+    """No blob with that digest exists for that tenant."""
+
+
+class BlobStore(Protocol):
+    def put(self, tenant_id: str, content: bytes) -> str: ...
+
+    def get(self, tenant_id: str, sha256: str) -> bytes: ...
+
+
+def sha256_hex(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+class PostgresBlobStore:
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def put(self, tenant_id: str, content: bytes) -> str:
+        digest = sha256_hex(content)
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO blobs (tenant_id, sha256, size_bytes, content)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (tenant_id, digest, len(content), content),
+            )
+        return digest
+
+    def get(self, tenant_id: str, sha256: str) -> bytes:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT content FROM blobs WHERE tenant_id = %s AND sha256 = %s",
+                (tenant_id, sha256),
+            ).fetchone()
+        if row is None:
+            raise BlobNotFoundError(f"blob {sha256} not found for tenant {tenant_id}")
+        return bytes(row[0])

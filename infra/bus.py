@@ -1,0 +1,140 @@
+"""The event bus: one JetStream stream, subjects ``<prefix>.<context>.<tenant>.<Event>``.
+
+PostgreSQL is the source of truth and the replay source; the stream keeps
+events by limits (age, bytes), not by interest, so a new consumer can start
+from whatever the stream still holds and catch up the rest from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+
+import nats
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from config.settings import NatsSettings
+from infra.envelope import Envelope
+
+log = structlog.get_logger(__name__)
+
+_TOKEN_UNSAFE = re.compile(r"[\s.*>]")
+HEADER_CONTEXT = "Kf-Context"
+HEADER_POSITION = "Kf-Position"
+HEADER_EVENT_TYPE = "Kf-Event-Type"
+
+
+def subject_token(value: str) -> str:
+    """A value made safe for one NATS subject token."""
+    return _TOKEN_UNSAFE.sub("_", value) or "_"
+
+
+class Bus:
+    def __init__(self, url: str, settings: NatsSettings) -> None:
+        self.url = url
+        self.settings = settings
+        self.stream = settings.stream
+        self.prefix = settings.subject_prefix
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+
+    async def connect(self, name: str) -> None:
+        self._nc = await nats.connect(
+            self.url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+        )
+        self._js = self._nc.jetstream(timeout=10)
+
+    async def close(self) -> None:
+        # close(), not drain(): every publish is awaited to its ack and consumers
+        # ack before they return, so nothing is in flight; drain() would wait out
+        # its timeout on idle pull subscriptions.
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+        self._nc = None
+        self._js = None
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("bus is not connected")
+        return self._js
+
+    @property
+    def nc(self) -> NatsClient:
+        if self._nc is None:
+            raise RuntimeError("bus is not connected")
+        return self._nc
+
+    async def ensure_stream(self) -> None:
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[f"{self.prefix}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=self.settings.max_age_days * 86400,
+            max_bytes=self.settings.max_bytes,
+            duplicate_window=self.settings.duplicate_window_s,
+        )
+        try:
+            await self.js.stream_info(self.stream)
+        except NotFoundError:
+            await self.js.add_stream(config)
+            log.info("stream_created", stream=self.stream)
+        else:
+            await self.js.update_stream(config)
+
+    def subject(self, envelope: Envelope) -> str:
+        return ".".join(
+            (
+                self.prefix,
+                envelope.context,
+                subject_token(envelope.tenant_id),
+                envelope.event_type,
+            )
+        )
+
+    def context_filter(self, context: str) -> str:
+        return f"{self.prefix}.{context}.>"
+
+    def event_filter(self, context: str, event_type: str) -> str:
+        return f"{self.prefix}.{context}.*.{event_type}"
+
+    async def publish(self, envelope: Envelope) -> int:
+        """Publish and wait for the stream's ack; returns the stream sequence."""
+        ack = await self.js.publish(
+            self.subject(envelope),
+            envelope.to_json(),
+            stream=self.stream,
+            headers={
+                "Nats-Msg-Id": envelope.message_id,
+                HEADER_CONTEXT: envelope.context,
+                HEADER_POSITION: str(envelope.position),
+                HEADER_EVENT_TYPE: envelope.event_type,
+            },
+        )
+        return int(ack.seq)
+
+    async def last_position(self, context: str) -> int | None:
+        """Position of the newest event of ``context`` the stream holds."""
+        try:
+            msg = await self.js.get_last_msg(self.stream, self.context_filter(context))
+        except NotFoundError:
+            return None
+        headers = msg.headers or {}
+        if HEADER_POSITION in headers:
+            return int(headers[HEADER_POSITION])
+        return Envelope.from_json(msg.data or b"").position
+
+    async def stream_bounds(self) -> tuple[int, int]:
+        """(first, last) sequence the stream holds; (0, 0) when empty."""
+        info = await self.js.stream_info(self.stream)
+        state = info.state
+        return int(state.first_seq), int(state.last_seq)

@@ -1,0 +1,222 @@
+"""``kf``: the one program, with a subcommand per role and per operator task.
+
+Heavy modules are imported inside the commands, after settings are loaded, so
+``kf serve`` can point Prometheus at a multi-process directory before anything
+creates a metric, and ``kf --help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from config.root import Container
+    from config.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Common options are accepted before or after the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="YAML settings file (also KF_CONFIG)")
+    common.add_argument("--data-dir", type=Path, help="where embedded servers keep their data")
+    parser = argparse.ArgumentParser(prog="kf", description="Knowledge Foundry", parents=[common])
+    sub = _Subcommands(parser.add_subparsers(dest="command", required=True), common)
+
+    serve = sub.add_parser("serve", help="run everything: API, relays, projectors, workers")
+    serve.add_argument("--port", type=int, help="API port (0 picks a free one)")
+    serve.add_argument("--host", help="API bind address")
+    serve.add_argument("--workers", type=int, help="worker processes")
+
+    sub.add_parser("migrate", help="apply read-model and blob-store migrations")
+    sub.add_parser("relay", help="publish committed events to JetStream")
+    worker = sub.add_parser("worker", help="parse, chunk and embed documents")
+    worker.add_argument("--stage", action="append", choices=["parse", "chunk", "embed"])
+    project = sub.add_parser("project", help="keep read models up to date")
+    project.add_argument("names", nargs="*", help="projections to run (default: all)")
+    for role in ("api", "write-api", "read-api"):
+        api = sub.add_parser(role, help=f"serve the {role.replace('-', ' ')} over HTTP")
+        api.add_argument("--port", type=int)
+        api.add_argument("--host")
+
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
+        dest="action", required=True
+    )
+    create = tenants.add_parser("create", help="create a tenant")
+    create.add_argument("name")
+    tenants.add_parser("list", help="list tenants")
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
+    issue = keys.add_parser("issue", help="issue a key (the secret is printed once)")
+    issue.add_argument("--tenant", required=True, help="tenant name")
+    issue.add_argument("--role", choices=["viewer", "editor", "admin"], default="editor")
+    issue.add_argument("--name", default="cli")
+    issue.add_argument("--expires-in-days", type=float)
+    revoke = keys.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("--tenant", required=True, help="tenant name")
+    revoke.add_argument("key_id")
+
+    projections = _Subcommands(
+        sub.add_parser("projections", help="read-model status").add_subparsers(
+            dest="action", required=True
+        ),
+        common,
+    )
+    projections.add_parser("status", help="position and lag of every relay and projection")
+    return parser
+
+
+class _Subcommands:
+    """Adds the common options to every subcommand parser."""
+
+    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+        self._action = action
+        self._common = common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._action.add_parser(
+            name, parents=[self._common], **kwargs
+        )
+        return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from config.settings import SettingsError, load_settings
+
+    overrides: dict[str, Any] = {}
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    api: dict[str, Any] = {}
+    if getattr(args, "port", None) is not None:
+        api["port"] = args.port
+    if getattr(args, "host", None) is not None:
+        api["host"] = args.host
+    if api:
+        overrides["api"] = api
+    if getattr(args, "workers", None) is not None:
+        overrides["ingest"] = {"workers": args.workers}
+    try:
+        return load_settings(args.config, **overrides)
+    except SettingsError as exc:
+        print(f"kf: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _prepare_metrics_dir(settings: Settings) -> None:
+    """Multi-process metrics for `kf serve`: set before prometheus_client is imported."""
+    metrics_dir = settings.data_dir.resolve() / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
+
+def _with_store(settings: Settings) -> tuple[Container, Any]:
+    from config.root import Container, Endpoints
+
+    endpoints = Endpoints.resolve(settings, need_nats=False)
+    return Container(settings, endpoints), endpoints
+
+
+def _admin(args: argparse.Namespace, settings: Settings) -> int:
+    from domain.access import Role
+    from domain.errors import DomainError
+
+    container, endpoints = _with_store(settings)
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    try:
+        if args.command == "tenants" and args.action == "create":
+            result = container.access.create_tenant(name=args.name, actor=actor)
+            print(json.dumps({"tenant_id": str(result.id), "name": args.name.strip().lower()}))
+        elif args.command == "tenants" and args.action == "list":
+            for envelope in _tenant_events(container):
+                print(
+                    json.dumps({"tenant_id": envelope.aggregate_id, "name": envelope.data["name"]})
+                )
+        elif args.command == "keys" and args.action == "issue":
+            tenant = container.access.tenant_by_name(args.tenant)
+            expires = (
+                datetime.now(UTC) + timedelta(days=args.expires_in_days)
+                if args.expires_in_days
+                else None
+            )
+            result, token = container.access.issue_api_key(
+                tenant_id=str(tenant.id),
+                actor=actor,
+                name=args.name,
+                role=Role(args.role),
+                expires_at=expires,
+            )
+            print(json.dumps({"key_id": str(result.id), "role": args.role, "key": token}))
+        elif args.command == "keys" and args.action == "revoke":
+            from uuid import UUID
+
+            tenant = container.access.tenant_by_name(args.tenant)
+            result = container.access.revoke_api_key(
+                tenant_id=str(tenant.id), actor=actor, key_id=UUID(args.key_id)
+            )
+            print(
+                json.dumps({"key_id": str(result.id), "revoked": True, "changed": result.changed})
+            )
+        elif args.command == "projections":
+            for status in container.projection_status():
+                for c in status.contexts:
+                    print(
+                        f"{status.name:<22} {status.kind:<10} {c.context:<10} "
+                        f"position={c.position:<8} head={c.head:<8} lag={c.lag}"
+                    )
+        elif args.command == "migrate":
+            from infra.db import migrate
+
+            print(json.dumps({"applied": migrate(endpoints.database_url)}))
+    except (DomainError, ValueError) as exc:
+        print(f"kf: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        container.close()
+        endpoints.close()
+    return 0
+
+
+def _tenant_events(container: Container) -> list[Any]:
+    found: list[Any] = []
+    for batch in container.event_logs["access"].read_all(0):
+        found.extend(e for e in batch if e.event_type == "Tenant.Created")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = _settings(args)
+    if args.command == "serve":
+        _prepare_metrics_dir(settings)
+    from infra.telemetry import configure_logging
+
+    configure_logging(settings.logging.level, json_output=settings.logging.json_output)
+    from config import runtime
+
+    if args.command == "serve":
+        runtime.run_serve(settings)
+    elif args.command == "relay":
+        runtime.run_relay(settings)
+    elif args.command == "worker":
+        runtime.run_worker(settings, args.stage)
+    elif args.command == "project":
+        runtime.run_projectors(settings, args.names or None)
+    elif args.command in ("api", "write-api", "read-api"):
+        role = {"api": "all", "write-api": "write", "read-api": "read"}[args.command]
+        runtime.run_api(settings, role)  # type: ignore[arg-type]
+    else:
+        return _admin(args, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

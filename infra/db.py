@@ -1,0 +1,102 @@
+"""PostgreSQL plumbing shared by the event store, the blob store and read models.
+
+Owns: turning a database URL into the ``eventsourcing`` library's environment,
+connection pools for our own tables, and applying ``migrations/*.sql`` in order.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import psycopg
+import structlog
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+log = structlog.get_logger(__name__)
+
+# Arbitrary but fixed: serialises concurrent `kf migrate` runs.
+_MIGRATION_LOCK = 7_240_001
+
+
+def event_store_env(database_url: str, pool_size: int, max_overflow: int) -> dict[str, str]:
+    """The ``eventsourcing`` environment for an Application on ``database_url``."""
+    info = conninfo_to_dict(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(info.get("dbname") or "postgres"),
+        "POSTGRES_HOST": str(info.get("host") or "127.0.0.1"),
+        "POSTGRES_PORT": str(info.get("port") or "5432"),
+        "POSTGRES_USER": str(info.get("user") or "postgres"),
+        "POSTGRES_PASSWORD": str(info.get("password") or ""),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(max_overflow),
+        # Seconds: a writer waits this long for the per-context insert lock.
+        "POSTGRES_LOCK_TIMEOUT": "10",
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
+        "POSTGRES_PRE_PING": "y",
+        "CREATE_TABLE": "y",
+    }
+
+
+def open_pool(
+    database_url: str, *, min_size: int = 1, max_size: int = 8, name: str
+) -> ConnectionPool:
+    pool = ConnectionPool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        open=False,
+        check=ConnectionPool.check_connection,
+        kwargs={"autocommit": True},
+    )
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(name, sql) of every migration, in the order they apply."""
+    files = [f for f in resources.files("migrations").iterdir() if f.name.endswith(".sql")]
+    return [(f.name, f.read_text()) for f in sorted(files, key=lambda f: f.name)]
+
+
+def migrate(database_url: str) -> list[str]:
+    """Apply migrations not yet applied; returns the names applied now."""
+    applied_now: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+            for name, sql in migration_files():
+                if name in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.encode())
+                    conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+                applied_now.append(name)
+                log.info("migration_applied", migration=name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied_now
+
+
+def datastore(database_url: str, *, pool_size: int = 2, max_overflow: int = 4) -> PostgresDatastore:
+    """A library datastore (a pool plus the library's error translation) for read models."""
+    env = event_store_env(database_url, pool_size, max_overflow)
+    return PostgresDatastore(
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"],
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pre_ping=True,
+        idle_in_transaction_session_timeout=30,
+    )

