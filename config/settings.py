@@ -1,0 +1,185 @@
+"""Typed settings: YAML defaults, an optional YAML override file, then environment.
+
+Loading order (later wins): the packaged ``default.yaml``; the file named by
+``--config`` or ``KF_CONFIG``; environment variables ``KF__SECTION__KEY``.
+``${VAR:default}`` in YAML reads environment variable ``VAR``. Invalid settings
+fail at start with a message naming the key (``SettingsError``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+ENV_PREFIX = "KF__"
+
+
+class SettingsError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    read_wait_timeout_s: float = Field(5.0, ge=0, le=60)
+    page_size_max: int = Field(200, ge=1, le=1000)
+
+
+class DatabaseSettings(_Section):
+    url: str = ""
+    pool_size: int = Field(5, ge=1, le=100)
+    max_overflow: int = Field(10, ge=0, le=100)
+
+
+class NatsSettings(_Section):
+    url: str = ""
+    stream: str = Field("KF_EVENTS", pattern=r"^[A-Za-z0-9_-]+$")
+    subject_prefix: str = Field("kf", pattern=r"^[A-Za-z0-9_-]+$")
+    duplicate_window_s: float = Field(120, gt=0)
+    max_age_days: float = Field(90, gt=0)
+    max_bytes: int = Field(8 * 1024**3, gt=0)
+
+
+class QdrantSettings(_Section):
+    url: str = ""
+
+
+class RedisSettings(_Section):
+    url: str = ""
+
+
+class IngestSettings(_Section):
+    workers: int = Field(1, ge=0, le=64)
+    chunk_tokens: int = Field(200, ge=16, le=254)
+    overlap_tokens: int = Field(40, ge=0)
+    embed_batch_size: int = Field(32, ge=1, le=1024)
+    torch_threads: int = Field(0, ge=0, le=256)
+    max_pages: int = Field(2000, ge=1)
+    ack_wait_s: float = Field(120, gt=0)
+    max_deliver: int = Field(5, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _overlap_below_half(self) -> IngestSettings:
+        if self.overlap_tokens >= self.chunk_tokens // 2:
+            raise ValueError("ingest.overlap_tokens must be below half of ingest.chunk_tokens")
+        return self
+
+
+class ProjectionSettings(_Section):
+    batch_size: int = Field(256, ge=1, le=10_000)
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_output: bool = Field(True, alias="json")
+
+
+class Settings(_Section):
+    mode: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./kf-data")
+    api: ApiSettings = ApiSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    nats: NatsSettings = NatsSettings()
+    qdrant: QdrantSettings = QdrantSettings()
+    redis: RedisSettings = RedisSettings()
+    ingest: IngestSettings = IngestSettings()
+    projections: ProjectionSettings = ProjectionSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @property
+    def embedded_database(self) -> bool:
+        return not self.database.url
+
+    @property
+    def embedded_nats(self) -> bool:
+        return not self.nats.url
+
+
+def _interpolate(value: Any, environ: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        whole = _INTERPOLATION.fullmatch(value)
+        if whole:
+            # A value that is only a reference keeps YAML typing of the default.
+            name, default = whole.group(1), whole.group(2) or ""
+            raw = environ.get(name, default)
+            return yaml.safe_load(raw) if raw != "" else ""
+        return _INTERPOLATION.sub(lambda m: environ.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, environ) for v in value]
+    return value
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw else ""
+    return overrides
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{origin}: not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"{origin}: the top level must be a mapping")
+    return loaded
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    env = os.environ if environ is None else environ
+    default_text = resources.files("config").joinpath("default.yaml").read_text()
+    data = _read_yaml(default_text, "default.yaml")
+    config_file = config_file or (Path(env["KF_CONFIG"]) if env.get("KF_CONFIG") else None)
+    if config_file is not None:
+        try:
+            text = config_file.read_text()
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {config_file}: {exc}") from exc
+        data = _merge(data, _read_yaml(text, str(config_file)))
+    data = _interpolate(data, env)
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from None
