@@ -1,19 +1,27 @@
 """Command handlers of the access context (events table ``access_events``).
 
 Authentication reads the event-sourced ``ApiKey`` itself, not a projection, so
-a revoke takes effect on the very next request. Verified keys are cached in a
-bounded, short-lived in-process cache that a revoke here invalidates at once.
+a revoke takes effect on the very next request. Loaded keys are kept in a
+bounded in-process cache, which is only trusted while this process is
+listening on the access context's NOTIFY channel: every append to
+``access_events`` (an issue or a revoke, from any process) clears it, and a
+revoke made here clears it before returning. If the listening connection is
+lost, the cache is bypassed until it is back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 from uuid import UUID
 
+import psycopg
+import structlog
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.utils import EnvType
 
 from commands.base import CommandResult, ContextApplication
@@ -29,18 +37,32 @@ from domain.access import (
     new_key_token,
 )
 
+log = structlog.get_logger(__name__)
+
 
 class _KeyCache:
-    """Bounded LRU of loaded keys with a time-to-live."""
+    """Bounded LRU of loaded keys with a time-to-live; off until a listener vouches for it."""
 
     def __init__(self, max_size: int, ttl_s: float) -> None:
         self._entries: OrderedDict[UUID, tuple[float, ApiKey]] = OrderedDict()
         self._max_size = max_size
         self._ttl_s = ttl_s
         self._lock = threading.Lock()
+        self.trusted = False
+
+    def trust(self, trusted: bool) -> None:
+        with self._lock:
+            self.trusted = trusted
+            self._entries.clear()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
     def get(self, key_id: UUID) -> ApiKey | None:
         with self._lock:
+            if not self.trusted:
+                return None
             entry = self._entries.get(key_id)
             if entry is None:
                 return None
@@ -53,6 +75,8 @@ class _KeyCache:
 
     def put(self, key: ApiKey) -> None:
         with self._lock:
+            if not self.trusted:
+                return
             self._entries[key.id] = (time.monotonic(), key)
             self._entries.move_to_end(key.id)
             while len(self._entries) > self._max_size:
@@ -63,14 +87,65 @@ class _KeyCache:
             self._entries.pop(key_id, None)
 
 
+class _AccessChangeListener(threading.Thread):
+    """LISTENs on the access events' channel; any append clears the key cache."""
+
+    def __init__(self, recorder: PostgresApplicationRecorder, cache: _KeyCache) -> None:
+        super().__init__(name="access-listener", daemon=True)
+        kwargs = recorder.datastore.pool.kwargs
+        self._connect_kwargs = dict((kwargs() if callable(kwargs) else kwargs) or {})
+        self._connect_kwargs.pop("row_factory", None)
+        self._channel = recorder.channel_name
+        self._cache = cache
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(autocommit=True, **self._connect_kwargs) as conn:
+                    conn.execute(f'LISTEN "{self._channel}"')
+                    self._cache.trust(True)
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self._cache.clear()
+            except Exception as exc:  # the database went away: stop trusting the cache
+                self._cache.trust(False)
+                log.warning("access_listener_reconnecting", error=repr(exc))
+                self._stopping.wait(1.0)
+        self._cache.trust(False)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
 class AccessApp(ContextApplication):
     context = "access"
 
     def __init__(
-        self, env: EnvType, *, key_cache_size: int = 10_000, key_cache_ttl_s: float = 5.0
+        self,
+        env: EnvType,
+        *,
+        key_cache_size: int = 10_000,
+        key_cache_ttl_s: float = 60.0,
     ) -> None:
         super().__init__(env)
         self._keys = _KeyCache(key_cache_size, key_cache_ttl_s)
+        self._listener: _AccessChangeListener | None = None
+
+    def enable_key_cache(self) -> None:
+        """Cache keys for authentication (for processes that serve requests)."""
+        if self._listener is None:
+            recorder = self.recorder
+            assert isinstance(recorder, PostgresApplicationRecorder)
+            self._listener = _AccessChangeListener(recorder, self._keys)
+            self._listener.start()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            with contextlib.suppress(RuntimeError):
+                self._listener.join(5)
+        super().close()
 
     # ----------------------------------------------------------------- tenants
 

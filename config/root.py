@@ -122,6 +122,7 @@ class Container:
             version="0.1.0",
             description="Upload documents, follow their processing, search and ask.",
         )
+        self.access.enable_key_cache()
         app.state.settings = self.settings
         app.state.authenticator = self.access
         app.state.documents = self.documents
