@@ -204,20 +204,34 @@ class BodySizeLimitMiddleware:
             await self._refuse(scope, send)
             return
         received = 0
+        too_large = False
+        refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    too_large = True
                     raise BodyTooLargeError
             return message
 
+        async def guarded_send(message: Message) -> None:
+            # Whatever the app makes of the aborted body (form parsers turn it
+            # into a 400), the client is told the truth: the body was too large.
+            nonlocal refused
+            if not too_large:
+                await send(message)
+            elif not refused:
+                refused = True
+                await self._refuse(scope, send)
+
         try:
-            await self.app(scope, counting_receive, send)
+            await self.app(scope, counting_receive, guarded_send)
         except BodyTooLargeError:
-            await self._refuse(scope, send)
+            if not refused:
+                await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         request_id = scope.get("state", {}).get("request_id")
