@@ -45,15 +45,19 @@ def _parser() -> argparse.ArgumentParser:
         api.add_argument("--port", type=int)
         api.add_argument("--host")
 
-    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(
-        dest="action", required=True
+    tenants = _Subcommands(
+        sub.add_parser("tenants", help="manage tenants").add_subparsers(
+            dest="action", required=True
+        ),
+        common,
     )
     create = tenants.add_parser("create", help="create a tenant")
     create.add_argument("name")
     tenants.add_parser("list", help="list tenants")
 
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
-        dest="action", required=True
+    keys = _Subcommands(
+        sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True),
+        common,
     )
     issue = keys.add_parser("issue", help="issue a key (the secret is printed once)")
     issue.add_argument("--tenant", required=True, help="tenant name")
