@@ -1,0 +1,68 @@
+"""Fixtures shared by the integration and end-to-end tests (see tests/harness.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.settings import Settings
+from processors.embed import SentenceTransformerEmbedder
+from tests.harness import DOCUMENTS, RunningSystem, Services, delete_stream, make_settings
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    running = Services.start(tmp_path_factory.mktemp("servers"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    """The real model, loaded once per test session."""
+    return SentenceTransformerEmbedder(batch_size=32)
+
+
+@pytest.fixture(scope="session")
+def documents_dir() -> Path:
+    if not (DOCUMENTS / "MANIFEST.tsv").exists():
+        pytest.fail(f"shared documents missing at {DOCUMENTS} (set KF_SHARED_DATA)")
+    return DOCUMENTS
+
+
+@pytest.fixture(scope="module")
+def database_url(services: Services) -> Iterator[str]:
+    with services.database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def settings_factory(
+    services: Services, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Settings]]:
+    """Settings on this module's database and a stream of its own (deleted afterwards)."""
+    tag = uuid.uuid4().hex[:10]
+    data_dir = tmp_path_factory.mktemp("data")
+    made: list[Settings] = []
+
+    def factory(**overrides: Any) -> Settings:
+        settings = make_settings(database_url, services.nats_url, data_dir, tag, **overrides)
+        made.append(settings)
+        return settings
+
+    yield factory
+    for stream in {s.nats.stream for s in made}:
+        asyncio.run(delete_stream(services.nats_url, stream))
+
+
+@pytest.fixture(scope="module")
+def system(
+    settings_factory: Callable[..., Settings], embedder: SentenceTransformerEmbedder
+) -> Iterator[RunningSystem]:
+    with RunningSystem(settings_factory(), embedder) as running:
+        yield running

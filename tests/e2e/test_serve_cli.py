@@ -1,0 +1,176 @@
+"""``kf serve`` on its embedded default, and the CLI beside it, as a new user runs them.
+
+Always embedded (that is what is under test), whatever KF_TEST_SERVICES says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+pytestmark = pytest.mark.timeout(900)
+BANNER = re.compile(r"Knowledge Foundry is running: (http://\S+)")
+
+
+def _clean_env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KF")}
+    env["KF_DATA_DIR"] = str(data_dir)
+    return env
+
+
+class Serve:
+    def __init__(self, data_dir: Path, log: Path) -> None:
+        self.data_dir = data_dir
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "infra.cli",
+                    "serve",
+                    "--data-dir",
+                    str(data_dir),
+                    "--port",
+                    "0",
+                ],
+                env=_clean_env(data_dir),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.url = self._wait_for_banner()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def _wait_for_banner(self, timeout: float = 240) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = BANNER.search(self.output())
+            if match:
+                return match.group(1)
+            assert self.process.poll() is None, self.output()[-4000:]
+            time.sleep(0.2)
+        raise AssertionError(f"no banner:\n{self.output()[-4000:]}")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(60)
+
+
+def kf(data_dir: Path, *args: str) -> dict[str, object]:
+    completed = subprocess.run(
+        [sys.executable, "-m", "infra.cli", *args, "--data-dir", str(data_dir)],
+        env=_clean_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {"stdout": completed.stdout}
+
+
+def _servers_for(data_dir: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(data_dir) in cmdline and ("postgres" in cmdline or "nats-server" in cmdline):
+            found.append(process)
+    return found
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kf-home")
+
+
+@pytest.fixture(scope="module")
+def serve(data_dir: Path) -> Iterator[Serve]:
+    running = Serve(data_dir, data_dir.parent / "serve-1.log")
+    yield running
+    if running.process.poll() is None:
+        running.stop()
+
+
+def test_first_start_prints_url_and_an_admin_key_kept_in_an_owner_only_file(
+    serve: Serve, data_dir: Path
+) -> None:
+    key_file = data_dir / "admin-key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text().strip()
+    assert key in serve.output()
+    response = httpx.get(f"{serve.url}/v1/documents", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200 and response.json()["items"] == []
+
+
+def test_upload_reaches_embedded_through_the_embedded_servers(serve: Serve, data_dir: Path) -> None:
+    key = (data_dir / "admin-key").read_text().strip()
+    with httpx.Client(
+        base_url=serve.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as client:
+        accepted = client.post(
+            "/v1/documents",
+            files={"file": ("hello.md", b"# Hello\n\nEmbedded servers work.", "text/markdown")},
+        ).json()
+        deadline = time.monotonic() + 240
+        status = None
+        while time.monotonic() < deadline:
+            status = client.get(f"/v1/documents/{accepted['id']}").json().get("status")
+            if status == "embedded":
+                break
+            time.sleep(0.3)
+        assert status == "embedded"
+        metrics = client.get("/metrics").text
+        assert (
+            'kf_stage_duration_seconds_count{stage="embed"}' in metrics
+        )  # from the worker process
+
+
+def test_cli_manages_tenants_and_keys_beside_the_running_server(
+    serve: Serve, data_dir: Path
+) -> None:
+    tenant = kf(data_dir, "tenants", "create", "acme")
+    assert tenant["name"] == "acme"
+    issued = kf(
+        data_dir, "keys", "issue", "--tenant", "acme", "--role", "viewer", "--name", "reader"
+    )
+    key = str(issued["key"])
+    with httpx.Client(base_url=serve.url, headers={"Authorization": f"Bearer {key}"}) as client:
+        assert (
+            client.get("/v1/documents").json()["items"] == []
+        )  # acme sees none of default's documents
+        assert client.post("/v1/documents", files={"file": ("x.txt", b"no")}).status_code == 403
+        kf(data_dir, "keys", "revoke", "--tenant", "acme", str(issued["key_id"]))
+        assert client.get("/v1/documents").status_code == 401
+    status = kf(data_dir, "projections", "status")["stdout"]
+    assert "catalog" in str(status) and "relay-documents" in str(status)
+
+
+def test_stop_is_clean_and_a_restart_keeps_everything(serve: Serve, data_dir: Path) -> None:
+    assert serve.stop() == 0
+    time.sleep(1)
+    assert _servers_for(data_dir) == []
+    again = Serve(data_dir, data_dir.parent / "serve-2.log")
+    try:
+        assert "Admin API key:                in" in again.output()
+        key = (data_dir / "admin-key").read_text().strip()
+        listed = httpx.get(
+            f"{again.url}/v1/documents", headers={"Authorization": f"Bearer {key}"}
+        ).json()
+        assert [d["filename"] for d in listed["items"]] == ["hello.md"]
+    finally:
+        assert again.stop() == 0

@@ -1,0 +1,146 @@
+"""The catalog projection on real PostgreSQL: replays change nothing, disorder is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from config.root import Container, Endpoints
+from config.settings import Settings
+from domain.document import Stage
+from infra.bus import Bus
+from infra.envelope import Envelope
+from projections.base import OutOfOrderError
+from projections.catalog import CatalogView
+from projections.runner import ProjectorRunner
+
+
+@pytest.fixture(scope="module")
+def container(settings_factory: Callable[..., Settings]) -> Iterator[Container]:
+    settings = settings_factory()
+    built = Container(settings, Endpoints(settings.database.url, settings.nats.url))
+    tenant = str(uuid.uuid4())
+    documents = built.documents
+    for i in range(6):
+        result = documents.upload_document(
+            tenant_id=tenant,
+            actor="key:t",
+            filename=f"{i}.txt",
+            declared_type=None,
+            content=f"text {i}".encode(),
+        )
+        if i % 2 == 0:
+            documents.record_parsed(
+                tenant_id=tenant, document_id=result.id, actor="w", pages_sha256="p",
+                page_count=None, char_count=6, parser="text", warnings=["w"],
+            )  # fmt: skip
+        if i % 3 == 0:
+            documents.record_failed(
+                tenant_id=tenant, document_id=result.id, actor="w",
+                stage=Stage.CHUNK if i % 2 == 0 else Stage.PARSE, code="x", reason="because",
+            )  # fmt: skip
+        if i == 4:
+            documents.delete_document(tenant_id=tenant, actor="key:t", document_id=result.id)
+    yield built
+    built.close()
+
+
+def _envelopes(container: Container) -> list[Envelope]:
+    return [e for batch in container.event_logs["documents"].read_all(0) for e in batch]
+
+
+def _reset(view: CatalogView) -> None:
+    with view.datastore.transaction(commit=True) as curs:
+        curs.execute("TRUNCATE catalog_documents")
+        curs.execute("DELETE FROM catalog_tracking WHERE application_name = 'documents'")
+    view.refresh_positions()
+
+
+def _rows(view: CatalogView) -> list[dict[str, Any]]:
+    with view.datastore.get_connection() as conn:
+        return list(conn.execute("SELECT * FROM catalog_documents ORDER BY document_id").fetchall())
+
+
+def test_feeding_the_same_events_twice_changes_nothing(container: Container) -> None:
+    view = container.catalog
+    _reset(view)
+    envelopes = _envelopes(container)
+    assert view.apply_batch(envelopes) == len(envelopes)
+    once = _rows(view)
+    assert view.apply_batch(envelopes) == 0
+    assert view.apply_batch(envelopes[:3]) == 0
+    assert _rows(view) == once
+    assert view.max_tracking_id("documents") == envelopes[-1].position
+    statuses = sorted(row["status"] for row in once)
+    assert statuses == sorted(["failed", "uploaded", "parsed", "failed", "deleted", "uploaded"])
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_any_redelivery_pattern_yields_the_same_rows(
+    container: Container, data: st.DataObject
+) -> None:
+    """Batches that repeat earlier events (as redelivery does) end in the same rows."""
+    view = container.catalog
+    envelopes = _envelopes(container)
+    _reset(view)
+    view.apply_batch(envelopes)
+    expected = _rows(view)
+    _reset(view)
+    delivered = 0
+    while delivered < len(envelopes):
+        replay_from = data.draw(st.integers(0, delivered))
+        take = data.draw(st.integers(1, len(envelopes) - delivered))
+        view.apply_batch(envelopes[replay_from : delivered + take])
+        delivered += take
+    assert _rows(view) == expected
+
+
+def test_an_event_out_of_order_is_refused_and_nothing_is_written(container: Container) -> None:
+    view = container.catalog
+    envelopes = _envelopes(container)
+    _reset(view)
+    first_uploaded = envelopes[0]
+    parsed = next(
+        e
+        for e in envelopes
+        if e.event_type == "Document.Parsed" and e.aggregate_id == first_uploaded.aggregate_id
+    )
+    with pytest.raises(OutOfOrderError):
+        view.apply_batch([parsed])  # its Uploaded was never applied
+    assert _rows(view) == []
+    assert (view.max_tracking_id("documents") or 0) == 0
+    with pytest.raises(OutOfOrderError):
+        view.apply_batch([envelopes[2], envelopes[1]])
+    assert _rows(view) == []
+
+
+def test_runner_catches_up_from_the_event_store_without_the_stream(container: Container) -> None:
+    """Nothing was ever published (no relay ran): the runner still builds the catalog."""
+    view = container.catalog
+    _reset(view)
+    head = container.documents.head_position()
+
+    async def scenario() -> None:
+        bus = Bus(container.settings.nats.url, container.settings.nats)
+        await bus.connect("catalog-test")
+        await bus.ensure_stream()
+        runner = ProjectorRunner(view, container.event_logs, bus, container.settings.database.url)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(runner.run(stop))
+        await asyncio.wait_for(runner.active.wait(), 20)
+        stop.set()
+        await task
+        await bus.close()
+
+    asyncio.run(scenario())
+    assert view.max_tracking_id("documents") == head
+    assert len(_rows(view)) == 6
