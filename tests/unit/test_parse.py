@@ -13,10 +13,8 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import os
 import random
 import zipfile
-from pathlib import Path
 
 import docx
 import pymupdf
@@ -34,16 +32,7 @@ from processors.parse import (
     ParseLimits,
     parse_document,
 )
-
-
-def _documents_dir() -> Path:
-    """The shared real-world documents; KF_SHARED_DATA names their parent ``data`` folder."""
-    override = os.environ.get("KF_SHARED_DATA")
-    data = Path(override) if override else Path(__file__).resolve().parents[3] / "shared" / "data"
-    return data / "documents"
-
-
-DOCUMENTS = _documents_dir()
+from tests.shared_data import DOCUMENTS
 
 
 def _manifest() -> list[dict[str, str]]:
