@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -261,7 +262,9 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def authenticated(request: Request) -> Principal:
+async def authenticated(request: Request) -> Principal:
+    # Async so the tenant bound below lands in the request's own log context;
+    # the key lookup itself runs in the thread pool.
     authenticator: Authenticator = request.app.state.authenticator
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -272,7 +275,7 @@ def authenticated(request: Request) -> Principal:
             401, "unauthenticated", "Send an API key as 'Authorization: Bearer <key>'.",
             {"WWW-Authenticate": "Bearer"},
         )  # fmt: skip
-    principal = authenticator.authenticate(token.strip())
+    principal = await run_in_threadpool(authenticator.authenticate, token.strip())
     if principal is None:
         AUTH_FAILURES.labels("invalid").inc()
         log.info("auth_failed", reason="invalid", client=_client(request), path=request.url.path)

