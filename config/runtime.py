@@ -248,6 +248,9 @@ class WorkerSupervisor:
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(*(self._keep_one(i, stop) for i in range(self.count)))
+        # With no workers configured there is nothing to supervise, but a role
+        # that returns stops the whole process: wait like the others do.
+        await stop.wait()
 
     async def _keep_one(self, index: int, stop: asyncio.Event) -> None:
         delay = 1.0
