@@ -62,7 +62,12 @@ def test_events_of_a_500_page_pdf_stay_small(
     document = container.documents.get_document(tenant, result.id)
     assert document.page_count == 500 and document.chunk_count and document.chunk_count > 10
     stored = container.documents.recorder.select_events(result.id)
-    assert [s.topic.rsplit(".", 1)[-1] for s in stored] == ["Uploaded", "Parsed", "Chunked", "Embedded"]
+    assert [s.topic.rsplit(".", 1)[-1] for s in stored] == [
+        "Uploaded",
+        "Parsed",
+        "Chunked",
+        "Embedded",
+    ]
     assert max(len(s.state) for s in stored) < LIMIT
     envelopes = [e for batch in container.event_logs["documents"].read_all(0) for e in batch]
     assert envelopes and max(len(e.to_json()) for e in envelopes) < LIMIT
