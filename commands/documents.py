@@ -15,7 +15,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import EnvType
 
-from commands.base import CommandResult, ContextApplication
+from commands.base import CommandResult, ConcurrencyConflictError, ContextApplication
 from domain.document import (
     Document,
     DocumentNotFoundError,
@@ -106,7 +106,12 @@ class DocumentsApp(ContextApplication):
                 size_bytes=len(content),
                 content_sha256=digest,
             )
-            position = self.record(document)
+            try:
+                position = self.record(document)
+            except ConcurrencyConflictError:
+                # The same bytes were uploaded concurrently and won the id:
+                # look again, and return that document as a duplicate.
+                continue
             assert position is not None
             return CommandResult(document_id, position, changed=True)
         raise RuntimeError("too many generations of one document")  # pragma: no cover

@@ -179,6 +179,26 @@ def test_two_commands_racing_on_one_document_one_wins_one_conflicts(container: C
     assert [type(e).__qualname__ for e in events] == ["Document.Uploaded", "Document.Deleted"]
 
 
+def test_concurrent_identical_uploads_make_one_document(container: Container) -> None:
+    tenant = _tenant()
+    barrier = threading.Barrier(8, timeout=10)
+    results: list[Any] = []
+
+    def upload() -> None:
+        barrier.wait()
+        results.append(_upload(container.documents, tenant, b"uploaded eight times at once"))
+
+    threads = [threading.Thread(target=upload) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 8
+    assert len({r.id for r in results}) == 1
+    assert sum(r.changed for r in results) == 1
+    assert _event_types(container, results[0].id) == ["Document.Uploaded"]
+
+
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -1,0 +1,89 @@
+"""Failures are events with a stage and a reason; the worker keeps going."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+import processors.stages
+from config.settings import Settings
+from processors.embed import SentenceTransformerEmbedder
+from tests.harness import RunningSystem
+
+POISON = b"POISON-PILL"
+
+
+@pytest.fixture(scope="module")
+def system(
+    settings_factory: Callable[..., Settings], embedder: SentenceTransformerEmbedder
+) -> Iterator[RunningSystem]:
+    real_parse = processors.stages.parse_document
+
+    def parse_or_explode(content: bytes, media_type: str, limits: Any) -> Any:
+        if POISON in content:
+            raise RuntimeError("simulated parser crash")
+        return real_parse(content, media_type, limits)
+
+    processors.stages.parse_document = parse_or_explode  # type: ignore[assignment]
+    try:
+        settings = settings_factory(ingest={"max_deliver": 2})
+        with RunningSystem(settings, embedder) as running:
+            yield running
+    finally:
+        processors.stages.parse_document = real_parse
+
+
+def _upload(client: httpx.Client, name: str, content: bytes) -> str:
+    response = client.post("/v1/documents", files={"file": (name, content)})
+    assert response.status_code == 202, response.text
+    document_id: str = response.json()["id"]
+    return document_id
+
+
+def _corrupt_docx() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", "this is not XML at all <<<")
+    return buffer.getvalue()
+
+
+def test_unreadable_documents_fail_with_stage_and_reason(system: RunningSystem) -> None:
+    with system.client() as client:
+        corrupt = _upload(client, "broken.docx", _corrupt_docx())
+        blank = _upload(client, "blank.txt", b"   \n\t\n   ")
+        fine = _upload(client, "fine.txt", f"A perfectly fine note {uuid.uuid4()}.".encode())
+        final = system.wait_final(client, [corrupt, blank, fine])
+    assert final[corrupt]["status"] == "failed"
+    assert final[corrupt]["failure"]["stage"] == "parse"
+    assert final[corrupt]["failure"]["code"] == "corrupt"
+    assert final[blank]["failure"] == {
+        "stage": "parse",
+        "code": "no_text",
+        "reason": "The file contains no text.",
+    }
+    assert final[fine]["status"] == "embedded"
+
+
+def test_a_stage_that_keeps_crashing_fails_the_document_and_the_worker_moves_on(
+    system: RunningSystem,
+) -> None:
+    with system.client() as client:
+        poisoned = _upload(client, "poison.txt", POISON + f" {uuid.uuid4()}".encode())
+        after = _upload(client, "after.txt", f"Uploaded after the poison {uuid.uuid4()}.".encode())
+        final = system.wait_final(client, [poisoned, after], timeout=120)
+    failure = final[poisoned]["failure"]
+    assert final[poisoned]["status"] == "failed"
+    assert failure["stage"] == "parse" and failure["code"] == "internal_error"
+    assert "2 times" in failure["reason"]
+    assert final[after]["status"] == "embedded"
+    events = [
+        type(e).__qualname__ for e in system.container.documents.events.get(uuid.UUID(poisoned))
+    ]
+    assert events == ["Document.Uploaded", "Document.Failed"]
