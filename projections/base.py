@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Cursor
 from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
 
 from infra.envelope import Envelope
 
@@ -38,7 +38,7 @@ class OutOfOrderError(RuntimeError):
 
 
 class ProjectionView(PostgresTrackingRecorder):
-    name: ClassVar[str]
+    name: str  # a class default; a rebuild names its copy of a view differently
     contexts: ClassVar[tuple[str, ...]]
     _handlers: ClassVar[dict[str, Handler]]
 
@@ -54,6 +54,17 @@ class ProjectionView(PostgresTrackingRecorder):
     def __init__(self, datastore: PostgresDatastore) -> None:
         super().__init__(datastore, tracking_table_name=f"{self.name}_tracking")
         self.create_table()
+        # A row per context from the start, so that every batch (and a rebuild's
+        # switch) can lock it: see lock_positions().
+        with self.datastore.transaction(commit=True) as curs:
+            for context in self.contexts:
+                curs.execute(
+                    SQL(
+                        "INSERT INTO {} (application_name, notification_id) VALUES (%s, 0)"
+                        " ON CONFLICT (application_name) DO NOTHING"
+                    ).format(Identifier(self.tracking_table_name)),
+                    (context,),
+                )
         self._positions: dict[str, int] = {}
         self.refresh_positions()
 
@@ -91,32 +102,68 @@ class ProjectionView(PostgresTrackingRecorder):
 
     # --------------------------------------------------------------- applying
 
+    def lock_positions(self, curs: Cursor[DictRow]) -> dict[str, int]:
+        """The committed positions, with their rows locked until ``curs`` commits.
+
+        Every batch starts here, so what a batch skips as already applied is
+        decided by the database, not by this process's memory; and a rebuild
+        that switches tables or indexes holds these locks, which makes the live
+        projector wait for it and then carry on from the switched position.
+        """
+        rows = curs.execute(
+            SQL(
+                "SELECT application_name, notification_id FROM {}"
+                " WHERE application_name = ANY(%s) FOR UPDATE"
+            ).format(Identifier(self.tracking_table_name)),
+            (list(self.contexts),),
+        ).fetchall()
+        return {row["application_name"]: int(row["notification_id"] or 0) for row in rows}
+
+    def apply_in(self, curs: Cursor[DictRow], envelopes: Sequence[Envelope]) -> dict[str, int]:
+        """Apply what is new in ``envelopes`` within the caller's transaction.
+
+        Returns the positions after the batch (committed when the caller commits).
+        """
+        positions = self.lock_positions(curs)
+        current = dict(positions)
+        for envelope in envelopes:
+            if envelope.context not in self.contexts:
+                continue
+            if envelope.position <= positions.get(envelope.context, 0):
+                continue  # applied before: a redelivery or an overlapping replay
+            if envelope.position <= current.get(envelope.context, 0):
+                raise OutOfOrderError(
+                    f"{envelope.context} position {envelope.position} after "
+                    f"{current[envelope.context]}"
+                )
+            handler = self._handlers.get(envelope.event_type)
+            if handler is not None:
+                handler(self, curs, envelope)
+            current[envelope.context] = envelope.position
+        for context, position in current.items():
+            if position > positions.get(context, 0):
+                self.set_position(curs, context, position)
+        return current
+
+    def set_position(self, curs: Cursor[DictRow], context: str, position: int) -> None:
+        curs.execute(
+            SQL(
+                "INSERT INTO {} (application_name, notification_id) VALUES (%s, %s)"
+                " ON CONFLICT (application_name)"
+                " DO UPDATE SET notification_id = EXCLUDED.notification_id"
+            ).format(Identifier(self.tracking_table_name)),
+            (context, position),
+        )
+
     def apply_batch(
         self, envelopes: Sequence[Envelope], stream: str | None = None, sequence: int | None = None
     ) -> int:
-        """Apply the new envelopes of a batch; returns how many were new."""
-        fresh = [
-            e
-            for e in envelopes
-            if e.context in self.contexts and e.position > self.position(e.context)
-        ]
-        last: dict[str, int] = {}
-        for envelope in fresh:
-            previous = last.get(envelope.context, self.position(envelope.context))
-            if envelope.position <= previous:
-                raise OutOfOrderError(
-                    f"{envelope.context} position {envelope.position} after {previous}"
-                )
-            last[envelope.context] = envelope.position
-        if not fresh and sequence is None:
+        """Apply the new envelopes of a batch in one transaction; returns how many were new."""
+        if not envelopes and sequence is None:
             return 0
         with self.datastore.transaction(commit=True) as curs:
-            for envelope in fresh:
-                handler = self._handlers.get(envelope.event_type)
-                if handler is not None:
-                    handler(self, curs, envelope)
-            for context, position in last.items():
-                self._insert_tracking(curs, Tracking(context, position))
+            before = self.lock_positions(curs)
+            after = self.apply_in(curs, envelopes)
             if stream is not None and sequence is not None:
                 curs.execute(
                     "INSERT INTO projection_stream_offsets (projection, stream, sequence)"
@@ -124,8 +171,13 @@ class ProjectionView(PostgresTrackingRecorder):
                     " DO UPDATE SET sequence = EXCLUDED.sequence",
                     (self.name, stream, sequence),
                 )
-        self._positions.update(last)
-        return len(fresh)
+        self._positions.update(after)
+        return sum(
+            1
+            for e in envelopes
+            if e.context in self.contexts
+            and before.get(e.context, 0) < e.position <= after[e.context]
+        )
 
     def forget_stream_offset(self, stream: str) -> None:
         with self.datastore.transaction(commit=True) as curs:
