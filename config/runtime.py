@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import structlog
@@ -24,9 +26,9 @@ from config.root import Container, Endpoints, admin_key_path
 from config.settings import Settings
 from domain.document import Stage
 from infra.bus import Bus
+from infra.embedding import SentenceTransformerEmbedder
 from infra.relay import Relay
 from processors.chunk import ChunkingSettings, TokenChunker
-from processors.embed import SentenceTransformerEmbedder
 from processors.parse import ParseLimits
 from processors.stages import Stages
 from processors.worker import Worker
@@ -193,6 +195,8 @@ def run_projectors(settings: Settings, names: list[str] | None) -> None:
 
 def run_api(settings: Settings, role: Literal["all", "read", "write"]) -> None:
     async def main(container: Container) -> None:
+        if role in ("all", "read"):
+            await asyncio.to_thread(container.warm_search)
         server = _Server(_uvicorn_config(container, role))
         stop = asyncio.Event()
         _stop_on_signals(stop)
@@ -303,11 +307,13 @@ def run_serve(settings: Settings) -> None:
         supervisor = WorkerSupervisor(settings.ingest.workers, worker_env)
 
         async def serve_http() -> None:
+            await asyncio.to_thread(container.warm_search)
             serving = asyncio.ensure_future(server.serve())
             while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
                 await asyncio.sleep(0.05)
             if server.started:
                 _announce(container, server, token)
+                _record_serving(container, server)
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
             server.should_exit = True
@@ -325,17 +331,34 @@ def run_serve(settings: Settings) -> None:
             )
         finally:
             await bus.close()
+            serving_file(container.settings.data_dir).unlink(missing_ok=True)
         log.info("stopped")
 
     _with_container(settings, main)
 
 
-def _announce(container: Container, server: uvicorn.Server, token: str | None) -> None:
-    host, port = container.settings.api.host, container.settings.api.port
+def serving_file(data_dir: Path) -> Path:
+    """Where `kf serve` records its URL and pid, so other kf commands can find it."""
+    return data_dir.resolve() / "serve.json"
+
+
+def _bound_address(container: Container, server: uvicorn.Server) -> tuple[str, int]:
     for listener in server.servers:
         for sock in listener.sockets:
             host, port = sock.getsockname()[:2]
-            break
+            return str(host), int(port)
+    return container.settings.api.host, container.settings.api.port
+
+
+def _record_serving(container: Container, server: uvicorn.Server) -> None:
+    host, port = _bound_address(container, server)
+    serving_file(container.settings.data_dir).write_text(
+        json.dumps({"url": f"http://{host}:{port}", "pid": os.getpid()})
+    )
+
+
+def _announce(container: Container, server: uvicorn.Server, token: str | None) -> None:
+    host, port = _bound_address(container, server)
     key_file = admin_key_path(container.settings.data_dir)
     lines = [
         "",

@@ -68,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("--tenant", required=True, help="tenant name")
     revoke.add_argument("key_id")
 
+    rebuild = sub.add_parser(
+        "rebuild-index", help="rebuild search/full-text read models from the event store"
+    )
+    rebuild.add_argument("--projection", choices=["search", "fulltext", "all"], default="all")
+    rebuild.add_argument("--tenant", help="tenant name: rebuild only this tenant")
+    rebuild.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="skip comparing the rebuilt copy with the live one",
+    )
+
     projections = _Subcommands(
         sub.add_parser("projections", help="read-model status").add_subparsers(
             dest="action", required=True
@@ -189,6 +200,100 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _progress(status: Any) -> str:
+    width = 30
+    fraction = min(1.0, status.processed / status.total) if status.total else 0.0
+    bar = "#" * int(fraction * width) + "." * (width - int(fraction * width))
+    return (
+        f"\r[{bar}] {fraction:6.1%} {status.projection or '':<8} {status.state:<9}"
+        f" {status.processed}/{status.total} events {status.chunks} chunks {status.seconds:7.1f}s"
+    )
+
+
+def _running_server(settings: Settings) -> tuple[str, str] | None:
+    """(url, admin key) of a `kf serve` running on this data directory, if any."""
+    from config.root import admin_key_path
+    from config.runtime import serving_file
+
+    try:
+        serving = json.loads(serving_file(settings.data_dir).read_text())
+        os.kill(int(serving["pid"]), 0)
+        key = admin_key_path(settings.data_dir).read_text().strip()
+    except (OSError, ValueError, KeyError):
+        return None
+    return str(serving["url"]), key
+
+
+def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+    from types import SimpleNamespace
+
+    from domain.access import Tenant
+
+    tenant_id = str(Tenant.id_for(args.tenant)) if args.tenant else None
+    projections = ["fulltext", "search"] if args.projection == "all" else [args.projection]
+    server = None if settings.qdrant.url else _running_server(settings)
+    if server is not None:
+        import httpx
+
+        url, key = server
+        with httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as http:
+            response = http.post(
+                "/v1/admin/rebuilds",
+                json={
+                    "projection": args.projection,
+                    "tenant_id": tenant_id,
+                    "compare": not args.no_compare,
+                },
+            )
+            if response.status_code != 202:
+                print(f"kf: {response.json().get('message', response.text)}", file=sys.stderr)
+                return 1
+            rebuild_id = response.json()["id"]
+            while True:
+                body = http.get(f"/v1/admin/rebuilds/{rebuild_id}").json()
+                status: Any = SimpleNamespace(**body)
+                print(_progress(status), end="", file=sys.stderr, flush=True)
+                if status.state in ("done", "failed"):
+                    break
+                time.sleep(0.5)
+    else:
+        from projections.rebuild import RebuildStatus
+
+        container, endpoints = _with_store(settings)
+        try:
+            status = RebuildStatus(id="cli", projections=projections, tenant=tenant_id)
+            rebuilder = container.rebuilder()
+            import threading
+
+            worker = threading.Thread(
+                target=rebuilder.run, args=(status,), kwargs={"compare": not args.no_compare}
+            )
+            worker.start()
+            while worker.is_alive():
+                print(_progress(status), end="", file=sys.stderr, flush=True)
+                worker.join(0.5)
+            print(_progress(status), end="", file=sys.stderr, flush=True)
+        finally:
+            container.close()
+            endpoints.close()
+    print(file=sys.stderr)
+    summary = {
+        "state": status.state,
+        "projections": projections,
+        "tenant_id": tenant_id,
+        "events": status.processed,
+        "chunks": status.chunks,
+        "seconds": round(status.seconds, 2),
+        "matches_live": status.matches_live,
+        "error": status.error,
+    }
+    print(json.dumps(summary))
+    return 0 if status.state == "done" else 1
+
+
 def _tenant_events(container: Container) -> list[Any]:
     found: list[Any] = []
     for batch in container.event_logs["access"].read_all(0):
@@ -217,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command in ("api", "write-api", "read-api"):
         role = {"api": "all", "write-api": "write", "read-api": "read"}[args.command]
         runtime.run_api(settings, role)  # type: ignore[arg-type]
+    elif args.command == "rebuild-index":
+        return _rebuild(args, settings)
     else:
         return _admin(args, settings)
     return 0

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol
+from urllib.parse import unquote_to_bytes
 
 import structlog
 from fastapi import Depends, FastAPI, Request
@@ -187,6 +188,37 @@ class RequestContextMiddleware:
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
             )
+
+
+class Utf8RequestMiddleware:
+    """Refuses query strings and paths that are not valid UTF-8 (instead of mangling them)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                unquote_to_bytes(scope.get("query_string", b"").decode("latin-1")).decode("utf-8")
+                raw_path = scope.get("raw_path")
+                if raw_path is not None:
+                    unquote_to_bytes(raw_path.decode("latin-1")).decode("utf-8")
+            except UnicodeDecodeError:
+                body = ErrorBody(
+                    code="invalid_utf8",
+                    message="The request's path or query string is not valid UTF-8.",
+                    request_id=scope.get("state", {}).get("request_id"),
+                ).model_dump_json()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimitMiddleware:

@@ -32,9 +32,9 @@ from domain.content import (
 )
 from domain.document import Document, DocumentNotFoundError, Stage
 from infra.blobs import BlobStore
+from infra.embedding import Embedder, matrix_to_bytes
 from infra.telemetry import STAGE_DURATION, STAGE_FAILURES
 from processors.chunk import TokenChunker
-from processors.embed import Embedder, matrix_to_bytes
 from processors.parse import ParseError, ParseLimits, parse_document
 
 log = structlog.get_logger(__name__)

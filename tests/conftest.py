@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
+from infra.embedding import SentenceTransformerEmbedder
 from infra.telemetry import configure_logging
-from processors.embed import SentenceTransformerEmbedder
 from tests.harness import RunningSystem, Services, delete_stream, make_settings
 from tests.shared_data import DOCUMENTS
 

@@ -32,8 +32,8 @@ from config.runtime import _Server, build_stages
 from config.settings import Settings, load_settings
 from infra.bus import Bus
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
+from infra.embedding import Embedder
 from infra.relay import Relay
-from processors.embed import Embedder
 from processors.worker import Worker
 from projections.runner import ProjectorRunner
 
@@ -139,6 +139,8 @@ class RunningSystem:
     ) -> None:
         self.settings = settings
         self.container = Container(settings, Endpoints(settings.database.url, settings.nats.url))
+        if embedder is not None:
+            self.container._query_embedder = embedder  # one model per test session
         self.tenant_id, token = self.container.bootstrap()
         assert token is not None
         self.admin_key = token
@@ -199,6 +201,7 @@ class RunningSystem:
             worker = Worker(bus, stages, self.settings.ingest)
             jobs.append(asyncio.ensure_future(worker.run(stop)))
             waits.append(worker.ready)
+        await asyncio.to_thread(self.container.warm_search)
         config = uvicorn.Config(
             self.container.create_app("all"),
             host="127.0.0.1",

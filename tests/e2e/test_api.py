@@ -14,7 +14,7 @@ import pytest
 
 from config.settings import Settings
 from domain.access import Role
-from processors.embed import SentenceTransformerEmbedder
+from infra.embedding import SentenceTransformerEmbedder
 from tests.harness import RunningSystem
 
 LIMIT = 4096

@@ -13,7 +13,7 @@ import pytest
 
 import processors.stages
 from config.settings import Settings
-from processors.embed import SentenceTransformerEmbedder
+from infra.embedding import SentenceTransformerEmbedder
 from tests.harness import RunningSystem
 
 POISON = b"POISON-PILL"

@@ -11,7 +11,7 @@ import pytest
 from config.root import Container, Endpoints
 from config.runtime import build_stages
 from config.settings import Settings
-from processors.embed import SentenceTransformerEmbedder
+from infra.embedding import SentenceTransformerEmbedder
 from processors.stages import DocumentRef, Outcome
 
 LIMIT = 64 * 1024

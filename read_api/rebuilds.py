@@ -1,0 +1,99 @@
+"""Rebuilding read models from the event log, over HTTP (what `kf rebuild-index` drives).
+
+The operator tenant's admins may rebuild everything; any other tenant's admins
+only their own tenant's search and full-text read models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from infra.web import ERROR_RESPONSES, Admin, ApiError, ErrorBody
+from projections.rebuild import RebuildBusyError, RebuildJobs, RebuildStatus
+
+router = APIRouter(prefix="/v1/admin/rebuilds", tags=["operations"])
+
+
+class RebuildRequest(BaseModel):
+    projection: Literal["search", "fulltext", "all"] = "all"
+    tenant_id: str | None = Field(None, description="Rebuild only this tenant (default: all).")
+    compare: bool = Field(True, description="Compare the rebuilt copy with the live one first.")
+
+
+class RebuildOut(BaseModel):
+    id: str
+    projections: list[str]
+    tenant_id: str | None
+    state: str
+    projection: str | None
+    processed: int
+    total: int
+    chunks: int
+    matches_live: bool | None
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    seconds: float
+
+    @classmethod
+    def of(cls, status: RebuildStatus) -> RebuildOut:
+        return cls(
+            id=status.id,
+            projections=status.projections,
+            tenant_id=status.tenant,
+            state=status.state,
+            projection=status.projection,
+            processed=status.processed,
+            total=status.total,
+            chunks=status.chunks,
+            matches_live=status.matches_live,
+            error=status.error,
+            started_at=status.started_at,
+            finished_at=status.finished_at,
+            seconds=round(status.seconds, 3),
+        )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=RebuildOut,
+    responses={**ERROR_RESPONSES, 409: {"model": ErrorBody, "description": "A rebuild is running"}},
+)
+def start_rebuild(request: Request, principal: Admin, body: RebuildRequest) -> RebuildOut:
+    """Rebuild search and/or full-text from the event store while searches keep answering."""
+    tenant = body.tenant_id
+    if principal.tenant_id != request.app.state.operator_tenant:
+        if tenant is not None and tenant != principal.tenant_id:
+            raise ApiError(403, "forbidden", "Only the operator tenant may rebuild other tenants.")
+        tenant = principal.tenant_id
+    projections: list[str] = (
+        ["fulltext", "search"] if body.projection == "all" else [body.projection]
+    )
+    jobs: RebuildJobs = request.app.state.rebuilds
+    try:
+        status = jobs.start(projections, tenant, compare=body.compare)
+    except RebuildBusyError as exc:
+        raise ApiError(409, "rebuild_running", str(exc)) from exc
+    return RebuildOut.of(status)
+
+
+@router.get(
+    "/{rebuild_id}",
+    response_model=RebuildOut,
+    responses={**ERROR_RESPONSES, 404: {"model": ErrorBody}},
+)
+def rebuild_status(request: Request, principal: Admin, rebuild_id: str) -> RebuildOut:
+    jobs: RebuildJobs = request.app.state.rebuilds
+    status = jobs.get(rebuild_id)
+    visible = status is not None and principal.tenant_id in (
+        request.app.state.operator_tenant,
+        status.tenant,
+    )
+    if status is None or not visible:
+        raise ApiError(404, "rebuild_not_found", f"No rebuild {rebuild_id}.")
+    return RebuildOut.of(status)
