@@ -160,10 +160,26 @@ def test_cli_manages_tenants_and_keys_beside_the_running_server(
     assert "catalog" in str(status) and "relay-documents" in str(status)
 
 
+def test_rebuild_index_through_the_running_server(serve: Serve, data_dir: Path) -> None:
+    result = kf(data_dir, "rebuild-index", "--projection", "all")
+    assert result["state"] == "done", result
+    assert result["matches_live"] is True
+    assert result["events"] >= 4 and result["chunks"] >= 1
+    key = (data_dir / "admin-key").read_text().strip()
+    hits = httpx.get(
+        f"{serve.url}/v1/search",
+        params={"q": "embedded servers", "mode": "hybrid"},
+        headers={"Authorization": f"Bearer {key}"},
+    ).json()
+    assert [r["filename"] for r in hits["results"]] == ["hello.md"]
+
+
 def test_stop_is_clean_and_a_restart_keeps_everything(serve: Serve, data_dir: Path) -> None:
     assert serve.stop() == 0
     time.sleep(1)
     assert _servers_for(data_dir) == []
+    offline = kf(data_dir, "rebuild-index", "--projection", "search")  # no server: in-process
+    assert offline["state"] == "done" and offline["matches_live"] is True, offline
     again = Serve(data_dir, data_dir.parent / "serve-2.log")
     try:
         assert "Admin API key:                in" in again.output()
@@ -172,5 +188,11 @@ def test_stop_is_clean_and_a_restart_keeps_everything(serve: Serve, data_dir: Pa
             f"{again.url}/v1/documents", headers={"Authorization": f"Bearer {key}"}
         ).json()
         assert [d["filename"] for d in listed["items"]] == ["hello.md"]
+        hits = httpx.get(
+            f"{again.url}/v1/search",
+            params={"q": "embedded servers", "mode": "keyword"},
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()
+        assert [r["filename"] for r in hits["results"]] == ["hello.md"]  # the rebuilt shard
     finally:
         assert again.stop() == 0
