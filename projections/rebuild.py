@@ -366,6 +366,7 @@ class Rebuilder:
     ) -> RebuildStatus:
         try:
             for projection in status.projections:
+                status.chunks = 0  # counted per read model; each rebuild indexes them all
                 if projection == "fulltext":
                     self.rebuild_fulltext(status, tenant=status.tenant, compare=compare)
                 elif projection == "search":

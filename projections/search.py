@@ -38,6 +38,7 @@ from projections.search_index import (
     Hit,
     IndexMismatchError,
     SearchIndex,
+    fuse,
     point_id,
 )
 
@@ -238,15 +239,14 @@ class SearchService:
             timings["embed"] = (time.perf_counter() - started) * 1000
         sparse = self._encoder.query(query) if mode in ("keyword", "hybrid") else None
         queried = time.perf_counter()
+        fusion = self._settings.fusion
+        # In hybrid mode each leg contributes its top `prefetch` (at least k) to the fusion.
+        leg_limit = max(k, fusion.prefetch) if mode == "hybrid" else k
         legs = self._index.current.query(
-            tenant_id,
-            dense=dense,
-            sparse=sparse,
-            filters=filters,
-            limit=k,
-            fusion=self._settings.fusion,
+            tenant_id, dense=dense, sparse=sparse, filters=filters, limit=leg_limit
         )
         timings["index"] = (time.perf_counter() - queried) * 1000
+        fused = fuse(legs, fusion, k) if mode == "hybrid" else (legs.dense or legs.sparse)[:k]
         dense_rank = _ranks(legs.dense)
         sparse_rank = _ranks(legs.sparse)
         query_terms = self._encoder.terms(query)
@@ -260,9 +260,9 @@ class SearchService:
                     "keyword": sparse_rank.get(hit.id) if mode != "vector" else None,
                 },
             )
-            for hit in legs.fused
-            if hit.payload.get("tenant_id")
-            == tenant_id  # belt and braces: the filter already did this
+            for hit in fused
+            # Belt and braces: the engine's filter already kept only this tenant.
+            if hit.payload.get("tenant_id") == tenant_id
         ]
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResults(mode=mode, results=results, timings_ms=timings)

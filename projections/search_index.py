@@ -79,11 +79,26 @@ class Hit:
 
 @dataclass
 class Legs:
-    """Results of each leg that ran; ``fused`` is the ranking to return."""
+    """The ranked hits of each leg that ran."""
 
     dense: list[Hit] = field(default_factory=list)
     sparse: list[Hit] = field(default_factory=list)
-    fused: list[Hit] = field(default_factory=list)
+
+
+def fuse(legs: Legs, fusion: Fusion, limit: int) -> list[Hit]:
+    """Weighted reciprocal rank fusion: score(d) = Σ w_leg / (k + rank_leg(d)), ranks from 1.
+
+    Only ranks matter, so cosine similarities and BM25 scores need no common
+    scale. Ties are broken by point id, so equal content ranks equally.
+    """
+    scores: dict[str, float] = {}
+    hits: dict[str, Hit] = {}
+    for weight, ranked in ((fusion.dense_weight, legs.dense), (fusion.sparse_weight, legs.sparse)):
+        for rank, hit in enumerate(ranked, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight / (fusion.k + rank)
+            hits.setdefault(hit.id, hit)
+    ordered = sorted(scores, key=lambda point: (-round(scores[point], 12), point))
+    return [Hit(point, scores[point], hits[point].payload) for point in ordered[:limit]]
 
 
 class IndexMismatchError(RuntimeError):
@@ -117,7 +132,6 @@ class SearchIndex(Protocol):
         sparse: Sparse | None,
         filters: Filters,
         limit: int,
-        fusion: Fusion,
     ) -> Legs: ...
 
     def count(self, tenant_id: str | None = None) -> int: ...
@@ -278,75 +292,43 @@ class EdgeSearchIndex:
         sparse: Sparse | None,
         filters: Filters,
         limit: int,
-        fusion: Fusion,
     ) -> Legs:
+        """Run the requested legs in one batch; fusion is the caller's (see ``fuse``)."""
         flt = _edge_filter(tenant_id, filters)
-        params = qe.SearchParams(hnsw_ef=max(self._hnsw_ef, limit))
-        dense_q = qe.Query.Nearest(dense, using=DENSE) if dense is not None else None
-        sparse_q = (
-            qe.Query.Nearest(qe.SparseVector(sparse.indices, sparse.values), using=SPARSE)
-            if sparse is not None and sparse.indices
-            else None
-        )
-        # IDF from this tenant's documents only: another tenant's corpus must not
-        # shift these scores (nor reveal how common a term is over there).
-        sparse_params = qe.SearchParams(idf=qe.IdfParams(corpus=_edge_filter(tenant_id, Filters())))
         requests: list[qe.QueryRequest] = []
-        leg_limit = (max(limit, fusion.prefetch) if dense_q and sparse_q else limit) + TIE_MARGIN
-        if dense_q is not None:
-            requests.append(
-                qe.QueryRequest(
-                    limit=leg_limit, query=dense_q, filter=flt, with_payload=True, params=params
-                )
-            )
-        if sparse_q is not None:
-            requests.append(
-                qe.QueryRequest(
-                    limit=leg_limit,
-                    query=sparse_q,
-                    filter=flt,
-                    with_payload=True,
-                    params=sparse_params,
-                )
-            )
-        both = dense_q is not None and sparse_q is not None
-        if both:
+        if dense is not None:
             requests.append(
                 qe.QueryRequest(
                     limit=limit + TIE_MARGIN,
-                    prefetches=[
-                        qe.Prefetch(
-                            limit=fusion.prefetch, query=dense_q, filter=flt, params=params
-                        ),
-                        qe.Prefetch(
-                            limit=fusion.prefetch, query=sparse_q, filter=flt, params=sparse_params
-                        ),
-                    ],
-                    # The stubs leave Fusion.Rrf out of the query union; the engine takes it.
-                    query=cast(
-                        Any,
-                        qe.Fusion.Rrf(
-                            k=fusion.k, weights=[fusion.dense_weight, fusion.sparse_weight]
-                        ),
+                    query=qe.Query.Nearest(dense, using=DENSE),
+                    filter=flt,
+                    with_payload=True,
+                    params=qe.SearchParams(hnsw_ef=max(self._hnsw_ef, limit)),
+                )
+            )
+        if sparse is not None and sparse.indices:
+            # IDF from this tenant's documents only: another tenant's corpus must
+            # not shift these scores (nor reveal how common a term is over there).
+            corpus = qe.IdfParams(corpus=_edge_filter(tenant_id, Filters()))
+            requests.append(
+                qe.QueryRequest(
+                    limit=limit + TIE_MARGIN,
+                    query=qe.Query.Nearest(
+                        qe.SparseVector(sparse.indices, sparse.values), using=SPARSE
                     ),
                     filter=flt,
                     with_payload=True,
+                    params=qe.SearchParams(idf=corpus),
                 )
             )
         if not requests:
             return Legs()
-        results = self._shard.query_batch(qe.QueryBatchRequest(requests))
+        results = iter(self._shard.query_batch(qe.QueryBatchRequest(requests)))
         legs = Legs()
-        position = 0
-        if dense_q is not None:
-            legs.dense = _hits(results[position])
-            position += 1
-        if sparse_q is not None:
-            legs.sparse = _hits(results[position])
-            position += 1
-        legs.fused = (
-            _hits(results[position])[:limit] if both else (legs.dense or legs.sparse)[:limit]
-        )
+        if dense is not None:
+            legs.dense = _hits(next(results))[:limit]
+        if sparse is not None and sparse.indices:
+            legs.sparse = _hits(next(results))[:limit]
         return legs
 
     def count(self, tenant_id: str | None = None) -> int:
@@ -513,21 +495,10 @@ class ServerSearchIndex:
         sparse: Sparse | None,
         filters: Filters,
         limit: int,
-        fusion: Fusion,
     ) -> Legs:
+        """Run the requested legs in one batch; fusion is the caller's (see ``fuse``)."""
         m = self._m
         flt = self._filter(tenant_id, filters)
-        dense_params = m.SearchParams(hnsw_ef=max(self._hnsw_ef, limit))
-        sparse_params = m.SearchParams(
-            idf=m.IdfCorpusParams(corpus=self._filter(tenant_id, Filters()))
-        )
-        sparse_vector = (
-            m.SparseVector(indices=sparse.indices, values=sparse.values)
-            if sparse is not None and sparse.indices
-            else None
-        )
-        both = dense is not None and sparse_vector is not None
-        leg_limit = (max(limit, fusion.prefetch) if both else limit) + TIE_MARGIN
         requests: list[Any] = []
         if dense is not None:
             requests.append(
@@ -535,65 +506,32 @@ class ServerSearchIndex:
                     query=dense,
                     using=DENSE,
                     filter=flt,
-                    limit=leg_limit,
+                    limit=limit + TIE_MARGIN,
                     with_payload=True,
-                    params=dense_params,
+                    params=m.SearchParams(hnsw_ef=max(self._hnsw_ef, limit)),
                 )
             )
-        if sparse_vector is not None:
+        with_sparse = sparse is not None and bool(sparse.indices)
+        if sparse is not None and with_sparse:
+            corpus = m.IdfCorpusParams(corpus=self._filter(tenant_id, Filters()))
             requests.append(
                 m.QueryRequest(
-                    query=sparse_vector,
+                    query=m.SparseVector(indices=sparse.indices, values=sparse.values),
                     using=SPARSE,
-                    filter=flt,
-                    limit=leg_limit,
-                    with_payload=True,
-                    params=sparse_params,
-                )
-            )
-        if both:
-            requests.append(
-                m.QueryRequest(
-                    prefetch=[
-                        m.Prefetch(
-                            query=dense,
-                            using=DENSE,
-                            filter=flt,
-                            limit=fusion.prefetch,
-                            params=dense_params,
-                        ),
-                        m.Prefetch(
-                            query=sparse_vector,
-                            using=SPARSE,
-                            filter=flt,
-                            limit=fusion.prefetch,
-                            params=sparse_params,
-                        ),
-                    ],
-                    query=m.RrfQuery(
-                        rrf=m.Rrf(k=fusion.k, weights=[fusion.dense_weight, fusion.sparse_weight])
-                    ),
                     filter=flt,
                     limit=limit + TIE_MARGIN,
                     with_payload=True,
+                    params=m.SearchParams(idf=corpus),
                 )
             )
         if not requests:
             return Legs()
-        responses = self._client.query_batch_points(self.collection, requests=requests)
+        responses = iter(self._client.query_batch_points(self.collection, requests=requests))
         legs = Legs()
-        position = 0
         if dense is not None:
-            legs.dense = _hits(responses[position].points)
-            position += 1
-        if sparse_vector is not None:
-            legs.sparse = _hits(responses[position].points)
-            position += 1
-        legs.fused = (
-            _hits(responses[position].points)[:limit]
-            if both
-            else (legs.dense or legs.sparse)[:limit]
-        )
+            legs.dense = _hits(next(responses).points)[:limit]
+        if with_sparse:
+            legs.sparse = _hits(next(responses).points)[:limit]
         return legs
 
     def count(self, tenant_id: str | None = None) -> int:

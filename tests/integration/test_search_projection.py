@@ -182,15 +182,11 @@ def test_bm25_idf_is_computed_per_tenant(container: Container, tmp_path: Path) -
     tenant_one = [e for e in envelopes if e.tenant_id == "tenant-1"]
     view.apply_batch(tenant_one)
     query = container.bm25.query("harbour")
-    alone = index.query(
-        "tenant-1", dense=None, sparse=query, filters=Filters(), limit=5, fusion=FUSION
-    ).fused
+    alone = index.query("tenant-1", dense=None, sparse=query, filters=Filters(), limit=5).sparse
     with container.catalog.datastore.transaction(commit=True) as curs:
         view.set_position(curs, "documents", 0)
     view.apply_batch([e for e in envelopes if e.tenant_id == "tenant-2"])
-    shared = index.query(
-        "tenant-1", dense=None, sparse=query, filters=Filters(), limit=5, fusion=FUSION
-    ).fused
+    shared = index.query("tenant-1", dense=None, sparse=query, filters=Filters(), limit=5).sparse
     assert [(h.id, round(h.score, 5)) for h in alone] == [(h.id, round(h.score, 5)) for h in shared]
     index.close()
     assert uuid.UUID(alone[0].payload["document_id"])
