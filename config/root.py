@@ -45,6 +45,7 @@ from projections.search_index import (
     Bm25Encoder,
     EdgeSearchIndex,
     Fusion,
+    IndexMismatchError,
     IndexSpec,
     SearchIndex,
     ServerSearchIndex,
@@ -153,7 +154,28 @@ class Container:
         name = pointer.read_text().strip() if pointer.exists() else "search-0"
         return self.index_dir / name
 
+    def check_index_spec(self) -> None:
+        """Record the model the index holds; refuse to start with another one configured."""
+        spec = self.index_spec
+        with self._views_store.transaction(commit=True) as curs:
+            curs.execute(
+                "INSERT INTO search_index_meta (index_name, model, dimension, sparse)"
+                " VALUES ('search', %s, %s, %s) ON CONFLICT (index_name) DO NOTHING",
+                (spec.model, spec.dimension, spec.sparse),
+            )
+            row = curs.execute(
+                "SELECT model, dimension FROM search_index_meta WHERE index_name = 'search'"
+            ).fetchone()
+        assert row is not None
+        if (row["model"], row["dimension"]) != (spec.model, spec.dimension):
+            raise IndexMismatchError(
+                f"the search index holds {row['model']} ({row['dimension']} dims) vectors but "
+                f"{spec.model} ({spec.dimension} dims) is configured; documents must be "
+                "re-embedded before the index can be rebuilt with another model"
+            )
+
     def open_live_index(self) -> SearchIndex:
+        self.check_index_spec()
         search = self.settings.search
         if self.settings.qdrant.url:
             from qdrant_client import QdrantClient
@@ -175,6 +197,14 @@ class Container:
                             )
                         )
                     ]
+                )
+            info = client.get_collection(alias)
+            vectors = info.config.params.vectors
+            size = vectors["dense"].size if isinstance(vectors, dict) else None
+            if size != self.index_spec.dimension:
+                raise IndexMismatchError(
+                    f"Qdrant collection {alias!r} has {size}-dimensional dense vectors;"
+                    f" {self.index_spec.dimension} are configured"
                 )
             return ServerSearchIndex(client, alias, hnsw_ef=search.hnsw_ef)
         return EdgeSearchIndex(

@@ -277,9 +277,10 @@ class Rebuilder:
                 SQL("DROP TABLE IF EXISTS {}").format(Identifier(f"search{SHADOW}_tracking"))
             )
         shadow_index, dispose = self._new_shadow_index(tenant)
+        shadow_holder = IndexHolder(lambda: shadow_index)
         shadow = SearchView(
             self.c.datastore,
-            IndexHolder(lambda: shadow_index),
+            shadow_holder,
             self.c.blobs,
             self.c.bm25,
             model=self.c.index_spec.model,
@@ -291,6 +292,10 @@ class Rebuilder:
         try:
             status.state, status.projection = "building", "search"
             self._replay(shadow, tenant, status)
+            if tenant is None and isinstance(shadow_index, EdgeSearchIndex):
+                status.state = "optimizing"
+                shadow_index = optimize_elsewhere(shadow_index)
+                shadow_holder.swap(shadow_index)
             if compare:
                 status.matches_live = same_points(self.c.index.current, shadow_index, tenant)
             status.state = "switching"
@@ -387,6 +392,30 @@ class Rebuilder:
         finally:
             status.finished_at = datetime.now(UTC)
         return status
+
+
+def optimize_elsewhere(index: EdgeSearchIndex) -> EdgeSearchIndex:
+    """Build the shard's HNSW in a child process (the engine holds the GIL meanwhile).
+
+    The shard is closed here, optimised by ``projections.optimize_shard`` in a
+    process of its own, and opened again; searches in this process go on.
+    """
+    import subprocess
+    import sys
+
+    index.close()
+    done = subprocess.run(  # noqa: S603 - our own module, our own shard path
+        [sys.executable, "-m", "projections.optimize_shard", str(index.path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"optimising {index.path} failed: {done.stderr[-2000:]}")
+    log.info("shard_optimized", path=str(index.path), result=done.stdout.strip())
+    return EdgeSearchIndex(
+        index.path, index.spec, search_threads=index.search_threads, hnsw_ef=index.hnsw_ef
+    )
 
 
 def same_points(live: SearchIndex, shadow: SearchIndex, tenant: str | None) -> bool:

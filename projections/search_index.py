@@ -222,6 +222,8 @@ class EdgeSearchIndex:
         self.name = f"edge:{path}"
         self.path = path
         self.spec = spec
+        self.search_threads = search_threads
+        self.hnsw_ef = hnsw_ef
         self._hnsw_ef = hnsw_ef
         self._lock = threading.RLock()
         meta = path / self.META

@@ -190,3 +190,23 @@ def test_bm25_idf_is_computed_per_tenant(container: Container, tmp_path: Path) -
     assert [(h.id, round(h.score, 5)) for h in alone] == [(h.id, round(h.score, 5)) for h in shared]
     index.close()
     assert uuid.UUID(alone[0].payload["document_id"])
+
+
+def test_a_model_change_is_refused_at_start(container: Container) -> None:
+    with container.catalog.datastore.transaction(commit=True) as curs:
+        curs.execute(
+            "UPDATE search_index_meta SET model = 'older-model' WHERE index_name = 'search'"
+        )
+    try:
+        container.check_index_spec()  # records the spec on first use...
+        with container.catalog.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "UPDATE search_index_meta SET model = 'older-model' WHERE index_name = 'search'"
+            )
+        with pytest.raises(IndexMismatchError, match="older-model"):
+            container.check_index_spec()  # ...and refuses another one afterwards
+    finally:
+        with container.catalog.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "UPDATE search_index_meta SET model = %s WHERE index_name = 'search'", (MODEL_NAME,)
+            )
