@@ -147,6 +147,53 @@ def wait_ingested(client: httpx.Client, expected: int) -> None:
         time.sleep(10)
 
 
+def leg_rankings(
+    client: httpx.Client, queries: dict[str, str], mode: str, limit: int
+) -> dict[str, list[tuple[str, str]]]:
+    """(point key, document id) of each query's top ``limit`` chunks in one leg."""
+    rankings = {}
+    for qid, text in queries.items():
+        hits = client.get("/v1/search", params={"q": text, "mode": mode, "k": limit}).json()[
+            "results"
+        ]
+        rankings[qid] = [(f"{h['document_id']}:{h['chunk_index']}", h["document_id"]) for h in hits]
+    return rankings
+
+
+def fusion_grid(
+    dense: dict[str, list[tuple[str, str]]],
+    sparse: dict[str, list[tuple[str, str]]],
+    qrels: dict[str, set[str]],
+    document_of: dict[str, str],
+) -> list[tuple[float, int, float, float]]:
+    """nDCG@10 of the platform's fusion formula over a grid of k and weights, from the legs."""
+    results = []
+    for k in (5, 10, 20, 40, 60):
+        for dense_weight, sparse_weight in (
+            (1.0, 1.0),
+            (1.5, 1.0),
+            (1.0, 1.5),
+            (2.0, 1.0),
+            (1.0, 2.0),
+        ):
+            total = 0.0
+            for qid, relevant in qrels.items():
+                scores: dict[str, float] = {}
+                doc_of_point: dict[str, str] = {}
+                for weight, ranked in ((dense_weight, dense[qid]), (sparse_weight, sparse[qid])):
+                    for rank, (point, doc) in enumerate(ranked, start=1):
+                        scores[point] = scores.get(point, 0.0) + weight / (k + rank)
+                        doc_of_point[point] = doc
+                ranked_docs: list[str] = []
+                for point in sorted(scores, key=lambda p: (-scores[p], p)):
+                    corpus_doc = document_of.get(doc_of_point[point])
+                    if corpus_doc is not None and corpus_doc not in ranked_docs:
+                        ranked_docs.append(corpus_doc)
+                total += ndcg10(ranked_docs, relevant)
+            results.append((total / len(qrels), k, dense_weight, sparse_weight))
+    return sorted(results, reverse=True)
+
+
 def score(
     client: httpx.Client,
     queries: dict[str, str],
@@ -248,6 +295,17 @@ def main() -> None:
                         f"{mode:8s} nDCG@10 {ndcg:.4f}  Recall@100 {recall:.4f}"
                         f"  (HTTP latency k=300 p50 {latencies[len(latencies) // 2]:.0f} ms)"
                     )
+                # How flat is the fusion optimum (the same legs, 100 chunks each)?
+                dense_legs = leg_rankings(client, queries, "vector", 100)
+                sparse_legs = leg_rankings(client, queries, "keyword", 100)
+                grid = fusion_grid(dense_legs, sparse_legs, qrels, document_of)
+                print("fusion grid (nDCG@10, k, dense weight, keyword weight), best first:")
+                for row in grid[:8]:
+                    print(f"  {row[0]:.4f}  k={row[1]:<3} weights={row[2]}:{row[3]}")
+                near = sum(r[0] >= grid[0][0] - 0.005 for r in grid)
+                print(
+                    f"  … worst {grid[-1][0]:.4f}; {near} of {len(grid)} within 0.005 of the best"
+                )
             rebuild = subprocess.run(
                 [
                     sys.executable,

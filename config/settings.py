@@ -85,13 +85,13 @@ class ProjectionSettings(_Section):
 class SearchSettings(_Section):
     max_k: int = Field(100, ge=1, le=1000)
     max_query_chars: int = Field(1000, ge=1, le=100_000)
-    rrf_k: int = Field(60, ge=1, le=10_000)
+    rrf_k: int = Field(20, ge=1, le=10_000)
     dense_weight: float = Field(1.0, gt=0)
     keyword_weight: float = Field(1.0, gt=0)
     prefetch: int = Field(100, ge=1, le=10_000)
     bm25_k: float = Field(1.2, ge=0)
     bm25_b: float = Field(0.75, ge=0, le=1)
-    bm25_avg_len: float = Field(150, gt=0)
+    bm25_avg_len: float = Field(70, gt=0)
     bm25_language: str = "english"
     hnsw_ef: int = Field(128, ge=1)
     search_threads: int = Field(1, ge=1, le=256)
