@@ -10,6 +10,7 @@ seam for object storage later.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Protocol
 
 from psycopg_pool import ConnectionPool
@@ -23,6 +24,8 @@ class BlobStore(Protocol):
     def put(self, tenant_id: str, content: bytes) -> str: ...
 
     def get(self, tenant_id: str, sha256: str) -> bytes: ...
+
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]: ...
 
 
 def sha256_hex(content: bytes) -> str:
@@ -52,3 +55,31 @@ class PostgresBlobStore:
         if row is None:
             raise BlobNotFoundError(f"blob {sha256} not found for tenant {tenant_id}")
         return bytes(row[0])
+
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        """Several blobs in one round trip, by (tenant_id, sha256); missing ones are absent."""
+        if not keys:
+            return {}
+        tenants, digests = zip(*set(keys), strict=True)
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT tenant_id, sha256, content FROM blobs"
+                " WHERE (tenant_id, sha256) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                (list(tenants), list(digests)),
+            ).fetchall()
+        return {(row[0], row[1]): bytes(row[2]) for row in rows}
+
+
+class BatchBlobs:
+    """Blobs a batch of events will read, fetched in one round trip up front."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        self._cache: dict[tuple[str, str], bytes] = {}
+
+    def prefetch(self, keys: Sequence[tuple[str, str]]) -> None:
+        self._cache = self._store.get_many(keys)
+
+    def get(self, tenant_id: str, sha256: str) -> bytes:
+        cached = self._cache.get((tenant_id, sha256))
+        return cached if cached is not None else self._store.get(tenant_id, sha256)

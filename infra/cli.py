@@ -288,6 +288,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
         "chunks": status.chunks,
         "seconds": round(status.seconds, 2),
         "matches_live": status.matches_live,
+        "phases": status.phases,
         "error": status.error,
     }
     print(json.dumps(summary))

@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
+from uuid import UUID
 
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from infra.envelope import Envelope
 
@@ -31,6 +32,50 @@ def handles(*event_types: str) -> Callable[[F], F]:
         return method
 
     return mark
+
+
+class BatchWrites:
+    """Statements a batch's handlers queue, sent in order with ``executemany`` after them.
+
+    One round trip per run of identical statements instead of one per event:
+    replays and rebuilds apply thousands of events per second this way.
+    """
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[Composed, tuple[Any, ...]]] = []
+
+    def add(self, statement: Composed, params: tuple[Any, ...]) -> None:
+        self._queue.append((statement, params))
+
+    def flush(self, curs: Cursor[DictRow]) -> None:
+        queue, self._queue = self._queue, []
+        start = 0
+        while start < len(queue):
+            end = start
+            while end < len(queue) and queue[end][0] is queue[start][0]:
+                end += 1
+            curs.executemany(queue[start][0], [params for _, params in queue[start:end]])
+            start = end
+
+
+DocumentKey = tuple[str, UUID]
+
+
+def document_metadata(
+    curs: Cursor[DictRow], table: str, keys: Sequence[DocumentKey]
+) -> dict[DocumentKey, dict[str, Any]]:
+    """filename, media_type and uploaded_at of documents, by (tenant_id, document_id)."""
+    if not keys:
+        return {}
+    tenants, documents = zip(*set(keys), strict=True)
+    rows = curs.execute(
+        SQL(
+            "SELECT tenant_id, document_id, filename, media_type, uploaded_at FROM {}"
+            " WHERE (tenant_id, document_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))"
+        ).format(Identifier(table)),
+        (list(tenants), list(documents)),
+    ).fetchall()
+    return {(row["tenant_id"], row["document_id"]): row for row in rows}
 
 
 class OutOfOrderError(RuntimeError):
@@ -52,6 +97,7 @@ class ProjectionView(PostgresTrackingRecorder):
         cls._handlers = handlers
 
     def __init__(self, datastore: PostgresDatastore) -> None:
+        self.writes = BatchWrites()
         super().__init__(datastore, tracking_table_name=f"{self.name}_tracking")
         self.create_table()
         # A row per context from the start, so that every batch (and a rebuild's
@@ -126,6 +172,7 @@ class ProjectionView(PostgresTrackingRecorder):
         """
         positions = self.lock_positions(curs)
         current = dict(positions)
+        fresh: list[Envelope] = []
         for envelope in envelopes:
             if envelope.context not in self.contexts:
                 continue
@@ -136,14 +183,25 @@ class ProjectionView(PostgresTrackingRecorder):
                     f"{envelope.context} position {envelope.position} after "
                     f"{current[envelope.context]}"
                 )
+            current[envelope.context] = envelope.position
+            fresh.append(envelope)
+        self.before_batch(curs, fresh)
+        for envelope in fresh:
             handler = self._handlers.get(envelope.event_type)
             if handler is not None:
                 handler(self, curs, envelope)
-            current[envelope.context] = envelope.position
+        self.after_batch(curs)
+        self.writes.flush(curs)
         for context, position in current.items():
             if position > positions.get(context, 0):
                 self.set_position(curs, context, position)
         return current
+
+    def before_batch(self, curs: Cursor[DictRow], envelopes: Sequence[Envelope]) -> None:
+        """Hook: called with a batch's new envelopes before their handlers (e.g. to prefetch)."""
+
+    def after_batch(self, curs: Cursor[DictRow]) -> None:
+        """Hook: called after a batch's handlers, before its position is recorded."""
 
     def set_position(self, curs: Cursor[DictRow], context: str, position: int) -> None:
         curs.execute(

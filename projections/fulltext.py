@@ -10,6 +10,7 @@ Every query is scoped to one tenant.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -20,9 +21,15 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from domain.content import decode_chunks
-from infra.blobs import BlobStore
+from infra.blobs import BatchBlobs, BlobStore
 from infra.envelope import Envelope
-from projections.base import OutOfOrderError, ProjectionView, handles
+from projections.base import (
+    DocumentKey,
+    OutOfOrderError,
+    ProjectionView,
+    document_metadata,
+    handles,
+)
 from projections.highlight import HEADLINE_OPTIONS, escape_headline
 from projections.search_index import Filters
 
@@ -57,59 +64,85 @@ class FulltextView(ProjectionView):
             self.name = name
         self.chunks_table = chunks_table
         self.documents_table = documents_table
-        self._blobs = blobs
+        self._blobs = BatchBlobs(blobs)
+        self._meta: dict[DocumentKey, dict[str, Any]] = {}
+        self._rows: list[tuple[Any, ...]] = []
+        self._insert = SQL(
+            "INSERT INTO {} (tenant_id, document_id, filename, media_type, uploaded_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+        ).format(Identifier(documents_table))
+        self._copy = SQL(
+            "COPY {} (tenant_id, document_id, chunk_index, filename, media_type, uploaded_at,"
+            " page_start, page_end, text) FROM STDIN"
+        ).format(Identifier(chunks_table))
         super().__init__(datastore)
+
+    def before_batch(self, curs: Cursor[DictRow], envelopes: Sequence[Envelope]) -> None:
+        embedded = [e for e in envelopes if e.event_type == "Document.Embedded"]
+        self._blobs.prefetch([(e.tenant_id, e.data["chunks_sha256"]) for e in embedded])
+        self._meta = document_metadata(
+            curs, self.documents_table, [(e.tenant_id, UUID(e.aggregate_id)) for e in embedded]
+        )
+        self._rows = []
+
+    def after_batch(self, curs: Cursor[DictRow]) -> None:
+        self.writes.flush(curs)
+        self._copy_rows(curs)
+
+    def _copy_rows(self, curs: Cursor[DictRow]) -> None:
+        rows, self._rows = self._rows, []
+        if rows:
+            with curs.copy(self._copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
 
     @handles("Document.Uploaded")
     def _uploaded(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
         data = envelope.data
-        curs.execute(
-            f"INSERT INTO {self.documents_table} (tenant_id, document_id, filename, media_type,"  # noqa: S608
-            " uploaded_at) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (
-                envelope.tenant_id,
-                UUID(envelope.aggregate_id),
-                data["filename"],
-                data["media_type"],
-                envelope.occurred_at,
-            ),
+        key = (envelope.tenant_id, UUID(envelope.aggregate_id))
+        self._meta.setdefault(
+            key,
+            {
+                "filename": data["filename"],
+                "media_type": data["media_type"],
+                "uploaded_at": envelope.occurred_at,
+            },
+        )
+        self.writes.add(
+            self._insert, (*key, data["filename"], data["media_type"], envelope.occurred_at)
         )
 
     @handles("Document.Embedded")
     def _embedded(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
-        document_id = UUID(envelope.aggregate_id)
-        row = curs.execute(
-            f"SELECT filename, media_type, uploaded_at FROM {self.documents_table}"  # noqa: S608
-            " WHERE tenant_id = %s AND document_id = %s",
-            (envelope.tenant_id, document_id),
-        ).fetchone()
-        if row is None:
-            raise OutOfOrderError(f"fulltext: Embedded before Uploaded for {document_id}")
+        key = (envelope.tenant_id, UUID(envelope.aggregate_id))
+        meta = self._meta.get(key)
+        if meta is None:
+            raise OutOfOrderError(f"fulltext: Embedded before Uploaded for {key[1]}")
         chunks = decode_chunks(self._blobs.get(envelope.tenant_id, envelope.data["chunks_sha256"]))
-        with curs.copy(
-            f"COPY {self.chunks_table} (tenant_id, document_id, chunk_index, filename, media_type,"
-            " uploaded_at, page_start, page_end, text) FROM STDIN"
-        ) as copy:
-            for chunk in chunks:
-                copy.write_row(
-                    (
-                        envelope.tenant_id,
-                        document_id,
-                        chunk.chunk_index,
-                        row["filename"],
-                        row["media_type"],
-                        row["uploaded_at"],
-                        chunk.page_start,
-                        chunk.page_end,
-                        chunk.text,
-                    )
-                )
+        self._rows.extend(
+            (
+                *key,
+                chunk.chunk_index,
+                meta["filename"],
+                meta["media_type"],
+                meta["uploaded_at"],
+                chunk.page_start,
+                chunk.page_end,
+                chunk.text,
+            )
+            for chunk in chunks
+        )
 
     @handles("Document.Deleted")
     def _deleted(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
+        # What the batch queued so far goes first, so the delete sees it.
+        self.writes.flush(curs)
+        self._copy_rows(curs)
         for table in (self.chunks_table, self.documents_table):
             curs.execute(
-                f"DELETE FROM {table} WHERE tenant_id = %s AND document_id = %s",  # noqa: S608
+                SQL("DELETE FROM {} WHERE tenant_id = %s AND document_id = %s").format(
+                    Identifier(table)
+                ),
                 (envelope.tenant_id, UUID(envelope.aggregate_id)),
             )
 

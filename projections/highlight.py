@@ -18,8 +18,8 @@ START, STOP = "<mark>", "</mark>"
 
 def snippet(
     text: str,
-    query_terms: set[int],
-    terms_of: Callable[[str], set[int]],
+    query_terms: frozenset[int] | set[int],
+    terms_of: Callable[[str], frozenset[int] | set[int]],
     *,
     window_words: int = 40,
 ) -> str:

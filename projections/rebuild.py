@@ -20,16 +20,19 @@ present are removed), so searches never see the tenant empty.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import structlog
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import Cursor
@@ -69,6 +72,7 @@ class RebuildStatus:
     chunks: int = 0
     matches_live: bool | None = None
     error: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime | None = None
 
@@ -96,6 +100,15 @@ class RebuildContext:
     collection_alias: str
     search_threads: int
     hnsw_ef: int
+
+
+@contextmanager
+def _phase(status: RebuildStatus, name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        status.phases[name] = round(time.perf_counter() - started, 3)
 
 
 def _table_exists(curs: Cursor[DictRow], table: str) -> bool:
@@ -205,11 +218,13 @@ class Rebuilder:
             name=f"fulltext{SHADOW}",
         )
         status.state, status.projection = "building", "fulltext"
-        self._replay(shadow, tenant, status)
+        with _phase(status, "fulltext.replay"):
+            self._replay(shadow, tenant, status)
         if compare:
-            status.matches_live = self._same_rows(chunks, shadow_chunks, tenant)
+            with _phase(status, "fulltext.compare"):
+                status.matches_live = self._same_rows(chunks, shadow_chunks, tenant)
         status.state = "switching"
-        with self.c.datastore.transaction(commit=True) as curs:
+        with _phase(status, "fulltext.switch"), self.c.datastore.transaction(commit=True) as curs:
             live_position = live.lock_positions(curs)["documents"]
             if tenant is None:
                 position = self._catch_up_in(curs, shadow, None)
@@ -291,15 +306,18 @@ class Rebuilder:
         switched = False
         try:
             status.state, status.projection = "building", "search"
-            self._replay(shadow, tenant, status)
+            with _phase(status, "search.replay"):
+                self._replay(shadow, tenant, status)
             if tenant is None and isinstance(shadow_index, EdgeSearchIndex):
                 status.state = "optimizing"
-                shadow_index = optimize_elsewhere(shadow_index)
+                with _phase(status, "search.optimize"):
+                    shadow_index = optimize_elsewhere(shadow_index)
                 shadow_holder.swap(shadow_index)
             if compare:
-                status.matches_live = same_points(self.c.index.current, shadow_index, tenant)
+                with _phase(status, "search.compare"):
+                    status.matches_live = same_points(self.c.index.current, shadow_index, tenant)
             status.state = "switching"
-            with self.c.datastore.transaction(commit=True) as curs:
+            with _phase(status, "search.switch"), self.c.datastore.transaction(commit=True) as curs:
                 live_position = live.lock_positions(curs)["documents"]
                 if tenant is None:
                     position = self._catch_up_in(curs, shadow, None)
@@ -421,18 +439,32 @@ def optimize_elsewhere(index: EdgeSearchIndex) -> EdgeSearchIndex:
 def same_points(live: SearchIndex, shadow: SearchIndex, tenant: str | None) -> bool:
     """Whether two indexes hold the same points (ids, payloads, vectors) for ``tenant`` or all."""
 
-    def snapshot(index: SearchIndex) -> dict[str, tuple[Any, ...]]:
-        return {
-            p.id: (
-                tuple(sorted(p.payload.items(), key=lambda kv: kv[0])),
-                tuple(round(v, 5) for v in p.dense),
-                tuple(p.sparse.indices),
-                tuple(round(v, 5) for v in p.sparse.values),
+    def snapshot(
+        index: SearchIndex,
+    ) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, Any]]:
+        described: dict[str, tuple[str, tuple[int, ...]]] = {}
+        vectors: dict[str, Any] = {}
+        for p in index.points(tenant):
+            order = np.argsort(p.sparse.indices)
+            described[p.id] = (
+                json.dumps(p.payload, sort_keys=True),
+                tuple(int(i) for i in np.asarray(p.sparse.indices)[order]),
             )
-            for p in index.points(tenant)
-        }
+            vectors[p.id] = (
+                np.asarray(p.dense, dtype=np.float32),
+                np.asarray(p.sparse.values, dtype=np.float32)[order],
+            )
+        return described, vectors
 
-    return snapshot(live) == snapshot(shadow)
+    described_live, vectors_live = snapshot(live)
+    described_shadow, vectors_shadow = snapshot(shadow)
+    if described_live != described_shadow:
+        return False
+    return all(
+        np.allclose(vectors_live[i][0], vectors_shadow[i][0], atol=1e-5)
+        and np.allclose(vectors_live[i][1], vectors_shadow[i][1], atol=1e-5)
+        for i in described_live
+    )
 
 
 def replace_tenant_points(live: SearchIndex, shadow: SearchIndex, tenant: str) -> None:

@@ -23,12 +23,19 @@ from uuid import UUID
 from eventsourcing.postgres import PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
 
 from domain.content import decode_chunks
-from infra.blobs import BlobStore
+from infra.blobs import BatchBlobs, BlobStore
 from infra.embedding import Embedder, matrix_from_bytes
 from infra.envelope import Envelope
-from projections.base import OutOfOrderError, ProjectionView, handles
+from projections.base import (
+    DocumentKey,
+    OutOfOrderError,
+    ProjectionView,
+    document_metadata,
+    handles,
+)
 from projections.highlight import snippet
 from projections.search_index import (
     Bm25Encoder,
@@ -104,26 +111,64 @@ class SearchView(ProjectionView):
             self.name = name  # a rebuild tracks under its own name until it is switched in
         self.table = table
         self.index = index
-        self._blobs = blobs
+        self._blobs = BatchBlobs(blobs)
+        self._pending: list[ChunkPoint] = []
+        self._meta: dict[DocumentKey, dict[str, Any]] = {}
         self._encoder = encoder
         self._model = model
         self._dimension = dimension
+        t = Identifier(table)
+        self._insert = SQL(
+            "INSERT INTO {} (tenant_id, document_id, filename, media_type, uploaded_at, status)"
+            " VALUES (%s, %s, %s, %s, %s, 'uploaded')"
+            " ON CONFLICT (tenant_id, document_id) DO NOTHING"
+        ).format(t)
+        self._indexed = SQL(
+            "UPDATE {} SET status = 'indexed', chunk_count = %s"
+            " WHERE tenant_id = %s AND document_id = %s"
+        ).format(t)
+        self._removed = SQL(
+            "UPDATE {} SET status = 'deleted' WHERE tenant_id = %s AND document_id = %s"
+        ).format(t)
         super().__init__(datastore)
+
+    def before_batch(self, curs: Cursor[DictRow], envelopes: Sequence[Envelope]) -> None:
+        self._pending = []
+        embedded = [e for e in envelopes if e.event_type == "Document.Embedded"]
+        self._blobs.prefetch(
+            [
+                (e.tenant_id, e.data[f])
+                for e in embedded
+                for f in ("chunks_sha256", "embeddings_sha256")
+            ]
+        )
+        self._meta = document_metadata(
+            curs, self.table, [(e.tenant_id, UUID(e.aggregate_id)) for e in embedded]
+        )
+
+    def after_batch(self, curs: Cursor[DictRow]) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send buffered points to the index: a few large upserts rather than one per document."""
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), 512):
+            self.index.current.upsert(pending[start : start + 512])
 
     @handles("Document.Uploaded")
     def _uploaded(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
         data = envelope.data
-        curs.execute(
-            f"INSERT INTO {self.table} (tenant_id, document_id, filename, media_type,"  # noqa: S608
-            " uploaded_at, status) VALUES (%s, %s, %s, %s, %s, 'uploaded')"
-            " ON CONFLICT (tenant_id, document_id) DO NOTHING",
-            (
-                envelope.tenant_id,
-                UUID(envelope.aggregate_id),
-                data["filename"],
-                data["media_type"],
-                envelope.occurred_at,
-            ),
+        key = (envelope.tenant_id, UUID(envelope.aggregate_id))
+        self._meta.setdefault(
+            key,
+            {
+                "filename": data["filename"],
+                "media_type": data["media_type"],
+                "uploaded_at": envelope.occurred_at,
+            },
+        )
+        self.writes.add(
+            self._insert, (*key, data["filename"], data["media_type"], envelope.occurred_at)
         )
 
     @handles("Document.Embedded")
@@ -134,19 +179,16 @@ class SearchView(ProjectionView):
                 f"document {envelope.aggregate_id} was embedded with {data['model']} "
                 f"({data['dimension']} dims); the index holds {self._model} ({self._dimension})"
             )
-        row = curs.execute(
-            f"SELECT filename, media_type, uploaded_at FROM {self.table}"  # noqa: S608
-            " WHERE tenant_id = %s AND document_id = %s",
-            (envelope.tenant_id, UUID(envelope.aggregate_id)),
-        ).fetchone()
-        if row is None:
+        key = (envelope.tenant_id, UUID(envelope.aggregate_id))
+        meta = self._meta.get(key)
+        if meta is None:
             raise OutOfOrderError(f"search: Embedded before Uploaded for {envelope.aggregate_id}")
         chunks = decode_chunks(self._blobs.get(envelope.tenant_id, data["chunks_sha256"]))
         matrix = matrix_from_bytes(self._blobs.get(envelope.tenant_id, data["embeddings_sha256"]))
         if len(chunks) != matrix.shape[0]:
             raise ValueError(f"{len(chunks)} chunks but {matrix.shape[0]} vectors")
-        uploaded_at: datetime = row["uploaded_at"]
-        points = [
+        uploaded_at: datetime = meta["uploaded_at"]
+        self._pending.extend(
             ChunkPoint(
                 id=point_id(envelope.aggregate_id, chunk.chunk_index),
                 dense=matrix[i].tolist(),
@@ -158,29 +200,20 @@ class SearchView(ProjectionView):
                     "page_start": chunk.page_start,
                     "page_end": chunk.page_end,
                     "text": chunk.text,
-                    "filename": row["filename"],
-                    "media_type": row["media_type"],
+                    "filename": meta["filename"],
+                    "media_type": meta["media_type"],
                     "uploaded_at": uploaded_at.isoformat(),
                 },
             )
             for i, chunk in enumerate(chunks)
-        ]
-        for start in range(0, len(points), 256):
-            self.index.current.upsert(points[start : start + 256])
-        curs.execute(
-            f"UPDATE {self.table} SET status = 'indexed', chunk_count = %s"  # noqa: S608
-            " WHERE tenant_id = %s AND document_id = %s",
-            (len(points), envelope.tenant_id, UUID(envelope.aggregate_id)),
         )
+        self.writes.add(self._indexed, (len(chunks), *key))
 
     @handles("Document.Deleted")
     def _deleted(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
+        self._flush()  # a delete must follow the upserts queued before it
         self.index.current.delete_document(envelope.tenant_id, envelope.aggregate_id)
-        curs.execute(
-            f"UPDATE {self.table} SET status = 'deleted'"  # noqa: S608
-            " WHERE tenant_id = %s AND document_id = %s",
-            (envelope.tenant_id, UUID(envelope.aggregate_id)),
-        )
+        self.writes.add(self._removed, (envelope.tenant_id, UUID(envelope.aggregate_id)))
 
 
 # ------------------------------------------------------------------ queries
@@ -273,7 +306,7 @@ def _ranks(hits: Sequence[Hit]) -> dict[str, int]:
 
 
 def _result(
-    hit: Hit, query_terms: set[int], terms_of: Any, ranks: dict[str, int | None]
+    hit: Hit, query_terms: frozenset[int], terms_of: Any, ranks: dict[str, int | None]
 ) -> ResultChunk:
     payload = hit.payload
     text = str(payload.get("text", ""))

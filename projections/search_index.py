@@ -20,6 +20,7 @@ without one.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import uuid
@@ -170,9 +171,16 @@ class Bm25Encoder:
         vector = self._bm25.embed_query(text)
         return Sparse(list(vector.indices), list(vector.values))
 
-    def terms(self, text: str) -> set[int]:
-        """The hashed, stemmed, stop-word-free terms of ``text`` (for highlighting)."""
-        return set(self._bm25.embed_query(text).indices)
+    def terms(self, text: str) -> frozenset[int]:
+        """The hashed, stemmed, stop-word-free terms of ``text`` (for highlighting).
+
+        Cached per word: snippets ask about the same words over and over.
+        """
+        return self._terms(text)
+
+    @functools.lru_cache(maxsize=200_000)  # noqa: B019 - one long-lived encoder per process
+    def _terms(self, text: str) -> frozenset[int]:
+        return frozenset(self._bm25.embed_query(text).indices)
 
 
 # --------------------------------------------------------------- edge engine

@@ -35,6 +35,7 @@ class RebuildOut(BaseModel):
     chunks: int
     matches_live: bool | None
     error: str | None
+    phases: dict[str, float] = Field(description="Seconds spent per phase.")
     started_at: datetime
     finished_at: datetime | None
     seconds: float
@@ -52,6 +53,7 @@ class RebuildOut(BaseModel):
             chunks=status.chunks,
             matches_live=status.matches_live,
             error=status.error,
+            phases=status.phases,
             started_at=status.started_at,
             finished_at=status.finished_at,
             seconds=round(status.seconds, 3),
