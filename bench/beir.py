@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -40,41 +39,11 @@ from typing import Any
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-BANNER = re.compile(r"Knowledge Foundry is running: (http://\S+)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, start_serve
+
 MODES = ("keyword", "vector", "hybrid")
-
-
-def start_serve(
-    data_dir: Path, log_path: Path, env: dict[str, str]
-) -> tuple[subprocess.Popen[bytes], str, str]:
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "infra.cli",
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--port",
-                "0",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-        )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        match = BANNER.search(log_path.read_text(errors="replace"))
-        if match:
-            return process, match.group(1), (data_dir / "admin-key").read_text().strip()
-        if process.poll() is not None:
-            raise SystemExit(log_path.read_text()[-3000:])
-        time.sleep(0.2)
-    raise SystemExit("kf serve did not start")
 
 
 def load(dataset: Path) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,49 +35,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-BANNER = re.compile(r"Knowledge Foundry is running: (http://\S+)")
-
-
-def kf(data_dir: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args, "--data-dir", str(data_dir)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    return done.stdout
-
-
-def start_serve(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    env = {**os.environ, "KF_LOG_LEVEL": "warning"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "infra.cli",
-                "serve",
-                "--data-dir",
-                str(data_dir),
-                "--port",
-                "0",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-        )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        match = BANNER.search(log_path.read_text(errors="replace"))
-        if match:
-            return process, match.group(1), (data_dir / "admin-key").read_text().strip()
-        if process.poll() is not None:
-            raise SystemExit(log_path.read_text()[-3000:])
-        time.sleep(0.2)
-    raise SystemExit("kf serve did not start")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, kf, pct, start_serve
 
 
 def wait_final(
@@ -202,9 +159,24 @@ def catalog_latency(url: str, key: str, samples: int = 100) -> list[float]:
     return latencies
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+def searchable_latency(url: str, key: str, samples: int = 30) -> list[float]:
+    """From the catalog showing ``embedded`` to a keyword search finding the document (ms)."""
+    latencies = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        for i in range(samples):
+            marker = f"zq{uuid.uuid4().hex[:10]}"
+            body = f"Searchable probe {i} carrying the marker {marker}.".encode()
+            accepted = c.post("/v1/documents", files={"file": (f"s{i}.txt", body)}).json()
+            while c.get(f"/v1/documents/{accepted['id']}").json().get("status") != "embedded":
+                time.sleep(0.005)
+            embedded_at = time.perf_counter()
+            while not c.get("/v1/search", params={"q": marker, "mode": "keyword"}).json()[
+                "results"
+            ]:
+                time.sleep(0.005)
+            latencies.append((time.perf_counter() - embedded_at) * 1000)
+            time.sleep(0.1)
+    return latencies
 
 
 def main() -> None:
@@ -226,7 +198,7 @@ def main() -> None:
             for t in range(args.tenants):
                 kf(data_dir, "tenants", "create", f"bench-{t}")
                 issued = kf(data_dir, "keys", "issue", "--tenant", f"bench-{t}", "--role", "editor")
-                keys.append(re.search(r'"key": "([^"]+)"', issued).group(1))  # type: ignore[union-attr]
+                keys.append(str(issued["key"]))
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"}) as c:
                 warm = c.post(
                     "/v1/documents", files={"file": ("warm.txt", b"warm up the worker")}
@@ -247,6 +219,11 @@ def main() -> None:
             print(
                 f"upload-to-catalog latency (idle, n={len(latencies)}): "
                 f"p50 {statistics.median(latencies):.1f} ms, p95 {pct(latencies, 0.95):.1f} ms"
+            )
+            searchable = searchable_latency(url, admin_key)
+            print(
+                f"embedded-to-searchable latency (idle, n={len(searchable)}): "
+                f"p50 {statistics.median(searchable):.1f} ms, p95 {pct(searchable, 0.95):.1f} ms"
             )
         finally:
             process.send_signal(signal.SIGINT)

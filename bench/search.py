@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -42,20 +41,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-BANNER = re.compile(r"Knowledge Foundry is running: (http://\S+)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, kf, pct, start_serve
+
 CACHE = Path("/tmp/kf-bench-cache")
 MODES = ("hybrid", "vector", "keyword", "exact")
-
-
-def kf(data_dir: Path, *args: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args, "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=True, cwd=ROOT,
-    )  # fmt: skip
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 def chunk_and_embed(dataset: Path) -> tuple[list[str], np.ndarray]:
@@ -188,10 +179,6 @@ def run_clients(
     return sorted(latencies), len(queries) / (time.perf_counter() - started)
 
 
-def pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -215,20 +202,8 @@ def main() -> None:
             )
         total = build_index(data_dir, tenants, texts, vectors)
         env = {**os.environ, "KF_LOG_LEVEL": "warning", "KF__INGEST__WORKERS": "0"}
-        log_path = Path(tmp) / "serve.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", "serve", "--data-dir", str(data_dir),
-                 "--port", "0"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-            )  # fmt: skip
+        process, url, _ = start_serve(data_dir, Path(tmp) / "serve.log", env)
         try:
-            deadline = time.monotonic() + 300
-            while not (match := BANNER.search(log_path.read_text(errors="replace"))):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(log_path.read_text()[-3000:])
-                time.sleep(0.2)
-            url = match.group(1)
             print(
                 f"{total} chunks indexed over {args.tenants} tenants;"
                 f" load average {os.getloadavg()}"

@@ -6,7 +6,10 @@ connection pools for our own tables, and applying ``migrations/*.sql`` in order.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from importlib import resources
+from typing import Any
 
 import psycopg
 import structlog
@@ -100,3 +103,26 @@ def datastore(database_url: str, *, pool_size: int = 2, max_overflow: int = 4) -
         pre_ping=True,
         idle_in_transaction_session_timeout=30,
     )
+
+
+async def hold_advisory_lock(
+    conn: psycopg.AsyncConnection[Any], key: str, stop: asyncio.Event, **log_context: Any
+) -> bool:
+    """Take the session advisory lock ``key`` on ``conn``, waiting as a standby.
+
+    Returns True once held (until ``conn`` closes), False if ``stop`` is set
+    first. This is how exactly one relay per context and one runner per read
+    model are active while their replicas wait.
+    """
+    announced = False
+    while not stop.is_set():
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
+        row = await cursor.fetchone()
+        if row is not None and row[0]:
+            return True
+        if not announced:
+            log.info("standby", lock=key, **log_context)
+            announced = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    return False

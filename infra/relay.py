@@ -24,6 +24,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTracking
 
 from commands.base import ContextApplication
 from infra.bus import Bus
+from infra.db import hold_advisory_lock
 from infra.envelope import Envelope
 from infra.eventlog import EventLog
 from infra.telemetry import RELAY_LAG, RELAY_POSITION, RELAY_PUBLISHED
@@ -61,30 +62,12 @@ class Relay:
         async with await psycopg.AsyncConnection.connect(
             self._database_url, autocommit=True
         ) as lock_conn:
-            if not await self._acquire_lock(lock_conn, stop):
+            if not await hold_advisory_lock(lock_conn, relay_lock_key(self.context), stop):
                 return
             try:
                 await self._relay(lock_conn, stop)
             finally:
                 self.active.clear()
-
-    async def _acquire_lock(
-        self, conn: psycopg.AsyncConnection[tuple[Any, ...]], stop: asyncio.Event
-    ) -> bool:
-        waited = False
-        while not stop.is_set():
-            cursor = await conn.execute(
-                "SELECT pg_try_advisory_lock(hashtext(%s))", (relay_lock_key(self.context),)
-            )
-            row = await cursor.fetchone()
-            if row is not None and row[0]:
-                return True
-            if not waited:
-                log.info("relay_standby", context=self.context)
-                waited = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-        return False
 
     async def _resume_position(self) -> int:
         tracked = await asyncio.to_thread(self._tracking.max_tracking_id, self.context) or 0

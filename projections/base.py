@@ -78,6 +78,15 @@ def document_metadata(
     return {(row["tenant_id"], row["document_id"]): row for row in rows}
 
 
+def uploaded_metadata(envelope: Envelope) -> tuple[DocumentKey, dict[str, Any]]:
+    """The document metadata a ``Document.Uploaded`` envelope carries, by its key."""
+    return (envelope.tenant_id, UUID(envelope.aggregate_id)), {
+        "filename": envelope.data["filename"],
+        "media_type": envelope.data["media_type"],
+        "uploaded_at": envelope.occurred_at,
+    }
+
+
 class OutOfOrderError(RuntimeError):
     """An event arrived before one it depends on: the view refuses to apply it."""
 

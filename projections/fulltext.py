@@ -29,6 +29,7 @@ from projections.base import (
     ProjectionView,
     document_metadata,
     handles,
+    uploaded_metadata,
 )
 from projections.highlight import HEADLINE_OPTIONS, escape_headline
 from projections.search_index import Filters
@@ -98,18 +99,10 @@ class FulltextView(ProjectionView):
 
     @handles("Document.Uploaded")
     def _uploaded(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
-        data = envelope.data
-        key = (envelope.tenant_id, UUID(envelope.aggregate_id))
-        self._meta.setdefault(
-            key,
-            {
-                "filename": data["filename"],
-                "media_type": data["media_type"],
-                "uploaded_at": envelope.occurred_at,
-            },
-        )
+        key, meta = uploaded_metadata(envelope)
+        self._meta.setdefault(key, meta)
         self.writes.add(
-            self._insert, (*key, data["filename"], data["media_type"], envelope.occurred_at)
+            self._insert, (*key, meta["filename"], meta["media_type"], meta["uploaded_at"])
         )
 
     @handles("Document.Embedded")

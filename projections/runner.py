@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import psycopg
 import structlog
@@ -30,6 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from infra.bus import HEADER_CONTEXT, HEADER_POSITION, Bus
+from infra.db import hold_advisory_lock
 from infra.envelope import Envelope
 from infra.eventlog import EventLog
 from infra.telemetry import PROJECTION_ERRORS, PROJECTION_LAG, PROJECTION_POSITION
@@ -67,7 +67,7 @@ class ProjectorRunner:
         async with await psycopg.AsyncConnection.connect(
             self._database_url, autocommit=True
         ) as lock_conn:
-            if not await self._acquire_lock(lock_conn, stop):
+            if not await hold_advisory_lock(lock_conn, f"kf.projection.{self.name}", stop):
                 return
             delay = 0.2
             while not stop.is_set():
@@ -84,24 +84,6 @@ class ProjectorRunner:
                 else:
                     delay = 0.2
             self.active.clear()
-
-    async def _acquire_lock(
-        self, conn: psycopg.AsyncConnection[tuple[Any, ...]], stop: asyncio.Event
-    ) -> bool:
-        announced = False
-        while not stop.is_set():
-            cursor = await conn.execute(
-                "SELECT pg_try_advisory_lock(hashtext(%s))", (f"kf.projection.{self.name}",)
-            )
-            row = await cursor.fetchone()
-            if row is not None and row[0]:
-                return True
-            if not announced:
-                log.info("projection_standby", projection=self.name)
-                announced = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-        return False
 
     async def catch_up(self) -> datetime:
         """Apply everything the event store holds beyond the view's positions."""

@@ -35,6 +35,7 @@ from projections.base import (
     ProjectionView,
     document_metadata,
     handles,
+    uploaded_metadata,
 )
 from projections.highlight import snippet
 from projections.search_index import (
@@ -157,18 +158,10 @@ class SearchView(ProjectionView):
 
     @handles("Document.Uploaded")
     def _uploaded(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
-        data = envelope.data
-        key = (envelope.tenant_id, UUID(envelope.aggregate_id))
-        self._meta.setdefault(
-            key,
-            {
-                "filename": data["filename"],
-                "media_type": data["media_type"],
-                "uploaded_at": envelope.occurred_at,
-            },
-        )
+        key, meta = uploaded_metadata(envelope)
+        self._meta.setdefault(key, meta)
         self.writes.add(
-            self._insert, (*key, data["filename"], data["media_type"], envelope.occurred_at)
+            self._insert, (*key, meta["filename"], meta["media_type"], meta["uploaded_at"])
         )
 
     @handles("Document.Embedded")

@@ -8,6 +8,7 @@ it: the real documents are part of the product's test contract.
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -30,3 +31,19 @@ def shared_data() -> Path:
 SHARED_DATA = shared_data()
 DOCUMENTS = SHARED_DATA / "documents"
 SCIFACT = SHARED_DATA / "scifact"
+
+
+def manifest() -> list[dict[str, str]]:
+    """The documents' MANIFEST.tsv rows.
+
+    Tests read it at collection on purpose: without the fixtures the run must
+    fail, not pass with nothing tested.
+    """
+    path = DOCUMENTS / "MANIFEST.tsv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"shared test documents missing: {path} does not exist; "
+            "set KF_SHARED_DATA to the shared data directory"
+        )
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))

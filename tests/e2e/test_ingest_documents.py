@@ -6,25 +6,20 @@ stages with the real model, the catalog projection, HTTP read.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness import RunningSystem
+from tests.shared_data import manifest
 
 pytestmark = pytest.mark.timeout(900)
 
 
-def _manifest(documents_dir: Path) -> list[dict[str, str]]:
-    with (documents_dir / "MANIFEST.tsv").open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
-
-
 @pytest.fixture(scope="module")
 def ingested(system: RunningSystem, documents_dir: Path) -> dict[str, dict[str, Any]]:
-    rows = _manifest(documents_dir)
+    rows = manifest()
     with system.client() as client:
         accepted = {
             row["filename"]: system.upload(client, documents_dir / row["filename"]) for row in rows
@@ -37,7 +32,7 @@ def ingested(system: RunningSystem, documents_dir: Path) -> dict[str, dict[str, 
 def test_every_manifest_file_reaches_a_final_state(
     ingested: dict[str, dict[str, Any]], documents_dir: Path
 ) -> None:
-    rows = _manifest(documents_dir)
+    rows = manifest()
     assert set(ingested) == {row["filename"] for row in rows}
     for row in rows:
         document = ingested[row["filename"]]
@@ -49,7 +44,7 @@ def test_every_manifest_file_reaches_a_final_state(
 def test_documents_with_text_are_embedded_with_true_page_counts(
     ingested: dict[str, dict[str, Any]], documents_dir: Path, kind: str
 ) -> None:
-    for row in _manifest(documents_dir):
+    for row in manifest():
         if row["kind"] != kind or row["text_extraction"] == "no":
             continue
         document = ingested[row["filename"]]

@@ -9,7 +9,6 @@ no sequence of bytes makes sniffing raise.
 from __future__ import annotations
 
 import codecs
-import csv
 import gzip
 import io
 import struct
@@ -29,23 +28,9 @@ from domain.media import (
     decode_text,
     sniff_media_type,
 )
-from tests.shared_data import DOCUMENTS
+from tests.shared_data import DOCUMENTS, manifest
 
-
-def _manifest() -> list[dict[str, str]]:
-    # Read at collection on purpose: without the fixtures the run must fail,
-    # not pass with nothing tested.
-    manifest = DOCUMENTS / "MANIFEST.tsv"
-    if not manifest.is_file():
-        raise FileNotFoundError(
-            f"shared test documents missing: {manifest} does not exist; "
-            "set KF_SHARED_DATA to the shared data directory"
-        )
-    with manifest.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
-
-
-MANIFEST = _manifest()
+MANIFEST = manifest()
 KIND_TO_TYPE = {"pdf": PDF, "docx": DOCX}
 
 

@@ -11,7 +11,6 @@ ParseError.
 from __future__ import annotations
 
 import codecs
-import csv
 import io
 import random
 import zipfile
@@ -32,23 +31,9 @@ from processors.parse import (
     ParseLimits,
     parse_document,
 )
-from tests.shared_data import DOCUMENTS
+from tests.shared_data import DOCUMENTS, manifest
 
-
-def _manifest() -> list[dict[str, str]]:
-    # Read at collection on purpose: without the fixtures the run must fail,
-    # not pass with nothing tested.
-    manifest = DOCUMENTS / "MANIFEST.tsv"
-    if not manifest.is_file():
-        raise FileNotFoundError(
-            f"shared test documents missing: {manifest} does not exist; "
-            "set KF_SHARED_DATA to the shared data directory"
-        )
-    with manifest.open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
-
-
-MANIFEST = _manifest()
+MANIFEST = manifest()
 PDFS_WITH_TEXT = [
     row for row in MANIFEST if row["kind"] == "pdf" and row["text_extraction"] == "yes"
 ]
