@@ -28,6 +28,7 @@ from commands.base import CommandResult, ContextApplication
 from domain.access import (
     ApiKey,
     ApiKeyNotFoundError,
+    AuthenticationFailed,
     KeyToken,
     Principal,
     Role,
@@ -130,6 +131,7 @@ class AccessApp(ContextApplication):
     ) -> None:
         super().__init__(env)
         self._keys = _KeyCache(key_cache_size, key_cache_ttl_s)
+        self._known_tenants: set[UUID] = set()
         self._listener: _AccessChangeListener | None = None
 
     def enable_key_cache(self) -> None:
@@ -194,6 +196,7 @@ class AccessApp(ContextApplication):
         name: str,
         role: Role,
         expires_at: datetime | None = None,
+        origin: str = "",
     ) -> tuple[CommandResult, str]:
         """Issue a key; returns the result and the token, which is never stored."""
         self.get_tenant(UUID(tenant_id))
@@ -206,6 +209,7 @@ class AccessApp(ContextApplication):
             role=role,
             expires_at=expires_at,
             now=datetime.now(UTC),
+            origin=origin,
         )
         position = self.record(key)
         assert position is not None
@@ -220,33 +224,55 @@ class AccessApp(ContextApplication):
             raise ApiKeyNotFoundError(f"No API key {key_id}.")
         return key
 
-    def revoke_api_key(self, *, tenant_id: str, actor: str, key_id: UUID) -> CommandResult:
+    def revoke_api_key(
+        self, *, tenant_id: str, actor: str, key_id: UUID, origin: str = ""
+    ) -> CommandResult:
         key = self.get_api_key(tenant_id, key_id)
         self._keys.invalidate(key_id)
-        if not key.revoke(actor=actor):
+        if not key.revoke(actor=actor, origin=origin):
             return CommandResult(key_id, self.position_of(key_id), changed=False)
         position = self.record(key)
         self._keys.invalidate(key_id)
         assert position is not None
         return CommandResult(key_id, position, changed=True)
 
-    def authenticate(self, token: str) -> Principal | None:
-        """The principal a bearer token stands for, or None if it is not valid now."""
+    def authenticate(self, token: str) -> Principal:
+        """The principal an API-key token stands for; raises ``AuthenticationFailed``."""
         parsed = KeyToken.parse(token)
         if parsed is None:
-            return None
-        key = self._keys.get(parsed.key_id)
+            raise AuthenticationFailed("malformed_key", "The bearer token is not an API key.")
+        key = self._load_key(parsed.key_id)
+        key.verify(parsed.secret, datetime.now(UTC))
+        return key.principal()
+
+    def key_principal(self, key_id: UUID, via: str) -> Principal:
+        """The principal of a key a token was exchanged for, if the key is still usable."""
+        key = self._load_key(key_id)
+        key.check_usable(datetime.now(UTC))
+        return key.principal(via)
+
+    def _load_key(self, key_id: UUID) -> ApiKey:
+        key = self._keys.get(key_id)
         if key is None:
+            loaded: object
             try:
-                key = self.repository.get(parsed.key_id)
+                loaded = self.repository.get(key_id)
             except AggregateNotFoundError:
-                return None
-            if not isinstance(key, ApiKey):
-                return None
+                loaded = None
+            if not isinstance(loaded, ApiKey):
+                raise AuthenticationFailed("unknown_key", "The key is unknown, expired or revoked.")
+            key = loaded
             self._keys.put(key)
-        if not key.verify(parsed.secret, datetime.now(UTC)):
-            return None
-        return Principal(tenant_id=key.tenant_id, key_id=key.id, role=key.role)
+        return key
+
+    def tenant_exists(self, tenant_id: UUID) -> bool:
+        """Whether a tenant exists (remembered once seen: tenants are never removed)."""
+        if tenant_id in self._known_tenants:
+            return True
+        exists = self._tenant_exists(tenant_id)
+        if exists:
+            self._known_tenants.add(tenant_id)
+        return exists
 
     def forget_key(self, key_id: UUID) -> None:
         """Drop a cached key (called when another process revoked it)."""

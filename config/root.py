@@ -19,16 +19,19 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from commands.access import AccessApp
+from commands.auth import Authenticator
 from commands.documents import DocumentsApp, UploadLimits
 from config.settings import Settings
 from domain.access import Role, Tenant
 from infra.blobs import PostgresBlobStore
-from infra.db import datastore, event_store_env, migrate, open_pool
+from infra.db import TenantReads, datastore, event_store_env, migrate, open_pool, reader_url
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.embedding import MODEL_NAME, Embedder, Matrix, SentenceTransformerEmbedder
 from infra.eventlog import EventLog
+from infra.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter, RoleRateLimits
 from infra.relay import relay_tracking
 from infra.telemetry import render_metrics
+from infra.tokens import TokenService
 from infra.web import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
@@ -38,6 +41,7 @@ from infra.web import (
 from projections.base import ProjectionView
 from projections.catalog import CatalogView
 from projections.fulltext import FulltextView
+from projections.keys import KeysView
 from projections.rebuild import RebuildContext, Rebuilder, RebuildJobs
 from projections.search import IndexHolder, SearchService, SearchView
 from projections.search import SearchSettings as SearchServiceSettings
@@ -113,6 +117,7 @@ class Container:
         self.access = AccessApp(env)
         self._views_store = datastore(url, pool_size=2, max_overflow=db.max_overflow)
         self.catalog = CatalogView(self._views_store)
+        self.keys = KeysView(self._views_store)
         self.event_logs = {
             "documents": EventLog("documents", self.documents),
             "access": EventLog("access", self.access),
@@ -136,12 +141,18 @@ class Container:
             dimension=EMBEDDING_DIMENSION,
         )
         self.fulltext = FulltextView(self._views_store, self.blobs)
+        self.tenant_reads = TenantReads(
+            reader_url(url, db.reader_url), max_size=db.pool_size + db.max_overflow
+        )
+        for view in (self.catalog, self.fulltext, self.keys):
+            view.reads = self.tenant_reads
         self._query_embedder: Embedder | None = None
         self.rebuilds = RebuildJobs(self.rebuilder)
 
     @property
     def views(self) -> dict[str, ProjectionView]:
-        return {view.name: view for view in (self.catalog, self.fulltext, self.search_view)}
+        views = (self.catalog, self.fulltext, self.search_view, self.keys)
+        return {view.name: view for view in views}
 
     # ------------------------------------------------------------ search index
 
@@ -271,6 +282,31 @@ class Container:
             ),
         )
 
+    def authenticator(self) -> Authenticator:
+        """API keys and signed tokens (refuses insecure token settings in production)."""
+        tokens = TokenService.from_settings(
+            self.settings.auth,
+            data_dir=self.settings.data_dir,
+            production=self.settings.mode == "production",
+        )
+        return Authenticator(self.access, tokens)
+
+    def rate_limiter(self) -> RateLimiter | None:
+        if not self.settings.rate_limits.enabled:
+            return None
+        if self.settings.redis.url:
+            return RedisRateLimiter(self.settings.redis.url)
+        return InProcessRateLimiter()
+
+    def rate_limit_policy(self) -> RoleRateLimits:
+        limits = self.settings.rate_limits
+        per_role = {
+            Role.VIEWER: (limits.viewer.burst, limits.viewer.per_hour),
+            Role.EDITOR: (limits.editor.burst, limits.editor.per_hour),
+            Role.ADMIN: (limits.admin.burst, limits.admin.per_hour),
+        }
+        return RoleRateLimits(per_role, (limits.tenant.burst, limits.tenant.per_hour))
+
     def projection_status(self) -> list[ComponentStatus]:
         return collect_status(list(self.views.values()), self.event_logs, self._relay_tracking)
 
@@ -278,6 +314,7 @@ class Container:
         self.index.close()
         self.documents.close()
         self.access.close()
+        self.tenant_reads.close()
         self._views_store.close()
         self._blob_pool.close()
 
@@ -285,10 +322,13 @@ class Container:
 
     def create_app(self, role: Literal["all", "read", "write"] = "all") -> FastAPI:
         from read_api import documents as read_documents
+        from read_api import keys as read_keys
         from read_api import projections as read_projections
         from read_api import rebuilds as read_rebuilds
         from read_api import search as read_search
+        from write_api import auth as write_auth
         from write_api import documents as write_documents
+        from write_api import keys as write_keys
 
         app = FastAPI(
             title="Knowledge Foundry",
@@ -297,10 +337,13 @@ class Container:
         )
         self.access.enable_key_cache()
         app.state.settings = self.settings
-        app.state.authenticator = self.access
+        app.state.authenticator = self.authenticator()
+        app.state.rate_limiter = self.rate_limiter()
+        app.state.rate_limits = self.rate_limit_policy()
         app.state.documents = self.documents
         app.state.access = self.access
         app.state.catalog = self.catalog
+        app.state.keys = self.keys
         app.state.fulltext = self.fulltext
         app.state.search = self.search_service()
         app.state.rebuilds = self.rebuilds
@@ -311,9 +354,12 @@ class Container:
         app.state.max_body_bytes = self.settings.api.max_upload_bytes + _MULTIPART_SLACK
         install_error_handlers(app)
         if role in ("all", "write"):
+            app.include_router(write_auth.router)
             app.include_router(write_documents.router)
+            app.include_router(write_keys.router)
         if role in ("all", "read"):
             app.include_router(read_documents.router)
+            app.include_router(read_keys.router)
             app.include_router(read_search.router)
             app.include_router(read_projections.router)
             app.include_router(read_rebuilds.router)

@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 ENV_PREFIX = "KF__"
+# Secrets are taken from these variables verbatim (never parsed as YAML, which
+# would turn "0x1f" into a number or "yes" into a boolean).
+_SECRET_VARIABLES = {("auth", "jwt_secret"): "KF_JWT_SECRET"}
 
 
 class SettingsError(Exception):
@@ -40,6 +43,9 @@ class ApiSettings(_Section):
 
 class DatabaseSettings(_Section):
     url: str = ""
+    # The query API reads read models as this (row-level-security-bound) role;
+    # empty: the url above with user kf_reader and no password.
+    reader_url: str = ""
     pool_size: int = Field(5, ge=1, le=100)
     max_overflow: int = Field(10, ge=0, le=100)
 
@@ -99,6 +105,54 @@ class SearchSettings(_Section):
     collection: str = Field("kf_chunks", pattern=r"^[A-Za-z0-9_-]+$")
 
 
+class ExternalIssuerSettings(_Section):
+    """Another identity provider whose JWTs are accepted (verified with its public key)."""
+
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    algorithm: Literal["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"] = "RS256"
+    public_key_file: Path
+    tenant_claim: str = "kf_tenant"  # the tenant's name
+    role_claim: str = "kf_role"  # viewer | editor | admin
+
+
+class AuthSettings(_Section):
+    """Signed tokens exchanged for API keys at POST /v1/auth/token.
+
+    HS256 signs with ``jwt_secret`` (or the contents of ``jwt_secret_file``);
+    RS256 with ``jwt_private_key_file`` and verifies with ``jwt_public_key_file``.
+    In development mode with neither, a random secret is generated once and kept
+    in ``<data_dir>/jwt-secret``; production mode refuses to start without one.
+    """
+
+    jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
+    jwt_secret: str = Field("", repr=False)
+    jwt_secret_file: str = ""
+    jwt_private_key_file: str = ""
+    jwt_public_key_file: str = ""
+    issuer: str = Field("knowledge-foundry", min_length=1)
+    audience: str = Field("knowledge-foundry-api", min_length=1)
+    token_ttl_s: int = Field(900, ge=30, le=86_400)
+    leeway_s: int = Field(30, ge=0, le=300)
+    external_issuers: list[ExternalIssuerSettings] = []
+
+
+class RateLimit(_Section):
+    """A token bucket: ``burst`` requests at once, refilled at ``per_hour``."""
+
+    per_hour: int = Field(ge=1)
+    burst: int = Field(ge=1)
+
+
+class RateLimitSettings(_Section):
+    enabled: bool = True
+    viewer: RateLimit = RateLimit(per_hour=100, burst=20)
+    editor: RateLimit = RateLimit(per_hour=500, burst=50)
+    admin: RateLimit = RateLimit(per_hour=2000, burst=100)
+    # Shared by all of a tenant's keys and tokens, whatever their role.
+    tenant: RateLimit = RateLimit(per_hour=10_000, burst=500)
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_output: bool = Field(True, alias="json")
@@ -115,6 +169,8 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     projections: ProjectionSettings = ProjectionSettings()
     search: SearchSettings = SearchSettings()
+    auth: AuthSettings = AuthSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @property
@@ -192,6 +248,9 @@ def load_settings(
         data = _merge(data, _read_yaml(text, str(config_file)))
     data = _interpolate(data, env)
     data = _merge(data, _env_overrides(env))
+    for (section, key), variable in _SECRET_VARIABLES.items():
+        if env.get(variable):
+            data = _merge(data, {section: {key: env[variable]}})
     data = _merge(data, overrides)
     try:
         return Settings.model_validate(data)

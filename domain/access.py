@@ -54,15 +54,27 @@ def normalise_tenant_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is making a request: always a tenant's key, never a claim in the body."""
+    """Who is making a request: a tenant's key (directly or through a token we
+    signed for it) or an external issuer's subject; never a claim in the body."""
 
     tenant_id: str
-    key_id: UUID
     role: Role
+    key_id: UUID | None = None
+    subject: str = ""  # external tokens: "<issuer>#<sub>"
+    via: str = "key"  # key | token | external
 
     @property
     def actor(self) -> str:
-        return f"key:{self.key_id}"
+        return f"key:{self.key_id}" if self.key_id is not None else f"jwt:{self.subject}"
+
+
+class AuthenticationFailed(Exception):  # noqa: N818 - reads as what happened
+    """A bearer credential was not accepted; ``reason`` is for logs and metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class Tenant(Aggregate):
@@ -128,8 +140,12 @@ class ApiKey(Aggregate):
         role: str
         secret_sha256: str
         expires_at: datetime | None
+        # Where the command came from (client address, or cli:<host>); for audit.
+        origin: str = ""
 
     class Revoked(Event):
+        origin: str = ""
+
         def apply(self, aggregate: Any) -> None:
             key: ApiKey = aggregate
             key.revoked_at = self.timestamp
@@ -160,6 +176,7 @@ class ApiKey(Aggregate):
         role: Role,
         expires_at: datetime | None,
         now: datetime,
+        origin: str = "",
     ) -> ApiKey:
         name = name.strip()
         if not name or len(name) > KEY_NAME_MAX:
@@ -178,20 +195,30 @@ class ApiKey(Aggregate):
             role=role.value,
             secret_sha256=hash_secret(token.secret),
             expires_at=expires_at,
+            origin=origin,
         )
 
-    def revoke(self, *, actor: str) -> bool:
+    def revoke(self, *, actor: str, origin: str = "") -> bool:
         if self.revoked_at is not None:
             return False
-        self.trigger_event(self.Revoked, tenant_id=self.tenant_id, actor=actor)
+        self.trigger_event(self.Revoked, tenant_id=self.tenant_id, actor=actor, origin=origin)
         return True
 
-    def verify(self, secret: str, now: datetime) -> bool:
-        """Whether ``secret`` is this key's and the key may be used at ``now``."""
-        matches = hmac.compare_digest(hash_secret(secret), self.secret_sha256)
-        if not matches or self.revoked_at is not None:
-            return False
-        return self.expires_at is None or now < self.expires_at
+    def check_usable(self, now: datetime) -> None:
+        """Raise ``AuthenticationFailed`` unless the key may be used at ``now``."""
+        if self.revoked_at is not None:
+            raise AuthenticationFailed("key_revoked", "The key has been revoked.")
+        if self.expires_at is not None and now >= self.expires_at:
+            raise AuthenticationFailed("key_expired", "The key has expired.")
+
+    def verify(self, secret: str, now: datetime) -> None:
+        """Raise ``AuthenticationFailed`` unless ``secret`` is this key's and it is usable."""
+        if not hmac.compare_digest(hash_secret(secret), self.secret_sha256):
+            raise AuthenticationFailed("wrong_secret", "The key is unknown, expired or revoked.")
+        self.check_usable(now)
+
+    def principal(self, via: str = "key") -> Principal:
+        return Principal(tenant_id=self.tenant_id, role=self.role, key_id=self.id, via=via)
 
 
 class TenantNotFoundError(NotFoundError):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from config.root import Container
     from config.settings import Settings
+    from projections.keys import KeyEntry
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     issue.add_argument("--role", choices=["viewer", "editor", "admin"], default="editor")
     issue.add_argument("--name", default="cli")
     issue.add_argument("--expires-in-days", type=float)
+    listing = keys.add_parser("list", help="list a tenant's keys (never their secrets)")
+    listing.add_argument("--tenant", required=True, help="tenant name")
+    listing.add_argument("--active", action="store_true", help="leave out revoked keys")
     revoke = keys.add_parser("revoke", help="revoke a key")
     revoke.add_argument("--tenant", required=True, help="tenant name")
     revoke.add_argument("key_id")
@@ -140,6 +144,27 @@ def _with_store(settings: Settings) -> tuple[Container, Any]:
     return Container(settings, endpoints), endpoints
 
 
+def _cli_origin() -> str:
+    import socket
+
+    return f"cli:{socket.gethostname()}"
+
+
+def _key_json(entry: KeyEntry) -> dict[str, object]:
+    def stamp(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "key_id": str(entry.key_id),
+        "name": entry.name,
+        "role": entry.role,
+        "issued_by": entry.issued_by,
+        "issued_at": stamp(entry.issued_at),
+        "expires_at": stamp(entry.expires_at),
+        "revoked_at": stamp(entry.revoked_at),
+    }
+
+
 def _admin(args: argparse.Namespace, settings: Settings) -> int:
     from domain.access import Role
     from domain.errors import DomainError
@@ -168,14 +193,33 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
                 name=args.name,
                 role=Role(args.role),
                 expires_at=expires,
+                origin=_cli_origin(),
             )
             print(json.dumps({"key_id": str(result.id), "role": args.role, "key": token}))
+        elif args.command == "keys" and args.action == "list":
+            tenant = container.access.tenant_by_name(args.tenant)
+            # Bring the key list up to the event store's head first (safe beside
+            # a running projector), so the listing is never stale.
+            container.keys.catch_up_from(container.event_logs)
+            cursor = None
+            while True:
+                page = container.keys.page(
+                    str(tenant.id), limit=200, cursor=cursor, include_revoked=not args.active
+                )
+                for entry in page.entries:
+                    print(json.dumps(_key_json(entry)))
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
         elif args.command == "keys" and args.action == "revoke":
             from uuid import UUID
 
             tenant = container.access.tenant_by_name(args.tenant)
             result = container.access.revoke_api_key(
-                tenant_id=str(tenant.id), actor=actor, key_id=UUID(args.key_id)
+                tenant_id=str(tenant.id),
+                actor=actor,
+                key_id=UUID(args.key_id),
+                origin=_cli_origin(),
             )
             print(
                 json.dumps({"key_id": str(result.id), "revoked": True, "changed": result.changed})

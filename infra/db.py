@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
 import psycopg
 import structlog
 from eventsourcing.postgres import PostgresDatastore
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
 log = structlog.get_logger(__name__)
@@ -103,6 +105,68 @@ def datastore(database_url: str, *, pool_size: int = 2, max_overflow: int = 4) -
         pre_ping=True,
         idle_in_transaction_session_timeout=30,
     )
+
+
+READER_ROLE = "kf_reader"
+
+
+def reader_url(database_url: str, configured: str = "") -> str:
+    """Where the query API reads read models: as ``kf_reader``, never as their owner.
+
+    ``configured`` (``database.reader_url``) wins; otherwise the owner's URL with
+    the user swapped for ``kf_reader`` and no password, which suits trust or
+    peer authentication (embedded PostgreSQL, local development).
+    """
+    if configured:
+        return configured
+    info = conninfo_to_dict(database_url)
+    info["user"] = READER_ROLE
+    info.pop("password", None)
+    return make_conninfo("", **{k: v for k, v in info.items() if v is not None})
+
+
+class TenantReads:
+    """Read-model queries confined to one tenant by PostgreSQL itself.
+
+    Connects as ``kf_reader`` (migrations/0004_isolation.sql), for which every
+    tenant-scoped table has row-level security keyed on ``kf.tenant_id``; each
+    ``scoped(tenant)`` block is one transaction with that setting made local
+    to it. A query that forgets ``WHERE tenant_id = ...`` still sees only the
+    caller's rows; a connection outside ``scoped`` sees none.
+    """
+
+    def __init__(self, url: str, *, max_size: int = 8) -> None:
+        self._pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            name="tenant-reads",
+            open=False,
+            check=ConnectionPool.check_connection,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+        )
+        self._pool.open(wait=True, timeout=30)
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+        if row is None or row["rolsuper"] or row["rolbypassrls"]:
+            self._pool.close()
+            raise RuntimeError(
+                "the read-model connection's role can bypass row-level security;"
+                " database.reader_url must name a role like kf_reader"
+            )
+
+    @contextlib.contextmanager
+    def scoped(self, tenant_id: str) -> Iterator[psycopg.Connection[DictRow]]:
+        if not tenant_id:
+            raise ValueError("a tenant-scoped read needs a tenant")
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT set_config('kf.tenant_id', %s, true)", (tenant_id,))
+            yield conn
+
+    def close(self) -> None:
+        self._pool.close()
 
 
 async def hold_advisory_lock(

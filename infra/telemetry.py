@@ -130,6 +130,9 @@ STAGE_RETRIES = Counter(
 AUTH_FAILURES = Counter(
     "kf_auth_failures_total", "Requests refused authentication or authorisation.", ["reason"]
 )
+RATE_LIMITED = Counter(
+    "kf_rate_limited_total", "Requests refused by a rate limit, by bucket kind.", ["bucket"]
+)
 
 
 def render_metrics() -> tuple[bytes, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
@@ -24,10 +24,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from commands.base import ConcurrencyConflictError
-from domain.access import Principal, Role, TenantExistsError
+from domain.access import AuthenticationFailed, KeyToken, Principal, Role, TenantExistsError
 from domain.document import FileTooLargeError, UnsupportedMediaTypeError
 from domain.errors import DomainError, NotFoundError, ValidationError
-from infra.telemetry import AUTH_FAILURES, REQUEST_LATENCY
+from infra.ratelimit import Bucket, RateLimiter
+from infra.telemetry import AUTH_FAILURES, RATE_LIMITED, REQUEST_LATENCY
 
 log = structlog.get_logger(__name__)
 
@@ -171,6 +172,11 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                present = {name.lower() for name, _ in headers}
+                extra: dict[str, str] = scope["state"].get("response_headers") or {}
+                for name, value in extra.items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), value.encode()))
                 message["headers"] = headers
             await send(message)
 
@@ -287,49 +293,109 @@ class BodySizeLimitMiddleware:
 
 
 class Authenticator(Protocol):
-    def authenticate(self, token: str) -> Principal | None: ...
+    def authenticate(self, credential: str) -> Principal: ...
 
 
-def _client(request: Request) -> str:
+class RateLimits(Protocol):
+    """Which buckets a principal's request draws from (None: not limited)."""
+
+    def buckets(self, principal: Principal) -> Sequence[Bucket] | None: ...
+
+
+def client_address(request: Request) -> str:
+    """The peer's address (for audit); behind a proxy, run uvicorn with --proxy-headers."""
     return request.client.host if request.client else "unknown"
 
 
+def _claimed_identity(credential: str) -> str:
+    """Who a refused credential claims to be, for the audit log: never the secret."""
+    parsed = KeyToken.parse(credential)
+    if parsed is not None:
+        return f"key:{parsed.key_id}"
+    if credential.count(".") == 2:
+        return "jwt"
+    return "unrecognised"
+
+
+def _refuse_authentication(request: Request, reason: str, message: str, claimed: str) -> ApiError:
+    AUTH_FAILURES.labels(reason).inc()
+    log.warning(
+        "auth_failed",
+        reason=reason,
+        claimed=claimed,
+        client=client_address(request),
+        method=request.method,
+        path=request.url.path,
+    )
+    return ApiError(401, "unauthenticated", message, {"WWW-Authenticate": "Bearer"})
+
+
 async def authenticated(request: Request) -> Principal:
-    # Async so the tenant bound below lands in the request's own log context;
-    # the key lookup itself runs in the thread pool.
+    """The request's principal, after authentication and the rate limit.
+
+    Async so that what is bound to the log context lands in the request's own
+    context; the credential check itself runs in the thread pool.
+    """
     authenticator: Authenticator = request.app.state.authenticator
     header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        AUTH_FAILURES.labels("missing").inc()
-        log.info("auth_failed", reason="missing", client=_client(request), path=request.url.path)
-        raise ApiError(
-            401, "unauthenticated", "Send an API key as 'Authorization: Bearer <key>'.",
-            {"WWW-Authenticate": "Bearer"},
-        )  # fmt: skip
-    principal = await run_in_threadpool(authenticator.authenticate, token.strip())
-    if principal is None:
-        AUTH_FAILURES.labels("invalid").inc()
-        log.info("auth_failed", reason="invalid", client=_client(request), path=request.url.path)
-        raise ApiError(
-            401, "unauthenticated", "The key is unknown, expired or revoked.",
-            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )  # fmt: skip
-    structlog.contextvars.bind_contextvars(
-        tenant_id=principal.tenant_id, key_id=str(principal.key_id)
-    )
+    scheme, _, credential = header.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise _refuse_authentication(
+            request,
+            "missing",
+            "Send an API key or token as 'Authorization: Bearer <credential>'.",
+            "none",
+        )
+    try:
+        principal = await run_in_threadpool(authenticator.authenticate, credential)
+    except AuthenticationFailed as failure:
+        raise _refuse_authentication(
+            request, failure.reason, failure.message, _claimed_identity(credential)
+        ) from None
+    structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id, actor=principal.actor)
+    await _take_rate_limit(request, principal)
     return principal
 
 
-def require(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
-    async def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+async def _take_rate_limit(request: Request, principal: Principal) -> None:
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    limits: RateLimits = request.app.state.rate_limits
+    buckets = limits.buckets(principal) if limiter is not None else None
+    if limiter is None or not buckets:
+        return
+    decision = await run_in_threadpool(limiter.acquire, buckets)
+    headers = decision.headers()
+    request.state.response_headers = headers
+    if not decision.allowed:
+        RATE_LIMITED.labels(decision.bucket.partition(":")[0]).inc()
+        log.info("rate_limited", bucket=decision.bucket, retry_after_s=decision.retry_after_s)
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Too many requests; retry in {decision.retry_after_s}s.",
+            headers,
+        )
+
+
+def require(role: Role) -> Callable[[Request, Principal], Awaitable[Principal]]:
+    async def check(
+        request: Request, principal: Annotated[Principal, Depends(authenticated)]
+    ) -> Principal:
         if not principal.role.allows(role):
             AUTH_FAILURES.labels("forbidden").inc()
-            log.info("authorisation_failed", needed=role.value, role=principal.role.value)
+            log.warning(
+                "authorisation_failed",
+                needed=role.value,
+                role=principal.role.value,
+                client=client_address(request),
+                method=request.method,
+                path=request.url.path,
+            )
             raise ApiError(
                 403,
                 "forbidden",
-                f"This needs the {role.value} role; the key has {principal.role.value}.",
+                f"This needs the {role.value} role; the credential has {principal.role.value}.",
             )
         return principal
 

@@ -10,17 +10,22 @@ ignores. Handlers are registered per event type with ``@handles``.
 
 from __future__ import annotations
 
+import base64
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
-from psycopg import Cursor
+from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier
 
+from infra.db import TenantReads
 from infra.envelope import Envelope
+from infra.eventlog import EventLog
 
 Handler = Callable[[Any, Cursor[DictRow], Envelope], None]
 F = TypeVar("F", bound=Callable[..., None])
@@ -87,6 +92,25 @@ def uploaded_metadata(envelope: Envelope) -> tuple[DocumentKey, dict[str, Any]]:
     }
 
 
+class InvalidCursorError(ValueError):
+    """A pagination cursor that this API did not issue."""
+
+
+def encode_cursor(at: datetime, item_id: UUID) -> str:
+    """An opaque keyset cursor: the last row's (time, id) of a newest-first page."""
+    raw = f"{at.isoformat()}|{item_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, item_id = raw.partition("|")
+        return datetime.fromisoformat(stamp), UUID(item_id)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidCursorError("The cursor is not one this API issued.") from exc
+
+
 class OutOfOrderError(RuntimeError):
     """An event arrived before one it depends on: the view refuses to apply it."""
 
@@ -104,6 +128,10 @@ class ProjectionView(PostgresTrackingRecorder):
                 for event_type in getattr(attr, "_kf_handles", ()):
                     handlers[event_type] = attr
         cls._handlers = handlers
+
+    # Set by the composition root on views the API queries: tenant-facing
+    # queries go through it, as a role row-level security confines to one tenant.
+    reads: TenantReads | None = None
 
     def __init__(self, datastore: PostgresDatastore) -> None:
         self.writes = BatchWrites()
@@ -154,6 +182,12 @@ class ProjectionView(PostgresTrackingRecorder):
                 return False
             time.sleep(min(interval, remaining))
             interval = min(interval * 2, 0.05)
+
+    def tenant_reads(self, tenant_id: str) -> AbstractContextManager[Connection[DictRow]]:
+        """A transaction that sees only ``tenant_id``'s rows (see ``TenantReads``)."""
+        if self.reads is None:
+            raise RuntimeError(f"the {self.name} view has no tenant-scoped reader")
+        return self.reads.scoped(tenant_id)
 
     # --------------------------------------------------------------- applying
 
@@ -245,6 +279,22 @@ class ProjectionView(PostgresTrackingRecorder):
             if e.context in self.contexts
             and before.get(e.context, 0) < e.position <= after[e.context]
         )
+
+    def catch_up_from(self, logs: Mapping[str, EventLog], batch_size: int = 256) -> dict[str, int]:
+        """Apply whatever the event store holds beyond this view's positions.
+
+        Safe beside a running projector: every batch locks the positions and
+        skips what was applied. Returns how many events were applied per context.
+        """
+        self.refresh_positions()
+        applied: dict[str, int] = {}
+        for context in self.contexts:
+            after = self.position(context)
+            applied[context] = 0
+            while batch := logs[context].read(after, batch_size):
+                applied[context] += self.apply_batch(batch)
+                after = batch[-1].position
+        return applied
 
     def forget_stream_offset(self, stream: str) -> None:
         with self.datastore.transaction(commit=True) as curs:

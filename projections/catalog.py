@@ -7,7 +7,6 @@ an event applied out of order fails loudly instead of corrupting a row.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +17,16 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from infra.envelope import Envelope
-from projections.base import OutOfOrderError, ProjectionView, handles
+from projections.base import (
+    InvalidCursorError,
+    OutOfOrderError,
+    ProjectionView,
+    decode_cursor,
+    encode_cursor,
+    handles,
+)
+
+__all__ = ["CatalogEntry", "CatalogPage", "CatalogView", "InvalidCursorError"]
 
 
 @dataclass(frozen=True)
@@ -53,24 +61,6 @@ class CatalogEntry:
 class CatalogPage:
     entries: list[CatalogEntry]
     next_cursor: str | None
-
-
-class InvalidCursorError(ValueError):
-    """A pagination cursor that this catalog did not issue."""
-
-
-def _encode_cursor(entry: CatalogEntry) -> str:
-    raw = f"{entry.uploaded_at.isoformat()}|{entry.document_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, document_id = raw.partition("|")
-        return datetime.fromisoformat(stamp), UUID(document_id)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidCursorError("The cursor is not one this API issued.") from exc
 
 
 _SELECT = "SELECT * FROM catalog_documents"
@@ -163,7 +153,7 @@ class CatalogView(ProjectionView):
     # ----------------------------------------------------------------- queries
 
     def get(self, tenant_id: str, document_id: UUID) -> CatalogEntry | None:
-        with self.datastore.get_connection() as conn:
+        with self.tenant_reads(tenant_id) as conn:
             row = conn.execute(
                 _SELECT + " WHERE tenant_id = %s AND document_id = %s", (tenant_id, document_id)
             ).fetchone()
@@ -186,7 +176,7 @@ class CatalogView(ProjectionView):
         elif not include_deleted:
             conditions.append("status <> 'deleted'")
         if cursor is not None:
-            uploaded_at, document_id = _decode_cursor(cursor)
+            uploaded_at, document_id = decode_cursor(cursor)
             conditions.append("(uploaded_at, document_id) < (%s, %s)")
             params.extend([uploaded_at, document_id])
         query = (
@@ -196,19 +186,22 @@ class CatalogView(ProjectionView):
             + " ORDER BY uploaded_at DESC, document_id DESC LIMIT %s"
         )
         params.append(limit + 1)
-        with self.datastore.get_connection() as conn:
+        with self.tenant_reads(tenant_id) as conn:
             rows = conn.execute(query, params).fetchall()
         entries = [CatalogEntry.from_row(r) for r in rows[:limit]]
-        next_cursor = _encode_cursor(entries[-1]) if len(rows) > limit else None
+        last = entries[-1] if len(rows) > limit else None
+        next_cursor = encode_cursor(last.uploaded_at, last.document_id) if last else None
         return CatalogPage(entries, next_cursor)
 
     def counts(self, tenant_id: str | None = None) -> dict[str, int]:
         """Documents per status (all tenants when ``tenant_id`` is None)."""
         query = "SELECT status, count(*) AS n FROM catalog_documents"
-        params: tuple[Any, ...] = ()
         if tenant_id is not None:
-            query += " WHERE tenant_id = %s"
-            params = (tenant_id,)
-        with self.datastore.get_connection() as conn:
-            rows = conn.execute(query + " GROUP BY status", params).fetchall()
+            with self.tenant_reads(tenant_id) as conn:
+                rows = conn.execute(
+                    query + " WHERE tenant_id = %s GROUP BY status", (tenant_id,)
+                ).fetchall()
+        else:
+            with self.datastore.get_connection() as conn:
+                rows = conn.execute(query + " GROUP BY status").fetchall()
         return {row["status"]: int(row["n"]) for row in rows}

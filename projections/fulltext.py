@@ -175,7 +175,7 @@ class FulltextView(ProjectionView):
             table=Identifier(self.chunks_table),
             conditions=SQL(" AND ").join(SQL(c) for c in conditions),
         )
-        with self.datastore.get_connection() as conn:
+        with self.tenant_reads(tenant_id) as conn:
             rows = conn.execute(sql, params).fetchall()
         return [
             ExactHit(

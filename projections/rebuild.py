@@ -121,6 +121,8 @@ def _copy_structure(curs: Cursor[DictRow], live: str, shadow: str) -> None:
     curs.execute(
         SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(Identifier(shadow), Identifier(live))
     )
+    # LIKE copies no row-level security: the table that will be switched in gets it now.
+    curs.execute("SELECT kf_protect_tenant_table(%s::regclass)", (shadow,))
 
 
 def _swap_tables(curs: Cursor[DictRow], pairs: Sequence[tuple[str, str]]) -> None:

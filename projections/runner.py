@@ -88,19 +88,11 @@ class ProjectorRunner:
     async def catch_up(self) -> datetime:
         """Apply everything the event store holds beyond the view's positions."""
         started = datetime.now(UTC)
-        await asyncio.to_thread(self.view.refresh_positions)
-        for context, event_log in self._logs.items():
-            after = self.view.position(context)
-            applied = 0
-            while True:
-                batch = await asyncio.to_thread(event_log.read, after, self._batch_size)
-                if not batch:
-                    break
-                applied += await asyncio.to_thread(self.view.apply_batch, batch)
-                after = batch[-1].position
-            if applied:
+        applied = await asyncio.to_thread(self.view.catch_up_from, self._logs, self._batch_size)
+        for context, events in applied.items():
+            if events:
                 log.info(
-                    "projection_caught_up", projection=self.name, context=context, events=applied
+                    "projection_caught_up", projection=self.name, context=context, events=events
                 )
         return started
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from infra.web import ApiError
 from projections.catalog import CatalogView
@@ -50,5 +50,9 @@ class ReadModels:
             )
 
 
+MinPosition = Annotated[
+    int | None,
+    Query(ge=0, description="Wait (bounded) until the read model has applied this position."),
+]
 Catalog = Annotated[CatalogView, Depends(_catalog)]
 Models = Annotated[ReadModels, Depends(ReadModels)]

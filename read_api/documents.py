@@ -12,14 +12,10 @@ from pydantic import BaseModel
 from domain.document import DocumentNotFoundError
 from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, Viewer
 from projections.catalog import CatalogEntry, InvalidCursorError
-from read_api.deps import Catalog, Models
+from read_api.deps import Catalog, MinPosition, Models
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
-MinPosition = Annotated[
-    int | None,
-    Query(ge=0, description="Wait (bounded) until the catalog has applied this position."),
-]
 Status = Literal["uploaded", "parsed", "chunked", "embedded", "failed", "deleted"]
 
 

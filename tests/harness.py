@@ -107,6 +107,12 @@ def make_settings(
         "nats": {"url": nats_url, "stream": f"KFT_{tag}", "subject_prefix": f"kft{tag}"},
         "api": {"port": 0},
         "logging": {"level": "warning", "json": True},
+        # Limits on (the code path runs in every test) but far above what any
+        # test sends; tests of the limits themselves set small ones.
+        "rate_limits": {
+            role: {"per_hour": 10_000_000, "burst": 1_000_000}
+            for role in ("viewer", "editor", "admin", "tenant")
+        },
     }
     for key, value in overrides.items():
         if isinstance(value, dict):
