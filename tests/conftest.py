@@ -13,7 +13,7 @@ import pytest
 from config.settings import Settings
 from infra.embedding import SentenceTransformerEmbedder
 from infra.telemetry import configure_logging
-from tests.harness import RunningSystem, Services, delete_stream, make_settings
+from tests.harness import RunningSystem, Services, delete_stream, make_settings, redis_server
 from tests.shared_data import DOCUMENTS
 
 
@@ -28,6 +28,15 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     running = Services.start(tmp_path_factory.mktemp("servers"))
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis: KF_TEST_REDIS_URL, the local one on 6379, or a redis-server we start."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        if url is None:
+            pytest.skip("no Redis: none on 127.0.0.1:6379 and no redis-server binary")
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -376,9 +376,7 @@ ROUTES: dict[tuple[str, str], tuple[Role, dict[str, Any]]] = {
 
 def test_the_role_table_covers_every_route(system: RunningSystem) -> None:
     openapi = httpx.get(f"{system.base_url}/openapi.json").json()
-    routes = {
-        (method.upper(), path) for path, item in openapi["paths"].items() for method in item
-    }
+    routes = {(method.upper(), path) for path, item in openapi["paths"].items() for method in item}
     assert routes == set(ROUTES)
 
 
