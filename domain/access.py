@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -29,6 +30,7 @@ TENANT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://knowledge-foundry/tenants")
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 KEY_NAME_MAX = 100
 TOKEN_PREFIX = "kf_"  # noqa: S105 - a format marker, not a secret
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TOKEN = re.compile(r"^kf_([0-9a-f]{32})_([A-Za-z0-9_-]{32,128})$")
 
 
@@ -120,6 +122,14 @@ class KeyToken:
         return f"{TOKEN_PREFIX}{self.key_id.hex}_{self.secret}"
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True
+
+
 def hash_secret(secret: str) -> str:
     # Secrets are 256 random bits, so a fast hash is enough: there is nothing
     # to brute-force that a slow hash would protect.
@@ -178,9 +188,11 @@ class ApiKey(Aggregate):
         now: datetime,
         origin: str = "",
     ) -> ApiKey:
-        name = name.strip()
+        name = unicodedata.normalize("NFC", name).strip()
         if not name or len(name) > KEY_NAME_MAX:
             raise InvalidKeyError(f"A key name is 1-{KEY_NAME_MAX} characters.")
+        if _CONTROL.search(name) or not _encodable(name):
+            raise InvalidKeyError("A key name cannot contain control characters.")
         if expires_at is not None:
             if expires_at.tzinfo is None:
                 raise InvalidKeyError("expires_at must include a time zone.")
