@@ -17,7 +17,13 @@ BANNER = re.compile(r"Knowledge Foundry is running: (http://\S+)")
 def start_serve(
     data_dir: Path, log_path: Path, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    """Start `kf serve` on ``data_dir``; returns the process, its URL and the admin key."""
+    """Start `kf serve` on ``data_dir``; returns the process, its URL and the admin key.
+
+    Rate limits are off: a benchmark measures what the platform can do, and a
+    single bench client would exhaust any per-key budget in seconds.
+    """
+    base_env = env or {**os.environ, "KF_LOG_LEVEL": "warning"}
+    base_env = {**base_env, "KF__RATE_LIMITS__ENABLED": "false"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
@@ -32,7 +38,7 @@ def start_serve(
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env or {**os.environ, "KF_LOG_LEVEL": "warning"},
+            env=base_env,
             cwd=ROOT,
         )
     deadline = time.monotonic() + 300

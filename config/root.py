@@ -24,7 +24,15 @@ from commands.documents import DocumentsApp, UploadLimits
 from config.settings import Settings
 from domain.access import Role, Tenant
 from infra.blobs import PostgresBlobStore
-from infra.db import TenantReads, datastore, event_store_env, migrate, open_pool, reader_url
+from infra.db import (
+    TenantReads,
+    datastore,
+    event_store_env,
+    migrate,
+    open_pool,
+    reader_url,
+    set_reader_password,
+)
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.embedding import MODEL_NAME, Embedder, Matrix, SentenceTransformerEmbedder
 from infra.eventlog import EventLog
@@ -141,8 +149,11 @@ class Container:
             dimension=EMBEDDING_DIMENSION,
         )
         self.fulltext = FulltextView(self._views_store, self.blobs)
+        if db.reader_password and not db.reader_url:
+            set_reader_password(url, db.reader_password)
         self.tenant_reads = TenantReads(
-            reader_url(url, db.reader_url), max_size=db.pool_size + db.max_overflow
+            reader_url(url, db.reader_url, db.reader_password),
+            max_size=db.pool_size + db.max_overflow,
         )
         for view in (self.catalog, self.fulltext, self.keys):
             view.reads = self.tenant_reads

@@ -30,6 +30,7 @@ from infra.embedding import SentenceTransformerEmbedder
 from infra.relay import Relay
 from processors.chunk import ChunkingSettings, TokenChunker
 from processors.parse import ParseLimits
+from processors.sandbox import ParseSandbox, SandboxLimits
 from processors.stages import Stages
 from processors.worker import Worker
 from projections.runner import ProjectorRunner
@@ -72,7 +73,16 @@ def build_stages(container: Container) -> Stages:
         embedder=lambda: SentenceTransformerEmbedder(
             batch_size=ingest.embed_batch_size, torch_threads=ingest.torch_threads
         ),
-        parse_limits=ParseLimits(max_pages=ingest.max_pages),
+        parser=ParseSandbox(
+            ParseLimits(
+                max_pages=ingest.max_pages,
+                max_docx_expanded_bytes=ingest.max_docx_expanded_mb * 1024 * 1024,
+                max_chars=ingest.max_chars,
+            ),
+            SandboxLimits(
+                timeout_s=ingest.parse_timeout_s, max_memory_mb=ingest.parse_max_memory_mb
+            ),
+        ).parse,
         actor=f"worker:{socket.gethostname()}:{os.getpid()}",
     )
 

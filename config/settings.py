@@ -22,7 +22,10 @@ _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 ENV_PREFIX = "KF__"
 # Secrets are taken from these variables verbatim (never parsed as YAML, which
 # would turn "0x1f" into a number or "yes" into a boolean).
-_SECRET_VARIABLES = {("auth", "jwt_secret"): "KF_JWT_SECRET"}
+_SECRET_VARIABLES = {
+    ("auth", "jwt_secret"): "KF_JWT_SECRET",
+    ("database", "reader_password"): "KF_DATABASE_READER_PASSWORD",
+}
 
 
 class SettingsError(Exception):
@@ -44,8 +47,11 @@ class ApiSettings(_Section):
 class DatabaseSettings(_Section):
     url: str = ""
     # The query API reads read models as this (row-level-security-bound) role;
-    # empty: the url above with user kf_reader and no password.
+    # empty: the url above with user kf_reader and reader_password (if any).
     reader_url: str = ""
+    # Set on the kf_reader role at start (KF_DATABASE_READER_PASSWORD), for
+    # servers that require passwords; empty: trust/peer authentication.
+    reader_password: str = Field("", repr=False)
     pool_size: int = Field(5, ge=1, le=100)
     max_overflow: int = Field(10, ge=0, le=100)
 
@@ -74,6 +80,10 @@ class IngestSettings(_Section):
     embed_batch_size: int = Field(32, ge=1, le=1024)
     torch_threads: int = Field(0, ge=0, le=256)
     max_pages: int = Field(2000, ge=1)
+    max_chars: int = Field(20_000_000, ge=1)
+    max_docx_expanded_mb: int = Field(256, ge=1)
+    parse_timeout_s: float = Field(60, gt=0)
+    parse_max_memory_mb: int = Field(2048, ge=256)
     ack_wait_s: float = Field(120, gt=0)
     max_deliver: int = Field(5, ge=1, le=100)
 
@@ -81,6 +91,12 @@ class IngestSettings(_Section):
     def _overlap_below_half(self) -> IngestSettings:
         if self.overlap_tokens >= self.chunk_tokens // 2:
             raise ValueError("ingest.overlap_tokens must be below half of ingest.chunk_tokens")
+        return self
+
+    @model_validator(mode="after")
+    def _parse_ends_before_redelivery(self) -> IngestSettings:
+        if self.parse_timeout_s >= self.ack_wait_s:
+            raise ValueError("ingest.parse_timeout_s must be below ingest.ack_wait_s")
         return self
 
 

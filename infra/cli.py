@@ -129,6 +129,21 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(2) from None
 
 
+def _preflight(settings: Settings) -> str | None:
+    """Why the API must not start with these settings (production secrets), if it must not."""
+    from infra.tokens import InsecureConfigurationError, TokenService
+
+    try:
+        TokenService.from_settings(
+            settings.auth,
+            data_dir=settings.data_dir,
+            production=settings.mode == "production",
+        )
+    except InsecureConfigurationError as exc:
+        return str(exc)
+    return None
+
+
 def _prepare_metrics_dir(settings: Settings) -> None:
     """Multi-process metrics for `kf serve`: set before prometheus_client is imported."""
     metrics_dir = settings.data_dir.resolve() / "metrics"
@@ -349,6 +364,11 @@ def _tenant_events(container: Container) -> list[Any]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
+    if args.command in ("serve", "api", "write-api", "read-api"):
+        refusal = _preflight(settings)
+        if refusal:
+            print(f"kf: refusing to start: {refusal}", file=sys.stderr)
+            return 2
     if args.command == "serve":
         _prepare_metrics_dir(settings)
     from infra.telemetry import configure_logging

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import structlog
 from eventsourcing.postgres import PostgresDatastore
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
@@ -110,19 +111,31 @@ def datastore(database_url: str, *, pool_size: int = 2, max_overflow: int = 4) -
 READER_ROLE = "kf_reader"
 
 
-def reader_url(database_url: str, configured: str = "") -> str:
+def reader_url(database_url: str, configured: str = "", password: str = "") -> str:
     """Where the query API reads read models: as ``kf_reader``, never as their owner.
 
     ``configured`` (``database.reader_url``) wins; otherwise the owner's URL with
-    the user swapped for ``kf_reader`` and no password, which suits trust or
-    peer authentication (embedded PostgreSQL, local development).
+    the user swapped for ``kf_reader`` and ``password`` (none suits trust or peer
+    authentication: embedded PostgreSQL, local development).
     """
     if configured:
         return configured
     info = conninfo_to_dict(database_url)
     info["user"] = READER_ROLE
     info.pop("password", None)
+    if password:
+        info["password"] = password
     return make_conninfo("", **{k: v for k, v in info.items() if v is not None})
+
+
+def set_reader_password(database_url: str, password: str) -> None:
+    """Give ``kf_reader`` the configured password (by the owner, at start)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(READER_ROLE), sql.Literal(password)
+            )
+        )
 
 
 class TenantReads:

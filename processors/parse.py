@@ -52,10 +52,20 @@ class ParseError(Exception):
         self.code = code
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[ParseError], tuple[str, str]]:
+        # Crosses the pipe from the parsing sandbox (processors/sandbox.py).
+        return (ParseError, (self.code, self.reason))
+
 
 @dataclass(frozen=True)
 class ParseLimits:
     max_pages: int = 2000
+    # A DOCX is a zip: what it would expand to is checked before anything is
+    # decompressed, so a decompression bomb is refused unopened.
+    max_docx_expanded_bytes: int = 256 * 1024 * 1024
+    max_docx_ratio: int = 200  # per member, for members over 1 MB expanded
+    max_docx_members: int = 10_000
+    max_chars: int = 20_000_000  # extracted text, all pages
 
 
 DEFAULT_LIMITS = ParseLimits()
@@ -70,16 +80,24 @@ def parse_document(
     the bytes. Raises ParseError when the document cannot be read.
     """
     if media_type == PDF:
-        return _parse_pdf(content, limits)
-    if media_type == DOCX:
-        return _parse_docx(content, limits)
-    if media_type in (TEXT, MARKDOWN):
-        return _parse_text(content)
-    raise ParseError(
-        "unsupported_type",
-        f"Files of type {media_type!r} are not supported; "
-        "upload a PDF, a Word (.docx) document, a plain text or a Markdown file.",
-    )
+        parsed = _parse_pdf(content, limits)
+    elif media_type == DOCX:
+        parsed = _parse_docx(content, limits)
+    elif media_type in (TEXT, MARKDOWN):
+        parsed = _parse_text(content)
+    else:
+        raise ParseError(
+            "unsupported_type",
+            f"Files of type {media_type!r} are not supported; "
+            "upload a PDF, a Word (.docx) document, a plain text or a Markdown file.",
+        )
+    if parsed.char_count > limits.max_chars:
+        raise ParseError(
+            "too_large",
+            f"The document holds {parsed.char_count} characters of text; at most "
+            f"{limits.max_chars} are accepted.",
+        )
+    return parsed
 
 
 # --- shared -------------------------------------------------------------------
@@ -486,7 +504,40 @@ class _PageWriter:
         return bool(self.pages[-1]) or bool("".join(self._line).strip())
 
 
+def _check_docx_package(content: bytes, limits: ParseLimits) -> None:
+    """Refuse a package that would expand beyond the limits, before expanding it."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as package:
+            members = package.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise _corrupt_docx(error) from error
+    if len(members) > limits.max_docx_members:
+        raise ParseError(
+            "too_large",
+            f"The DOCX package holds {len(members)} parts; at most "
+            f"{limits.max_docx_members} are accepted.",
+        )
+    expanded = sum(member.file_size for member in members)
+    if expanded > limits.max_docx_expanded_bytes:
+        raise ParseError(
+            "too_large",
+            f"The DOCX would expand to {expanded // (1024 * 1024)} MB; at most "
+            f"{limits.max_docx_expanded_bytes // (1024 * 1024)} MB are accepted "
+            "(a compression bomb, or a document far larger than its file).",
+        )
+    for member in members:
+        if member.file_size > 1024 * 1024 and member.file_size > limits.max_docx_ratio * max(
+            member.compress_size, 1
+        ):
+            raise ParseError(
+                "too_large",
+                f"The DOCX part {member.filename!r} is compressed more than "
+                f"{limits.max_docx_ratio}:1; such files are refused as compression bombs.",
+            )
+
+
 def _parse_docx(content: bytes, limits: ParseLimits) -> ParsedDocument:
+    _check_docx_package(content, limits)
     try:
         document = docx.Document(io.BytesIO(content))
     # python-docx trusts the package's shape while loading it: a content-types

@@ -35,7 +35,7 @@ from infra.blobs import BlobStore
 from infra.embedding import Embedder, matrix_to_bytes
 from infra.telemetry import STAGE_DURATION, STAGE_FAILURES
 from processors.chunk import TokenChunker
-from processors.parse import ParseError, ParseLimits, parse_document
+from processors.parse import ParsedDocument, ParseError
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -74,7 +74,7 @@ class Stages:
         *,
         chunker: TokenChunker,
         embedder: Callable[[], Embedder],
-        parse_limits: ParseLimits,
+        parser: Callable[[bytes, str], ParsedDocument],
         actor: str,
     ) -> None:
         self._documents = documents
@@ -82,7 +82,7 @@ class Stages:
         self._chunker = chunker
         self._embedder_factory = embedder
         self._embedder: Embedder | None = None
-        self._parse_limits = parse_limits
+        self._parse = parser
         self._actor = actor
 
     @property
@@ -150,7 +150,7 @@ class Stages:
         started = time.perf_counter()
         content = self._blobs.get(ref.tenant_id, document.content_sha256)
         try:
-            parsed = parse_document(content, document.media_type, self._parse_limits)
+            parsed = self._parse(content, document.media_type)
         except ParseError as error:
             return self._fail(ref, Stage.PARSE, error.code, error.reason)
         pages = [PageText(page.number, page.text) for page in parsed.pages]

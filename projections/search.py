@@ -271,8 +271,12 @@ class SearchService:
         legs = self._index.current.query(
             tenant_id, dense=dense, sparse=sparse, filters=filters, limit=leg_limit
         )
-        timings["index"] = (time.perf_counter() - queried) * 1000
         fused = fuse(legs, fusion, k) if mode == "hybrid" else (legs.dense or legs.sparse)[:k]
+        # Candidates come back without payloads; only the k that survive fusion
+        # are fetched (a chunk's payload holds its text: ~1 KB each).
+        payloads = self._index.current.payloads([hit.id for hit in fused])
+        fused = [Hit(hit.id, hit.score, payloads.get(hit.id, {})) for hit in fused]
+        timings["index"] = (time.perf_counter() - queried) * 1000
         dense_rank = _ranks(legs.dense)
         sparse_rank = _ranks(legs.sparse)
         query_terms = self._encoder.terms(query)

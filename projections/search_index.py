@@ -135,6 +135,8 @@ class SearchIndex(Protocol):
         limit: int,
     ) -> Legs: ...
 
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
     def count(self, tenant_id: str | None = None) -> int: ...
 
     def points(self, tenant_id: str | None = None) -> Iterator[ChunkPoint]: ...
@@ -312,7 +314,7 @@ class EdgeSearchIndex:
                     limit=limit + TIE_MARGIN,
                     query=qe.Query.Nearest(dense, using=DENSE),
                     filter=flt,
-                    with_payload=True,
+                    with_payload=False,
                     params=qe.SearchParams(hnsw_ef=max(self._hnsw_ef, limit)),
                 )
             )
@@ -327,7 +329,7 @@ class EdgeSearchIndex:
                         qe.SparseVector(sparse.indices, sparse.values), using=SPARSE
                     ),
                     filter=flt,
-                    with_payload=True,
+                    with_payload=False,
                     params=qe.SearchParams(idf=corpus),
                 )
             )
@@ -340,6 +342,13 @@ class EdgeSearchIndex:
         if sparse is not None and sparse.indices:
             legs.sparse = _hits(next(results))[:limit]
         return legs
+
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The payloads of ``ids`` (fetched for the final hits only, not for every candidate)."""
+        if not ids:
+            return {}
+        records = self._shard.retrieve(list(ids), True, False)
+        return {str(r.id): dict(r.payload or {}) for r in records}
 
     def count(self, tenant_id: str | None = None) -> int:
         flt = (
@@ -517,7 +526,7 @@ class ServerSearchIndex:
                     using=DENSE,
                     filter=flt,
                     limit=limit + TIE_MARGIN,
-                    with_payload=True,
+                    with_payload=False,
                     params=m.SearchParams(hnsw_ef=max(self._hnsw_ef, limit)),
                 )
             )
@@ -530,7 +539,7 @@ class ServerSearchIndex:
                     using=SPARSE,
                     filter=flt,
                     limit=limit + TIE_MARGIN,
-                    with_payload=True,
+                    with_payload=False,
                     params=m.SearchParams(idf=corpus),
                 )
             )
@@ -543,6 +552,14 @@ class ServerSearchIndex:
         if with_sparse:
             legs.sparse = _hits(next(responses).points)[:limit]
         return legs
+
+    def payloads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        records = self._client.retrieve(
+            self.collection, ids=list(ids), with_payload=True, with_vectors=False
+        )
+        return {str(r.id): dict(r.payload or {}) for r in records}
 
     def count(self, tenant_id: str | None = None) -> int:
         m = self._m

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-import processors.stages
 from config.settings import Settings
 from infra.embedding import SentenceTransformerEmbedder
+from processors.sandbox import ParseSandbox
 from tests.harness import RunningSystem
 
 POISON = b"POISON-PILL"
@@ -23,20 +23,20 @@ POISON = b"POISON-PILL"
 def system(
     settings_factory: Callable[..., Settings], embedder: SentenceTransformerEmbedder
 ) -> Iterator[RunningSystem]:
-    real_parse = processors.stages.parse_document
+    real_parse = ParseSandbox.parse
 
-    def parse_or_explode(content: bytes, media_type: str, limits: Any) -> Any:
+    def parse_or_explode(self: ParseSandbox, content: bytes, media_type: str) -> Any:
         if POISON in content:
             raise RuntimeError("simulated parser crash")
-        return real_parse(content, media_type, limits)
+        return real_parse(self, content, media_type)
 
-    processors.stages.parse_document = parse_or_explode  # type: ignore[assignment]
+    ParseSandbox.parse = parse_or_explode  # type: ignore[method-assign]
     try:
         settings = settings_factory(ingest={"max_deliver": 2})
         with RunningSystem(settings, embedder) as running:
             yield running
     finally:
-        processors.stages.parse_document = real_parse
+        ParseSandbox.parse = real_parse  # type: ignore[method-assign]
 
 
 def _upload(client: httpx.Client, name: str, content: bytes) -> str:

@@ -367,7 +367,7 @@ ROUTES: dict[tuple[str, str], tuple[Role, dict[str, Any]]] = {
     ("POST", "/v1/documents"): (Role.EDITOR, {"files": {"nope": ("a.txt", b"x")}}),
     ("DELETE", "/v1/documents/{document_id}"): (Role.EDITOR, {}),
     ("GET", "/v1/search"): (Role.VIEWER, {"params": {"q": "radio", "mode": "keyword"}}),
-    ("POST", "/v1/search"): (Role.VIEWER, {"json": {"q": "radio", "mode": "keyword"}}),
+    ("POST", "/v1/search"): (Role.VIEWER, {"json": {"query": "radio", "mode": "keyword"}}),
     ("GET", "/v1/keys"): (Role.ADMIN, {}),
     ("GET", "/v1/keys/{key_id}"): (Role.ADMIN, {}),
     ("POST", "/v1/keys"): (Role.ADMIN, {"json": {"role": "viewer"}}),

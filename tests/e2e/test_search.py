@@ -320,6 +320,84 @@ def test_no_query_in_any_mode_crosses_tenants(
     assert found <= set(own) | _later_documents(system, as_b, tenants)
 
 
+@pytest.fixture(scope="module")
+def admin_keys(system: RunningSystem, tenants: dict[str, Any]) -> dict[str, Any]:
+    """An admin key per tenant, and key ids each tenant owns."""
+    access = system.container.access
+    owned: dict[str, list[str]] = {"a": [], "b": []}
+    keys = {}
+    for side, tenant in (("a", system.tenant_id), ("b", tenants["tenant_b"])):
+        for role in (Role.ADMIN, Role.VIEWER):
+            result, token = access.issue_api_key(
+                tenant_id=tenant, actor="test", name=f"{side} {role.value}", role=role
+            )
+            owned[side].append(str(result.id))
+            if role is Role.ADMIN:
+                keys[side] = token
+    head = access.head_position()
+    assert system.container.keys.wait_for("access", head, 30)
+    return {"keys": keys, "owned": owned}
+
+
+ACTIONS = (
+    "list_documents",
+    "get_document",
+    "delete_document",
+    "list_keys",
+    "get_key",
+    "revoke_key",
+    "search_by_document_ids",
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(action=st.sampled_from(ACTIONS), as_b=st.booleans(), pick=st.integers(0, 1000))
+def test_no_document_key_or_catalog_request_crosses_tenants(
+    system: RunningSystem,
+    tenants: dict[str, Any],
+    admin_keys: dict[str, Any],
+    action: str,
+    as_b: bool,
+    pick: int,
+) -> None:
+    me, them = ("b", "a") if as_b else ("a", "b")
+    other_document = tenants["ids"][them][pick % len(tenants["ids"][them])]
+    other_key = admin_keys["owned"][them][pick % len(admin_keys["owned"][them])]
+    with system.client(admin_keys["keys"][me]) as client:
+        if action == "list_documents":
+            response = client.get("/v1/documents", params={"limit": 200, "include_deleted": True})
+            listed = {item["id"] for item in response.json()["items"]}
+            assert listed and not listed & set(tenants["ids"][them])
+        elif action == "get_document":
+            _error(client.get(f"/v1/documents/{other_document}"), 404, "document_not_found")
+        elif action == "delete_document":
+            _error(client.delete(f"/v1/documents/{other_document}"), 404, "document_not_found")
+        elif action == "list_keys":
+            listed = {item["id"] for item in client.get("/v1/keys").json()["items"]}
+            assert set(admin_keys["owned"][me]) <= listed
+            assert not listed & set(admin_keys["owned"][them])
+        elif action == "get_key":
+            _error(client.get(f"/v1/keys/{other_key}"), 404, "api_key_not_found")
+        elif action == "revoke_key":
+            _error(client.delete(f"/v1/keys/{other_key}"), 404, "api_key_not_found")
+        else:
+            response = client.post(
+                "/v1/search",
+                json={
+                    "query": "table alpha bravo",
+                    "mode": "hybrid",
+                    "filters": {"document_ids": [other_document]},
+                },
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["results"] == []
+    # Whatever was attempted, the other tenant's key still works.
+    with system.client(admin_keys["keys"][them]) as theirs:
+        assert theirs.get(f"/v1/documents/{other_document}").status_code == 200
+
+
 def _later_documents(system: RunningSystem, as_b: bool, tenants: dict[str, Any]) -> set[str]:
     """Documents this tenant uploaded in other tests of this module."""
     tenant = tenants["tenant_b"] if as_b else system.tenant_id

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from infra.db import READER_ROLE, TenantReads, migrate, reader_url
+from infra.db import READER_ROLE, TenantReads, migrate, reader_url, set_reader_password
 
 TENANT_A, TENANT_B = "tenant-a", "tenant-b"
 
@@ -131,3 +131,23 @@ def test_the_reader_cannot_bypass_or_write(owner_url: str, reads: TenantReads) -
 def test_a_role_that_bypasses_row_security_is_refused(owner_url: str) -> None:
     with pytest.raises(RuntimeError, match="bypass row-level security"):
         TenantReads(owner_url)
+
+
+def test_a_configured_reader_password_is_set_and_used(owner_url: str) -> None:
+    set_reader_password(owner_url, "reader-pass-for-tests")
+    try:
+        with psycopg.connect(owner_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = %s",
+                (READER_ROLE,),
+            ).fetchone()
+        assert row == (True,)
+        url = reader_url(owner_url, password="reader-pass-for-tests")
+        assert "reader-pass-for-tests" in url and READER_ROLE in url
+        made = TenantReads(url)
+        with made.scoped(TENANT_A) as conn:
+            assert conn.execute("SELECT current_user AS who").fetchone() == {"who": READER_ROLE}
+        made.close()
+    finally:
+        with psycopg.connect(owner_url, autocommit=True) as conn:
+            conn.execute("ALTER ROLE kf_reader PASSWORD NULL")

@@ -188,8 +188,9 @@ def test_bm25_idf_is_computed_per_tenant(container: Container, tmp_path: Path) -
     view.apply_batch([e for e in envelopes if e.tenant_id == "tenant-2"])
     shared = index.query("tenant-1", dense=None, sparse=query, filters=Filters(), limit=5).sparse
     assert [(h.id, round(h.score, 5)) for h in alone] == [(h.id, round(h.score, 5)) for h in shared]
+    payload = index.payloads([alone[0].id])[alone[0].id]
     index.close()
-    assert uuid.UUID(alone[0].payload["document_id"])
+    assert payload["tenant_id"] == "tenant-1" and uuid.UUID(payload["document_id"])
 
 
 def test_a_model_change_is_refused_at_start(container: Container) -> None:
