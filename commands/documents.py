@@ -31,6 +31,11 @@ from infra.blobs import BlobStore, sha256_hex
 _MAX_GENERATIONS = 10_000
 
 
+# A delete retried after losing to a processing stage; bounded, since each stage
+# appends at most once.
+_DELETE_ATTEMPTS = 5
+
+
 @dataclass(frozen=True)
 class UploadLimits:
     max_bytes: int
@@ -117,6 +122,19 @@ class DocumentsApp(ContextApplication):
         raise RuntimeError("too many generations of one document")  # pragma: no cover
 
     def delete_document(self, *, tenant_id: str, actor: str, document_id: UUID) -> CommandResult:
+        """Delete a document, even while a worker is processing it.
+
+        Losing the append to a processing stage (the worker recorded Parsed,
+        Chunked or Embedded in between) is not a conflict with the user's
+        intent, so the delete is decided again on the newer state. Losing it to
+        another delete is: that request gets the 409.
+        """
+        for _ in range(_DELETE_ATTEMPTS - 1):
+            try:
+                return self._decide(tenant_id, document_id, lambda d: d.delete(actor=actor))
+            except ConcurrencyConflictError:
+                if self.get_document(tenant_id, document_id).is_deleted:
+                    raise
         return self._decide(tenant_id, document_id, lambda d: d.delete(actor=actor))
 
     def record_parsed(

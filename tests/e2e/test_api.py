@@ -282,9 +282,12 @@ def test_two_deletes_racing_one_gets_409(system: RunningSystem, client: httpx.Cl
     barrier = threading.Barrier(2, timeout=10)
     original = documents.repository.get
 
+    waited = threading.local()
+
     def get_then_wait(aggregate_id: Any, *args: Any, **kwargs: Any) -> Any:
         aggregate = original(aggregate_id, *args, **kwargs)
-        if aggregate_id == target:
+        if aggregate_id == target and not getattr(waited, "done", False):
+            waited.done = True
             barrier.wait()  # both requests have read the same version before either writes
         return aggregate
 

@@ -87,3 +87,30 @@ def test_a_stage_that_keeps_crashing_fails_the_document_and_the_worker_moves_on(
         type(e).__qualname__ for e in system.container.documents.events.get(uuid.UUID(poisoned))
     ]
     assert events == ["Document.Uploaded", "Document.Failed"]
+
+
+def test_a_docx_compression_bomb_fails_with_a_reason_and_the_worker_moves_on(
+    system: RunningSystem,
+) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(
+            "[Content_Types].xml",
+            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Override PartName="/word/document.xml" ContentType="application/'
+            'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>',
+        )
+        archive.writestr("word/document.xml", "<w:document/>")
+        archive.writestr("word/media/image1.bin", b"\0" * (64 * 1024 * 1024))
+    bomb = buffer.getvalue()
+    assert len(bomb) < 256 * 1024  # 64 MB of zeros in a small upload
+    with system.client() as client:
+        bombed = _upload(client, "bomb.docx", bomb)
+        after = _upload(client, "after.txt", f"Uploaded after the bomb {uuid.uuid4()}.".encode())
+        final = system.wait_final(client, [bombed, after], timeout=120)
+    assert final[bombed]["status"] == "failed"
+    assert final[bombed]["media_type"].endswith("wordprocessingml.document")
+    failure = final[bombed]["failure"]
+    assert failure["stage"] == "parse" and failure["code"] == "too_large"
+    assert "compression bomb" in failure["reason"]
+    assert final[after]["status"] == "embedded"

@@ -132,7 +132,7 @@ def test_upload_reaches_embedded_through_the_embedded_servers(serve: Serve, data
             status = client.get(f"/v1/documents/{accepted['id']}").json().get("status")
             if status == "embedded":
                 break
-            time.sleep(0.3)
+            time.sleep(1.0)  # the default rate limits apply here, as for any client
         assert status == "embedded"
         metrics = client.get("/metrics").text
         assert (
@@ -154,8 +154,13 @@ def test_cli_manages_tenants_and_keys_beside_the_running_server(
             client.get("/v1/documents").json()["items"] == []
         )  # acme sees none of default's documents
         assert client.post("/v1/documents", files={"file": ("x.txt", b"no")}).status_code == 403
+        listed = kf(data_dir, "keys", "list", "--tenant", "acme")
+        assert listed["key_id"] == issued["key_id"] and listed["revoked_at"] is None
+        assert key.rsplit("_", 1)[1] not in json.dumps(listed)
         kf(data_dir, "keys", "revoke", "--tenant", "acme", str(issued["key_id"]))
         assert client.get("/v1/documents").status_code == 401
+        assert kf(data_dir, "keys", "list", "--tenant", "acme")["revoked_at"] is not None
+        assert kf(data_dir, "keys", "list", "--tenant", "acme", "--active") == {"stdout": ""}
     status = kf(data_dir, "projections", "status")["stdout"]
     assert "catalog" in str(status) and "relay-documents" in str(status)
 

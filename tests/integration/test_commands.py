@@ -147,9 +147,12 @@ def test_two_commands_racing_on_one_document_one_wins_one_conflicts(container: C
     barrier = threading.Barrier(2, timeout=10)
     original_get = documents.repository.get
 
+    waited = threading.local()
+
     def get_then_wait(aggregate_id: Any, *args: Any, **kwargs: Any) -> Any:
         aggregate = original_get(aggregate_id, *args, **kwargs)
-        if aggregate_id == result.id:
+        if aggregate_id == result.id and not getattr(waited, "done", False):
+            waited.done = True
             barrier.wait()  # both commands have read version 1 before either writes
         return aggregate
 
@@ -177,6 +180,46 @@ def test_two_commands_racing_on_one_document_one_wins_one_conflicts(container: C
     events = list(documents.events.get(result.id))
     assert [e.originator_version for e in events] == [1, 2]  # no gap, nothing half-written
     assert [type(e).__qualname__ for e in events] == ["Document.Uploaded", "Document.Deleted"]
+
+
+def test_a_delete_that_loses_to_a_processing_stage_is_decided_again(
+    container: Container,
+) -> None:
+    tenant = _tenant()
+    result = _upload(container.documents, tenant, b"deleted while a worker parses it")
+    documents = container.documents
+    original_get = documents.repository.get
+    raced = False
+
+    def get_then_let_the_worker_write(aggregate_id: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal raced
+        aggregate = original_get(aggregate_id, *args, **kwargs)
+        if aggregate_id == result.id and not raced:
+            raced = True  # the worker records Parsed after the delete has read version 1
+            documents.repository.get = original_get  # type: ignore[method-assign]
+            documents.record_parsed(
+                tenant_id=tenant,
+                document_id=result.id,
+                actor="worker:test",
+                pages_sha256="0" * 64,
+                page_count=None,
+                char_count=10,
+                parser="test",
+                warnings=[],
+            )
+        return aggregate
+
+    documents.repository.get = get_then_let_the_worker_write  # type: ignore[method-assign]
+    try:
+        deleted = documents.delete_document(tenant_id=tenant, actor="key:a", document_id=result.id)
+    finally:
+        documents.repository.get = original_get  # type: ignore[method-assign]
+    assert raced and deleted.changed
+    assert _event_types(container, result.id) == [
+        "Document.Uploaded",
+        "Document.Parsed",
+        "Document.Deleted",
+    ]
 
 
 def test_concurrent_identical_uploads_make_one_document(container: Container) -> None:
