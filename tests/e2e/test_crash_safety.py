@@ -79,7 +79,7 @@ class Role:
 
 @pytest.fixture(scope="module")
 def settings(settings_factory: Callable[..., Settings]) -> Settings:
-    return settings_factory(ingest={"ack_wait_s": 10})
+    return settings_factory(ingest={"ack_wait_s": 10, "parse_timeout_s": 8})
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,7 @@ def roles(
         "KF__NATS__STREAM": settings.nats.stream,
         "KF__NATS__SUBJECT_PREFIX": settings.nats.subject_prefix,
         "KF__INGEST__ACK_WAIT_S": "10",
+        "KF__INGEST__PARSE_TIMEOUT_S": "8",
         "KF__INGEST__TORCH_THREADS": "1",
         "KF_LOG_LEVEL": "info",
     }

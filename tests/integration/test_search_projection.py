@@ -112,6 +112,8 @@ def test_fulltext_projection_fed_twice_leaves_identical_rows(container: Containe
             curs.execute(f"DROP TABLE IF EXISTS {table}")
         curs.execute("CREATE TABLE fulltext_chunks_t (LIKE fulltext_chunks INCLUDING ALL)")
         curs.execute("CREATE TABLE fulltext_documents_t (LIKE fulltext_documents INCLUDING ALL)")
+        for table in ("fulltext_chunks_t", "fulltext_documents_t"):
+            curs.execute("SELECT kf_protect_tenant_table(%s::regclass)", (table,))
     view = FulltextView(
         container.catalog.datastore,
         container.blobs,
@@ -119,6 +121,7 @@ def test_fulltext_projection_fed_twice_leaves_identical_rows(container: Containe
         documents_table="fulltext_documents_t",
         name="fulltext_t",
     )
+    view.reads = container.tenant_reads
 
     def rows() -> list[dict[str, Any]]:
         with container.catalog.datastore.get_connection() as conn:
