@@ -1,0 +1,1 @@
+"""Local stand-ins for remote services (only remote LLM APIs are faked)."""
