@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -169,6 +170,62 @@ class RateLimitSettings(_Section):
     tenant: RateLimit = RateLimit(per_hour=10_000, burst=500)
 
 
+class LlmProviderSettings(_Section):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
+    kind: Literal["openai", "anthropic", "openai_compatible", "extractive"]
+    base_url: str = ""  # empty: the vendor's own endpoint (openai, anthropic)
+    # The name of the environment variable that holds the key: keys are never
+    # written in configuration files.
+    api_key_env: str = ""
+    timeout_s: float = Field(60.0, gt=0, le=600)
+
+
+class LlmRouteSettings(_Section):
+    pattern: str = Field(min_length=1)  # a glob over model names
+    provider: str
+    priority: int = 100  # lower is tried first
+    model: str | None = None  # the name sent upstream (default: as requested)
+
+
+class LlmPriceSettings(_Section):
+    input_per_million: Decimal = Field(ge=0)
+    output_per_million: Decimal = Field(ge=0)
+
+
+class LlmSettings(_Section):
+    default_model: str = "extractive"
+    providers: list[LlmProviderSettings] = [
+        LlmProviderSettings(name="extractive", kind="extractive")
+    ]
+    routes: list[LlmRouteSettings] = [LlmRouteSettings(pattern="extractive", provider="extractive")]
+    # Tenant name -> providers its passages may be sent to; tenants not listed
+    # get default_allowed_providers (empty list: every configured provider).
+    allowed_providers: dict[str, list[str]] = {}
+    default_allowed_providers: list[str] = []
+    retry_max_attempts: int = Field(3, ge=1, le=10)
+    retry_base_delay_s: float = Field(0.5, ge=0)
+    retry_max_delay_s: float = Field(8.0, ge=0)
+    max_retry_after_s: float = Field(30.0, ge=0)
+    breaker_failure_threshold: int = Field(5, ge=1)
+    breaker_cooldown_s: float = Field(30.0, ge=0)
+    prices: dict[str, LlmPriceSettings] = {}
+
+    @model_validator(mode="after")
+    def _routes_name_providers(self) -> LlmSettings:
+        names = {p.name for p in self.providers}
+        if len(names) != len(self.providers):
+            raise ValueError("llm.providers: names must be unique")
+        named = (
+            {r.provider for r in self.routes}
+            | {p for ps in self.allowed_providers.values() for p in ps}
+            | set(self.default_allowed_providers)
+        )
+        unknown = sorted(named - names)
+        if unknown:
+            raise ValueError(f"llm: unknown provider(s) {', '.join(unknown)}")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_output: bool = Field(True, alias="json")
@@ -187,6 +244,7 @@ class Settings(_Section):
     search: SearchSettings = SearchSettings()
     auth: AuthSettings = AuthSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
+    llm: LlmSettings = LlmSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @property

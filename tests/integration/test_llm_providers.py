@@ -8,13 +8,14 @@ from decimal import Decimal
 
 import pytest
 
-from config.settings import load_settings
+from config.settings import SettingsError, load_settings
 from infra.llm.anthropic_provider import AnthropicProvider
 from infra.llm.base import Completion, CompletionRequest, Message, Passage, ProviderError, Usage
 from infra.llm.extractive import LABEL, ExtractiveProvider
 from infra.llm.openai_provider import OpenAIProvider
 from infra.llm.pricing import Price, PriceTable
 from infra.llm.router import RetryPolicy, Route, Router
+from infra.llm.setup import build_llm
 from projections.search_index import Bm25Encoder
 from tests.fakes.llm_servers import ANSWER_WORDS, FakeServer, start
 
@@ -277,12 +278,15 @@ def test_cost_arithmetic_and_unknown_models() -> None:
 # ---------------------------------------------------------------- extractive
 
 
-def _extractive() -> ExtractiveProvider:
+def _encoder() -> Bm25Encoder:
     search = load_settings(environ={}).search
-    encoder = Bm25Encoder(
+    return Bm25Encoder(
         k=search.bm25_k, b=search.bm25_b, avg_len=search.bm25_avg_len, language=search.bm25_language
     )
-    return ExtractiveProvider("extractive", encoder.terms)
+
+
+def _extractive() -> ExtractiveProvider:
+    return ExtractiveProvider("extractive", _encoder().terms)
 
 
 def test_extractive_quotes_the_relevant_sentences_with_their_citations() -> None:
@@ -317,3 +321,50 @@ def test_extractive_says_so_when_nothing_matches() -> None:
         question="quantum chromodynamics",
     )
     assert "None of the retrieved passages" in _extractive().complete(request).text
+
+
+# ------------------------------------------------------------ configuration
+
+
+def test_the_llm_settings_build_routes_keys_allow_lists_and_prices(
+    openai_server: FakeServer,
+) -> None:
+    settings = load_settings(
+        environ={},
+        llm={
+            "default_model": "test-model",
+            "providers": [
+                {"name": "extractive", "kind": "extractive"},
+                {
+                    "name": "local",
+                    "kind": "openai_compatible",
+                    "base_url": f"{openai_server.url}/v1",
+                    "api_key_env": "KF_TEST_LLM_KEY",
+                },
+            ],
+            "routes": [
+                {"pattern": "test-*", "provider": "local", "priority": 10, "model": "llama3"},
+                {"pattern": "*", "provider": "extractive", "priority": 90},
+            ],
+            "allowed_providers": {"cautious": ["extractive"]},
+        },
+    )
+    llm = build_llm(settings.llm, _encoder().terms, environ={"KF_TEST_LLM_KEY": "sk-from-env"})
+    completion = llm.router.complete(REQUEST, allowed=llm.allowed_providers("anyone"))
+    assert completion.provider == "local"
+    sent = openai_server.script.requests[0]
+    assert sent["body"]["model"] == "llama3"  # renamed upstream by the route
+    assert sent["headers"]["authorization"] == "Bearer sk-from-env"
+    # A tenant allowed only the offline provider never reaches the server.
+    cautious = llm.router.complete(
+        CompletionRequest(model="test-model", messages=(), question="x"),
+        allowed=llm.allowed_providers("cautious"),
+    )
+    assert cautious.provider == "extractive" and len(openai_server.script.requests) == 1
+    assert llm.prices.cost_usd("extractive", Usage(100, 10)) == Decimal("0")
+    assert llm.prices.cost_usd("llama3", Usage(100, 10)) is None  # unpriced: flagged
+
+
+def test_routes_to_unknown_providers_are_refused_at_start() -> None:
+    with pytest.raises(SettingsError, match="unknown provider"):
+        load_settings(environ={}, llm={"routes": [{"pattern": "*", "provider": "ghost"}]})

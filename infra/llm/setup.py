@@ -1,0 +1,79 @@
+"""Building the providers, the router and the price table from ``llm`` settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from config.settings import LlmSettings
+from infra.llm.anthropic_provider import AnthropicProvider
+from infra.llm.base import Provider
+from infra.llm.extractive import ExtractiveProvider
+from infra.llm.openai_provider import OpenAIProvider
+from infra.llm.pricing import Price, PriceTable
+from infra.llm.router import RetryPolicy, Route, Router
+
+
+@dataclass(frozen=True)
+class Llm:
+    router: Router
+    prices: PriceTable
+    default_model: str
+    _allowed: Mapping[str, list[str]]
+    _default_allowed: list[str]
+
+    def allowed_providers(self, tenant_name: str) -> list[str] | None:
+        """Providers a tenant's passages may go to (None: every configured one)."""
+        allowed = self._allowed.get(tenant_name, self._default_allowed)
+        return list(allowed) if allowed else None
+
+
+def build_llm(
+    settings: LlmSettings,
+    terms_of: Callable[[str], frozenset[int]],
+    environ: Mapping[str, str] | None = None,
+) -> Llm:
+    env = os.environ if environ is None else environ
+    providers: list[Provider] = []
+    for spec in settings.providers:
+        key = env.get(spec.api_key_env, "") if spec.api_key_env else ""
+        if spec.kind == "extractive":
+            providers.append(ExtractiveProvider(spec.name, terms_of))
+        elif spec.kind == "anthropic":
+            providers.append(
+                AnthropicProvider(
+                    spec.name, base_url=spec.base_url or None, api_key=key, timeout_s=spec.timeout_s
+                )
+            )
+        else:  # openai, openai_compatible: one protocol
+            providers.append(
+                OpenAIProvider(
+                    spec.name, base_url=spec.base_url or None, api_key=key, timeout_s=spec.timeout_s
+                )
+            )
+    router = Router(
+        providers,
+        [Route(r.pattern, r.provider, r.priority, r.model) for r in settings.routes],
+        retry=RetryPolicy(
+            max_attempts=settings.retry_max_attempts,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+            max_retry_after_s=settings.max_retry_after_s,
+        ),
+        failure_threshold=settings.breaker_failure_threshold,
+        cooldown_s=settings.breaker_cooldown_s,
+    )
+    prices = PriceTable(
+        {
+            model: Price(price.input_per_million, price.output_per_million)
+            for model, price in settings.prices.items()
+        }
+    )
+    return Llm(
+        router=router,
+        prices=prices,
+        default_model=settings.default_model,
+        _allowed=dict(settings.allowed_providers),
+        _default_allowed=list(settings.default_allowed_providers),
+    )
