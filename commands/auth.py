@@ -21,6 +21,16 @@ class Authenticator:
         self._access = access
         self.tokens = tokens
 
+    def authenticate_cached(self, credential: str) -> Principal | None:
+        """The principal when it can be decided without I/O (a cached API key), else None.
+
+        Lets the API skip a thread-pool hop on the common path; raises
+        ``AuthenticationFailed`` like ``authenticate`` when the answer is no.
+        """
+        if credential.startswith(TOKEN_PREFIX):
+            return self._access.authenticate_cached(credential)
+        return None
+
     def authenticate(self, credential: str) -> Principal:
         """The principal behind a bearer credential; raises ``AuthenticationFailed``."""
         if credential.startswith(TOKEN_PREFIX):

@@ -82,6 +82,7 @@ class RoleRateLimits:
 
 class RateLimiter(Protocol):
     kind: str
+    blocking: bool  # does acquire() do I/O (then callers keep it off the event loop)
 
     def acquire(self, buckets: Sequence[Bucket]) -> Decision: ...
 
@@ -115,6 +116,7 @@ class InProcessRateLimiter:
     """Buckets in this process's memory: right for one API process (the embedded default)."""
 
     kind = "in-process"
+    blocking = False
 
     def __init__(self, max_buckets: int = 100_000) -> None:
         # key -> (tokens, at, seconds until full again from ``at``)
@@ -188,6 +190,7 @@ class RedisRateLimiter:
     """Buckets in Redis, shared by every API process that uses the same Redis."""
 
     kind = "redis"
+    blocking = True
 
     def __init__(self, url: str, prefix: str = "kf:rl:") -> None:
         import redis

@@ -293,6 +293,8 @@ class BodySizeLimitMiddleware:
 
 
 class Authenticator(Protocol):
+    def authenticate_cached(self, credential: str) -> Principal | None: ...
+
     def authenticate(self, credential: str) -> Principal: ...
 
 
@@ -348,7 +350,9 @@ async def authenticated(request: Request) -> Principal:
             "none",
         )
     try:
-        principal = await run_in_threadpool(authenticator.authenticate, credential)
+        principal = authenticator.authenticate_cached(credential)
+        if principal is None:  # needs the database: off the event loop
+            principal = await run_in_threadpool(authenticator.authenticate, credential)
     except AuthenticationFailed as failure:
         raise _refuse_authentication(
             request, failure.reason, failure.message, _claimed_identity(credential)
@@ -364,7 +368,10 @@ async def _take_rate_limit(request: Request, principal: Principal) -> None:
     buckets = limits.buckets(principal) if limiter is not None else None
     if limiter is None or not buckets:
         return
-    decision = await run_in_threadpool(limiter.acquire, buckets)
+    if limiter.blocking:
+        decision = await run_in_threadpool(limiter.acquire, buckets)
+    else:
+        decision = limiter.acquire(buckets)
     headers = decision.headers()
     request.state.response_headers = headers
     if not decision.allowed:
