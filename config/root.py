@@ -13,14 +13,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from uuid import UUID
 
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import Response
 
 from commands.access import AccessApp
+from commands.answering import Answerer, AnswerLimits, Found, FoundPassage
 from commands.auth import Authenticator
+from commands.conversations import ConversationsApp
 from commands.documents import DocumentsApp, UploadLimits
+from config.settings import SearchSettings as SearchSettingsConfig
 from config.settings import Settings
 from domain.access import Role, Tenant
 from infra.blobs import PostgresBlobStore
@@ -36,6 +40,7 @@ from infra.db import (
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.embedding import MODEL_NAME, Embedder, Matrix, SentenceTransformerEmbedder
 from infra.eventlog import EventLog
+from infra.llm.setup import build_llm
 from infra.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter, RoleRateLimits
 from infra.relay import relay_tracking
 from infra.telemetry import render_metrics
@@ -56,11 +61,13 @@ from projections.search import SearchSettings as SearchServiceSettings
 from projections.search_index import (
     Bm25Encoder,
     EdgeSearchIndex,
+    Filters,
     Fusion,
     IndexMismatchError,
     IndexSpec,
     SearchIndex,
     ServerSearchIndex,
+    point_id,
 )
 from projections.status import ComponentStatus, collect_status
 
@@ -123,12 +130,14 @@ class Container:
             env, blobs=self.blobs, limits=UploadLimits(self.settings.api.max_upload_bytes)
         )
         self.access = AccessApp(env)
+        self.conversations = ConversationsApp(env)
         self._views_store = datastore(url, pool_size=2, max_overflow=db.max_overflow)
         self.catalog = CatalogView(self._views_store)
         self.keys = KeysView(self._views_store)
         self.event_logs = {
             "documents": EventLog("documents", self.documents),
             "access": EventLog("access", self.access),
+            "conversations": EventLog("conversations", self.conversations),
         }
         self._relay_tracking = relay_tracking(self.documents)
         search = self.settings.search
@@ -302,6 +311,32 @@ class Container:
         )
         return Authenticator(self.access, tokens)
 
+    def answerer(self) -> Answerer:
+        qa = self.settings.qa
+        names: dict[str, str] = {}
+
+        def tenant_name(tenant_id: str) -> str:
+            if tenant_id not in names:
+                names[tenant_id] = self.access.get_tenant(UUID(tenant_id)).name
+            return names[tenant_id]
+
+        return Answerer(
+            self.conversations,
+            SearchPassages(self.search_service(), self.search_view, self.settings.search),
+            build_llm(self.settings.llm, self.bm25.terms),
+            AnswerLimits(
+                default_k=qa.default_k,
+                max_k=qa.max_k,
+                max_question_chars=qa.max_question_chars,
+                max_turns=qa.max_turns,
+                max_context_chars=qa.max_context_chars,
+                max_output_tokens=qa.max_output_tokens,
+                injection_policy=qa.injection_policy,
+                injection_patterns=tuple(qa.injection_patterns),
+            ),
+            tenant_name,
+        )
+
     def rate_limiter(self) -> RateLimiter | None:
         if not self.settings.rate_limits.enabled:
             return None
@@ -325,6 +360,7 @@ class Container:
         self.index.close()
         self.documents.close()
         self.access.close()
+        self.conversations.close()
         self.tenant_reads.close()
         self._views_store.close()
         self._blob_pool.close()
@@ -338,6 +374,7 @@ class Container:
         from read_api import rebuilds as read_rebuilds
         from read_api import search as read_search
         from write_api import auth as write_auth
+        from write_api import conversations as write_conversations
         from write_api import documents as write_documents
         from write_api import keys as write_keys
 
@@ -351,6 +388,8 @@ class Container:
         app.state.authenticator = self.authenticator()
         app.state.rate_limiter = self.rate_limiter()
         app.state.rate_limits = self.rate_limit_policy()
+        app.state.conversations = self.conversations
+        app.state.answerer = self.answerer()
         app.state.documents = self.documents
         app.state.access = self.access
         app.state.catalog = self.catalog
@@ -368,6 +407,7 @@ class Container:
             app.include_router(write_auth.router)
             app.include_router(write_documents.router)
             app.include_router(write_keys.router)
+            app.include_router(write_conversations.router)
         if role in ("all", "read"):
             app.include_router(read_documents.router)
             app.include_router(read_keys.router)
@@ -422,6 +462,48 @@ def write_secret_file(path: Path, secret: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(secret + "\n")
     path.chmod(0o600)
+
+
+class SearchPassages:
+    """The answering side's port onto search: passages, and what was searched."""
+
+    def __init__(
+        self, service: SearchService, view: SearchView, settings: SearchSettingsConfig
+    ) -> None:
+        self._service = service
+        self._view = view
+        self._settings = settings
+
+    def find(self, tenant_id: str, query: str, mode: str, k: int) -> Found:
+        results = self._service.search(tenant_id, query, mode, k, Filters())  # type: ignore[arg-type]
+        passages = [
+            FoundPassage(
+                chunk_id=point_id(r.document_id, r.chunk_index),
+                document_id=r.document_id,
+                filename=r.filename,
+                page=r.page_start,
+                chunk_index=r.chunk_index,
+                text=r.text,
+                score=r.score,
+            )
+            for r in results.results
+        ]
+        s = self._settings
+        return Found(
+            passages,
+            {"documents": self._view.max_tracking_id("documents") or 0},
+            {
+                "rrf_k": s.rrf_k,
+                "dense_weight": s.dense_weight,
+                "keyword_weight": s.keyword_weight,
+                "prefetch": s.prefetch,
+                "bm25": self._service_bm25(),
+            },
+        )
+
+    def _service_bm25(self) -> str:
+        s = self._settings
+        return f"k1={s.bm25_k} b={s.bm25_b} avg_len={s.bm25_avg_len} {s.bm25_language}"
 
 
 class LazyEmbedder:

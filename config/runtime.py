@@ -96,7 +96,11 @@ async def _connected_bus(container: Container, name: str) -> Bus:
 
 def _relays(container: Container, bus: Bus) -> list[Relay]:
     url = container.endpoints.database_url
-    return [Relay(container.documents, bus, url), Relay(container.access, bus, url)]
+    return [
+        Relay(container.documents, bus, url),
+        Relay(container.access, bus, url),
+        Relay(container.conversations, bus, url),
+    ]
 
 
 def _projectors(

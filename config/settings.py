@@ -226,6 +226,28 @@ class LlmSettings(_Section):
         return self
 
 
+class QaSettings(_Section):
+    default_k: int = Field(5, ge=1, le=100)
+    max_k: int = Field(20, ge=1, le=100)
+    max_question_chars: int = Field(2000, ge=1, le=100_000)
+    max_turns: int = Field(50, ge=1, le=10_000)
+    max_context_chars: int = Field(12_000, ge=100, le=1_000_000)
+    max_output_tokens: int = Field(512, ge=1, le=100_000)
+    injection_policy: Literal["flag", "reject"] = "flag"
+    injection_patterns: list[str] = []
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> QaSettings:
+        for pattern in self.injection_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"qa.injection_patterns: {pattern!r} is not a regex: {exc}"
+                ) from None
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_output: bool = Field(True, alias="json")
@@ -245,6 +267,7 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     llm: LlmSettings = LlmSettings()
+    qa: QaSettings = QaSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @property

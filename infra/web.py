@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from commands.base import ConcurrencyConflictError
 from domain.access import AuthenticationFailed, KeyToken, Principal, Role, TenantExistsError
+from domain.conversation import QuestionPendingError
 from domain.document import FileTooLargeError, UnsupportedMediaTypeError
 from domain.errors import DomainError, NotFoundError, ValidationError
 from infra.ratelimit import Bucket, RateLimiter
@@ -60,6 +61,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[DomainError], int], ...] = (
     (UnsupportedMediaTypeError, 415),
     (ConcurrencyConflictError, 409),
     (TenantExistsError, 409),
+    (QuestionPendingError, 409),
     (NotFoundError, 404),
     (ValidationError, 422),
 )

@@ -227,7 +227,11 @@ class RunningSystem:
         jobs: list[asyncio.Future[Any]] = []
         waits: list[asyncio.Event] = []
         if self._with["relays"]:
-            for app in (self.container.documents, self.container.access):
+            for app in (
+                self.container.documents,
+                self.container.access,
+                self.container.conversations,
+            ):
                 relay = Relay(app, bus, url)
                 jobs.append(asyncio.ensure_future(relay.run(stop)))
                 waits.append(relay.active)

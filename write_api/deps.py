@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from commands.access import AccessApp
+from commands.conversations import ConversationsApp
 from commands.documents import DocumentsApp
 
 
@@ -20,5 +21,11 @@ def _access(request: Request) -> AccessApp:
     return access
 
 
+def _conversations(request: Request) -> ConversationsApp:
+    conversations: ConversationsApp = request.app.state.conversations
+    return conversations
+
+
 Documents = Annotated[DocumentsApp, Depends(_documents)]
+Conversations = Annotated[ConversationsApp, Depends(_conversations)]
 Access = Annotated[AccessApp, Depends(_access)]

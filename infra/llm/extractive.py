@@ -17,7 +17,7 @@ from infra.llm.base import Completion, CompletionRequest, Passage, Usage
 
 LABEL = "Extractive answer (quoted from your documents; no language model was used):"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
-_MIN_SENTENCE_CHARS = 25
+_MIN_SENTENCE_CHARS = 12
 
 
 class ExtractiveProvider:

@@ -373,6 +373,11 @@ ROUTES: dict[tuple[str, str], tuple[Role, dict[str, Any]]] = {
     ("POST", "/v1/keys"): (Role.ADMIN, {"json": {"role": "viewer"}}),
     ("DELETE", "/v1/keys/{key_id}"): (Role.ADMIN, {}),
     ("GET", "/v1/projections"): (Role.ADMIN, {}),
+    ("POST", "/v1/conversations"): (Role.VIEWER, {"json": {"title": "x" * 500}}),
+    ("POST", "/v1/conversations/{conversation_id}/questions"): (
+        Role.VIEWER,
+        {"json": {"question": "anything?"}},
+    ),
     ("POST", "/v1/admin/rebuilds"): (Role.ADMIN, {"json": {"projection": "nothing"}}),
     ("GET", "/v1/admin/rebuilds/{rebuild_id}"): (Role.ADMIN, {}),
 }
@@ -391,7 +396,12 @@ def test_each_role_against_each_route(
 ) -> None:
     method, template = route
     needed, request = ROUTES[route]
-    path = template.format(document_id=uuid.uuid4(), key_id=uuid.uuid4(), rebuild_id="r-unknown")
+    path = template.format(
+        document_id=uuid.uuid4(),
+        key_id=uuid.uuid4(),
+        rebuild_id="r-unknown",
+        conversation_id=uuid.uuid4(),
+    )
     _, key = _key(system, role)
     with system.client(key) as client:
         response = client.request(method, path, **request)

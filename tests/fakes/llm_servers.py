@@ -25,6 +25,7 @@ class Script:
     behaviours: deque[str] = field(default_factory=lambda: deque(["ok"]))
     retry_after: str = "1"
     slow_s: float = 3.0
+    stream_delay_s: float = 0.0  # between streamed events
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -105,6 +106,8 @@ class _Handler(BaseHTTPRequestHandler):
                 f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
             )
             self.wfile.flush()
+            if self.server.script.stream_delay_s:
+                time.sleep(self.server.script.stream_delay_s)
 
 
 class _Server(ThreadingHTTPServer):

@@ -1,0 +1,153 @@
+"""Conversations over HTTP: start one, ask questions (JSON, or streamed as server-sent events)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from commands.answering import Answer, Answerer, AnswerFailedError
+from domain.conversation import MAX_TITLE_CHARS
+from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, Viewer
+from write_api.deps import Conversations
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+
+def _answerer(request: Request) -> Answerer:
+    answerer: Answerer = request.app.state.answerer
+    return answerer
+
+
+AnswererDep = Annotated[Answerer, Depends(_answerer)]
+
+
+class StartConversation(BaseModel):
+    title: str = Field("", max_length=MAX_TITLE_CHARS)
+
+
+class Started(BaseModel):
+    id: UUID
+    position: int
+
+
+class Ask(BaseModel):
+    question: str = Field(min_length=1, description="What to ask of the tenant's documents.")
+    model: str | None = Field(None, max_length=200, description="Default: llm.default_model.")
+    mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
+    k: int | None = Field(None, ge=1, description="Passages to retrieve (default qa.default_k).")
+
+
+class Citation(BaseModel):
+    n: int
+    document_id: str
+    filename: str
+    page: int | None
+    chunk_index: int
+    text: str
+
+
+class Usage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+
+
+class AnswerOut(BaseModel):
+    turn: int
+    answer: str
+    citations: list[Citation]
+    provider: str
+    model: str
+    usage: Usage
+    cost_usd: str | None = Field(description="None when the model is not in the price table.")
+    latency_ms: float
+    flags: list[str] = Field(description="Prompt-injection rules that matched (recorded).")
+    position: int
+
+    @classmethod
+    def of(cls, answer: Answer) -> AnswerOut:
+        return cls(
+            turn=answer.turn,
+            answer=answer.text,
+            citations=[
+                Citation(**{k: c[k] for k in Citation.model_fields}) for c in answer.citations
+            ],
+            provider=answer.provider,
+            model=answer.model,
+            usage=Usage(**answer.usage),
+            cost_usd=answer.cost_usd,
+            latency_ms=answer.latency_ms,
+            flags=answer.flags,
+            position=answer.position,
+        )
+
+
+@router.post("", status_code=201, response_model=Started, responses=ERROR_RESPONSES)
+def start_conversation(
+    principal: Viewer, conversations: Conversations, body: StartConversation | None = None
+) -> Started:
+    """Start a conversation; ask questions in it with POST .../questions."""
+    result = conversations.start_conversation(
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        title=body.title if body else "",
+    )
+    return Started(id=result.id, position=result.position)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+@router.post(
+    "/{conversation_id}/questions",
+    response_model=AnswerOut,
+    responses={
+        **ERROR_RESPONSES,
+        200: {
+            "description": "The answer; with Accept: text/event-stream, a stream of `delta` "
+            "events and a final `answer` event (or an `error` event)",
+            "content": {"text/event-stream": {}},
+        },
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody, "description": "A question of this conversation is pending"},
+        502: {"model": ErrorBody, "description": "The model provider failed"},
+        503: {"model": ErrorBody, "description": "The model provider is rate limited or down"},
+    },
+)
+def ask_question(
+    principal: Viewer,
+    answerer: AnswererDep,
+    conversation_id: UUID,
+    body: Ask,
+    accept: Annotated[str, Header()] = "application/json",
+) -> Any:
+    """Answer from the tenant's documents with numbered citations; every outcome is recorded."""
+    prepared = answerer.prepare(
+        principal, conversation_id, body.question, body.model, body.mode, body.k
+    )
+    if "text/event-stream" not in accept:
+        try:
+            return AnswerOut.of(answerer.answer(principal, prepared))
+        except AnswerFailedError as failure:
+            headers = {"Retry-After": str(int(failure.retry_after_s or 1))}
+            raise ApiError(failure.status, failure.code, failure.message, headers) from None
+
+    def events() -> Iterator[bytes]:
+        try:
+            for item in answerer.stream(principal, prepared):
+                if isinstance(item, Answer):
+                    yield _sse("answer", AnswerOut.of(item).model_dump())
+                else:
+                    yield _sse("delta", {"text": item})
+        except AnswerFailedError as failure:
+            yield _sse("error", {"code": failure.code, "message": failure.message})
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
