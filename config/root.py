@@ -160,9 +160,11 @@ class Container:
         self.fulltext = FulltextView(self._views_store, self.blobs)
         if db.reader_password and not db.reader_url:
             set_reader_password(url, db.reader_password)
+        # Opened on first use: only processes that serve queries need it.
         self.tenant_reads = TenantReads(
             reader_url(url, db.reader_url, db.reader_password),
             max_size=db.pool_size + db.max_overflow,
+            lazy=True,
         )
         for view in (self.catalog, self.fulltext, self.keys):
             view.reads = self.tenant_reads
@@ -384,6 +386,7 @@ class Container:
             description="Upload documents, follow their processing, search and ask.",
         )
         self.access.enable_key_cache()
+        self.tenant_reads.open()  # an API refuses to start if its reader role could bypass RLS
         app.state.settings = self.settings
         app.state.authenticator = self.authenticator()
         app.state.rate_limiter = self.rate_limiter()

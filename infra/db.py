@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -148,7 +149,7 @@ class TenantReads:
     caller's rows; a connection outside ``scoped`` sees none.
     """
 
-    def __init__(self, url: str, *, max_size: int = 8) -> None:
+    def __init__(self, url: str, *, max_size: int = 8, lazy: bool = False) -> None:
         self._pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
             url,
             min_size=1,
@@ -158,7 +159,21 @@ class TenantReads:
             check=ConnectionPool.check_connection,
             kwargs={"autocommit": True, "row_factory": dict_row},
         )
-        self._pool.open(wait=True, timeout=30)
+        self._opened = False
+        self._open_lock = threading.Lock()
+        if not lazy:
+            self.open()
+
+    def open(self) -> None:
+        """Connect (and check the role) now; otherwise it happens on the first query."""
+        with self._open_lock:
+            if self._opened:
+                return
+            self._pool.open(wait=True, timeout=30)
+            self._check_role()
+            self._opened = True
+
+    def _check_role(self) -> None:
         with self._pool.connection() as conn:
             row = conn.execute(
                 "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user"
@@ -174,6 +189,8 @@ class TenantReads:
     def scoped(self, tenant_id: str) -> Iterator[psycopg.Connection[DictRow]]:
         if not tenant_id:
             raise ValueError("a tenant-scoped read needs a tenant")
+        if not self._opened:
+            self.open()
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT set_config('kf.tenant_id', %s, true)", (tenant_id,))
             yield conn
