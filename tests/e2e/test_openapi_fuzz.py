@@ -24,7 +24,7 @@ from infra.embedding import SentenceTransformerEmbedder
 from tests.e2e.test_identity import ROUTES
 from tests.harness import RunningSystem
 
-EXAMPLES = 200
+EXAMPLES = 300
 
 
 @pytest.fixture(scope="module")
