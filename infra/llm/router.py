@@ -161,81 +161,108 @@ class Router:
     def complete(
         self, request: CompletionRequest, allowed: Collection[str] | None = None
     ) -> Completion:
-        attempts: list[str] = []
-        last: ProviderError | None = None
-        for candidate in self._candidates_or_raise(request.model, allowed):
-            name = candidate.provider.name
-            breaker = self.breakers[name]
-            upstream = replace(request, model=candidate.model)
-            for attempt in range(1, self._retry.max_attempts + 1):
-                if not breaker.allow():
-                    attempts.append(f"{name}:circuit_open")
-                    last = ProviderError("circuit_open", f"{name}: circuit open", provider=name)
-                    break
-                try:
-                    completion = candidate.provider.complete(upstream)
-                except ProviderError as error:
-                    breaker.record_failure()
-                    attempts.append(f"{name}:{error.kind}")
-                    last = error
-                    log.warning("provider_failed", provider=name, kind=error.kind, attempt=attempt)
-                    if error.kind == "rejected" or not error.retryable:
-                        break
-                    if attempt < self._retry.max_attempts:
-                        self._sleep(self._delay(attempt, error))
-                    continue
-                breaker.record_success()
-                return replace(completion, attempts=tuple(attempts))
-        assert last is not None
-        raise ProviderError(
-            last.kind,
-            f"every provider failed for {request.model!r}: {', '.join(attempts)}",
-            provider=last.provider,
-            retry_after_s=last.retry_after_s,
-        )
+        plan = _Attempts(self, request, allowed)
+        for provider, upstream in plan:
+            try:
+                completion = provider.complete(upstream)
+            except ProviderError as error:
+                plan.failed(error)
+                continue
+            return plan.succeeded(completion)
+        raise plan.exhausted()
 
     def stream(
         self, request: CompletionRequest, allowed: Collection[str] | None = None
     ) -> Iterator[str | Completion]:
-        attempts: list[str] = []
-        last: ProviderError | None = None
-        for candidate in self._candidates_or_raise(request.model, allowed):
-            name = candidate.provider.name
-            breaker = self.breakers[name]
-            upstream = replace(request, model=candidate.model)
-            for attempt in range(1, self._retry.max_attempts + 1):
-                if not breaker.allow():
-                    attempts.append(f"{name}:circuit_open")
-                    last = ProviderError("circuit_open", f"{name}: circuit open", provider=name)
+        plan = _Attempts(self, request, allowed)
+        for provider, upstream in plan:
+            started = False
+            try:
+                for item in provider.stream(upstream):
+                    if isinstance(item, Completion):
+                        yield plan.succeeded(item)
+                        return
+                    started = True
+                    yield item
+            except ProviderError as error:
+                plan.failed(error, streamed=started)
+                if started:
+                    raise  # text already reached the caller: no second answer
+                continue
+            raise ProviderError(
+                "bad_response",
+                f"{provider.name}: the stream ended without usage",
+                provider=provider.name,
+            )
+        raise plan.exhausted()
+
+
+class _Attempts:
+    """The calls one request may make: candidates in order, retries, the breakers' say.
+
+    Iterating yields (provider, upstream request) for each call allowed; the
+    caller reports each outcome with ``succeeded`` or ``failed``, which keep
+    the breakers, the backoff and the record of what was tried.
+    """
+
+    def __init__(
+        self, router: Router, request: CompletionRequest, allowed: Collection[str] | None
+    ) -> None:
+        self._router = router
+        self._request = request
+        self._candidates = router._candidates_or_raise(request.model, allowed)
+        self._tried: list[str] = []
+        self._last: ProviderError | None = None
+        self._breaker: CircuitBreaker | None = None
+        self._name = ""
+        self._attempt = 0
+        self._next_candidate = False
+
+    def __iter__(self) -> Iterator[tuple[Provider, CompletionRequest]]:
+        max_attempts = self._router._retry.max_attempts
+        for candidate in self._candidates:
+            name = self._name = candidate.provider.name
+            self._breaker = self._router.breakers[name]
+            self._next_candidate = False
+            for attempt in range(1, max_attempts + 1):
+                if self._next_candidate:
                     break
-                started = False
-                try:
-                    for item in candidate.provider.stream(upstream):
-                        if isinstance(item, Completion):
-                            breaker.record_success()
-                            yield replace(item, attempts=tuple(attempts))
-                            return
-                        started = True
-                        yield item
-                except ProviderError as error:
-                    breaker.record_failure()
-                    attempts.append(f"{name}:{error.kind}")
-                    last = error
-                    log.warning("provider_failed", provider=name, kind=error.kind, streamed=started)
-                    if started:
-                        raise  # text already reached the caller: no second answer
-                    if error.kind == "rejected" or not error.retryable:
-                        break
-                    if attempt < self._retry.max_attempts:
-                        self._sleep(self._delay(attempt, error))
-                    continue
-                raise ProviderError(
-                    "bad_response", f"{name}: the stream ended without usage", provider=name
-                )
-        assert last is not None
-        raise ProviderError(
-            last.kind,
-            f"every provider failed for {request.model!r}: {', '.join(attempts)}",
-            provider=last.provider,
-            retry_after_s=last.retry_after_s,
+                if not self._breaker.allow():
+                    self._tried.append(f"{name}:circuit_open")
+                    self._last = ProviderError(
+                        "circuit_open", f"{name}: circuit open", provider=name
+                    )
+                    break
+                self._attempt = attempt
+                yield candidate.provider, replace(self._request, model=candidate.model)
+
+    def succeeded(self, completion: Completion) -> Completion:
+        assert self._breaker is not None
+        self._breaker.record_success()
+        return replace(completion, attempts=tuple(self._tried))
+
+    def failed(self, error: ProviderError, **log_fields: object) -> None:
+        assert self._breaker is not None
+        self._breaker.record_failure()
+        self._tried.append(f"{self._name}:{error.kind}")
+        self._last = error
+        log.warning(
+            "provider_failed",
+            provider=self._name,
+            kind=error.kind,
+            attempt=self._attempt,
+            **log_fields,
+        )
+        if error.kind == "rejected" or not error.retryable:
+            self._next_candidate = True
+        elif self._attempt < self._router._retry.max_attempts:
+            self._router._sleep(self._router._delay(self._attempt, error))
+
+    def exhausted(self) -> ProviderError:
+        assert self._last is not None
+        return ProviderError(
+            self._last.kind,
+            f"every provider failed for {self._request.model!r}: {', '.join(self._tried)}",
+            provider=self._last.provider,
+            retry_after_s=self._last.retry_after_s,
         )
