@@ -216,6 +216,18 @@ def _edge_filter(tenant_id: str, filters: Filters) -> qe.Filter:
 TIE_MARGIN = 10
 
 
+def _chunk_point(record: Any) -> ChunkPoint:
+    """A stored record (edge shard or server, same shape) back as the point it was."""
+    vectors = cast(dict[str, Any], record.vector or {})
+    sparse = vectors.get(SPARSE)
+    return ChunkPoint(
+        id=str(record.id),
+        dense=list(vectors.get(DENSE, [])),
+        sparse=Sparse(list(sparse.indices), list(sparse.values)) if sparse else Sparse([], []),
+        payload=dict(record.payload or {}),
+    )
+
+
 def _hits(points: Sequence[Any]) -> list[Hit]:
     """Hits best first, ties broken by point id: the same index content ranks the same."""
     hits = [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
@@ -375,17 +387,7 @@ class EdgeSearchIndex:
                     limit=512, offset=offset, filter=flt, with_payload=True, with_vector=True
                 )
             )
-            for record in records:
-                vectors = cast(dict[str, Any], record.vector or {})
-                sparse = vectors.get(SPARSE)
-                yield ChunkPoint(
-                    id=str(record.id),
-                    dense=list(vectors.get(DENSE, [])),
-                    sparse=Sparse(list(sparse.indices), list(sparse.values))
-                    if sparse
-                    else Sparse([], []),
-                    payload=dict(record.payload or {}),
-                )
+            yield from (_chunk_point(record) for record in records)
             if offset is None:
                 return
 
@@ -587,17 +589,7 @@ class ServerSearchIndex:
                 with_payload=True,
                 with_vectors=True,
             )
-            for record in records:
-                vectors = record.vector or {}
-                sparse = vectors.get(SPARSE)
-                yield ChunkPoint(
-                    id=str(record.id),
-                    dense=list(vectors.get(DENSE, [])),
-                    sparse=Sparse(list(sparse.indices), list(sparse.values))
-                    if sparse
-                    else Sparse([], []),
-                    payload=dict(record.payload or {}),
-                )
+            yield from (_chunk_point(record) for record in records)
             if offset is None:
                 return
 
