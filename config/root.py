@@ -38,7 +38,13 @@ from infra.db import (
     set_reader_password,
 )
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
-from infra.embedding import MODEL_NAME, Embedder, Matrix, SentenceTransformerEmbedder
+from infra.embedding import (
+    MODEL_NAME,
+    Embedder,
+    Matrix,
+    OnnxEmbedder,
+    SentenceTransformerEmbedder,
+)
 from infra.eventlog import EventLog
 from infra.llm.setup import build_llm
 from infra.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter, RoleRateLimits
@@ -277,10 +283,20 @@ class Container:
     def query_embedder(self) -> Embedder:
         """The model for embedding queries in this process (loaded on first use)."""
         if self._query_embedder is None:
-            self._query_embedder = SentenceTransformerEmbedder(
-                batch_size=1, torch_threads=self.settings.search.query_torch_threads
-            )
+            search = self.settings.search
+            if search.query_backend == "onnx":
+                self._query_embedder = OnnxEmbedder(
+                    self.model_cache_dir, threads=search.query_threads
+                )
+            else:
+                self._query_embedder = SentenceTransformerEmbedder(
+                    batch_size=1, torch_threads=search.query_threads
+                )
         return self._query_embedder
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.settings.data_dir.resolve() / "models"
 
     def warm_search(self) -> None:
         """Open the index and load the query model now, not on the first search."""

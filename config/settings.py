@@ -118,7 +118,10 @@ class SearchSettings(_Section):
     bm25_language: str = "english"
     hnsw_ef: int = Field(128, ge=1)
     search_threads: int = Field(1, ge=1, le=256)
-    query_torch_threads: int = Field(1, ge=0, le=256)
+    # How the API process embeds queries: the model exported to ONNX and run by
+    # ONNX Runtime (about half torch's latency here), or torch itself.
+    query_backend: Literal["onnx", "torch"] = "onnx"
+    query_threads: int = Field(1, ge=1, le=256)
     collection: str = Field("kf_chunks", pattern=r"^[A-Za-z0-9_-]+$")
 
 

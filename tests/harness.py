@@ -11,11 +11,14 @@ each other's events.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -34,7 +37,7 @@ from config.runtime import _Server, build_stages
 from config.settings import Settings, load_settings
 from infra.bus import Bus
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
-from infra.embedding import Embedder
+from infra.embedding import Embedder, OnnxEmbedder
 from infra.relay import Relay
 from processors.worker import Worker
 from projections.runner import ProjectorRunner
@@ -168,6 +171,14 @@ async def delete_stream(nats_url: str, stream: str) -> None:
         await nc.close()
 
 
+@functools.cache
+def shared_query_embedder() -> OnnxEmbedder:
+    """The API's query embedder (ONNX, as in production), exported once per test session."""
+    cache = Path(tempfile.mkdtemp(prefix="kf-test-models-"))
+    atexit.register(shutil.rmtree, cache, True)
+    return OnnxEmbedder(cache)
+
+
 class RunningSystem:
     """The whole platform in-process: API on a random port, relays, projectors, a worker."""
 
@@ -182,8 +193,8 @@ class RunningSystem:
     ) -> None:
         self.settings = settings
         self.container = Container(settings, Endpoints(settings.database.url, settings.nats.url))
-        if embedder is not None:
-            self.container._query_embedder = embedder  # one model per test session
+        # One query model per test session, the production default (ONNX).
+        self.container._query_embedder = shared_query_embedder()
         self.tenant_id, token = self.container.bootstrap()
         assert token is not None
         self.admin_key = token

@@ -1,0 +1,58 @@
+"""The API's query embedder: the model exported to ONNX gives the workers' vectors, cached once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infra.embedding import OnnxEmbedder, SentenceTransformerEmbedder
+from tests.harness import shared_query_embedder
+from tests.shared_data import SCIFACT
+
+
+@pytest.fixture(scope="module")
+def queries() -> list[str]:
+    lines = (SCIFACT / "queries.jsonl").read_text().splitlines()[:60]
+    return [json.loads(line)["text"] for line in lines]
+
+
+def test_onnx_vectors_equal_the_torch_vectors_one_by_one_and_in_padded_batches(
+    embedder: SentenceTransformerEmbedder, queries: list[str]
+) -> None:
+    onnx = shared_query_embedder()
+    texts = [*queries, "Ünïcödé — ★ 化学", "x", "long " * 400]  # the last is truncated
+    want = embedder.embed(texts)
+    one_by_one = np.vstack([onnx.embed([t]) for t in texts])
+    batched = onnx.embed(texts)  # padded to the longest text of each batch
+    assert one_by_one.shape == batched.shape == want.shape == (len(texts), 384)
+    assert float(np.abs(one_by_one - want).max()) < 1e-5
+    assert float(np.abs(batched - want).max()) < 1e-5
+    assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    assert onnx.embed([]).shape == (0, 384)
+
+
+def test_the_export_is_made_once_and_reused(tmp_path: Path) -> None:
+    first = OnnxEmbedder(tmp_path)
+    written = first.path.stat().st_mtime_ns
+    second = OnnxEmbedder(tmp_path)
+    assert second.path == first.path and second.path.stat().st_mtime_ns == written
+    assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no partial files left
+    assert np.array_equal(first.embed(["same vector"]), second.embed(["same vector"]))
+
+
+def test_embedding_queries_does_not_load_torch() -> None:
+    cache = shared_query_embedder().path.parent
+    script = (
+        "import sys; from pathlib import Path; from infra.embedding import OnnxEmbedder; "
+        f"OnnxEmbedder(Path({str(cache)!r})).embed(['q']); "
+        "print('torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "False"
