@@ -3,8 +3,11 @@
 No model, no network: it scores each sentence of the retrieved passages by the
 question's terms (the same tokenizer, stemmer and stop words as the BM25
 search leg), weighted by how rare each term is among the passages, and quotes
-the best few in passage order of relevance, each followed by its citation
-number. The answer says plainly that it is extractive.
+the best few, each followed by its citation number. A sentence scoring less
+than half the best one is not quoted: a weak match from another document is
+noise beside a strong one. A long sentence (a table flattened to text has no
+full stops) is quoted around its first match, not from its start. The answer
+says plainly that it is extractive.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ class ExtractiveProvider:
         *,
         max_sentences: int = 3,
         max_sentence_chars: int = 400,
+        min_relative_score: float = 0.5,
     ) -> None:
         self.name = name
         self._terms = terms_of
         self._max_sentences = max_sentences
         self._max_chars = max_sentence_chars
+        self._min_relative = min_relative_score
 
     def complete(self, request: CompletionRequest) -> Completion:
         text = self._answer(request)
@@ -71,15 +76,28 @@ class ExtractiveProvider:
                 scored.append((score - 0.01 * rank, -rank, -position, sentence, passage.n))
         if not scored:
             return f"{LABEL}\nNone of the retrieved passages mentions what the question asks about."
-        best = sorted(scored, reverse=True)[: self._max_sentences]
-        quotes = [f"\u201c{sentence}\u201d [{n}]" for *_, sentence, n in best]
+        ranked = sorted(scored, reverse=True)
+        floor = ranked[0][0] * self._min_relative
+        best = [s for s in ranked if s[0] >= floor][: self._max_sentences]
+        quotes = [
+            f"\u201c{self._excerpt(sentence, question)}\u201d [{n}]" for *_, sentence, n in best
+        ]
         return LABEL + "\n" + "\n".join(quotes)
 
     def _sentences(self, passage: Passage) -> list[str]:
         flat = " ".join(passage.text.split())
         sentences = [s.strip() for s in _SENTENCE.split(flat)]
-        return [
-            s[: self._max_chars] + ("…" if len(s) > self._max_chars else "")
-            for s in sentences
-            if len(s) >= _MIN_SENTENCE_CHARS
-        ]
+        return [s for s in sentences if len(s) >= _MIN_SENTENCE_CHARS]
+
+    def _excerpt(self, sentence: str, question: frozenset[int]) -> str:
+        """The sentence, or for a long one a window that starts a little before its first match."""
+        if len(sentence) <= self._max_chars:
+            return sentence
+        words = sentence.split(" ")
+        first = next((i for i, w in enumerate(words) if self._terms(w) & question), 0)
+        start = max(0, first - 3)
+        rest = " ".join(words[start:])
+        excerpt = rest[: self._max_chars].rstrip()
+        return (
+            ("\u2026" if start else "") + excerpt + ("\u2026" if len(rest) > len(excerpt) else "")
+        )

@@ -313,6 +313,36 @@ def test_extractive_quotes_the_relevant_sentences_with_their_citations() -> None
     assert "".join(deltas) == final.text == completion.text
 
 
+def test_extractive_leaves_out_weak_matches_beside_a_strong_one() -> None:
+    passages = (
+        Passage(
+            1, "A report says Johnston is coming with fifty thousand men to raise the siege.", "v"
+        ),
+        Passage(2, "The lake siege of the old castle is a legend.", "other.pdf"),
+    )
+    request = CompletionRequest(
+        model="extractive",
+        messages=(),
+        passages=passages,
+        question="Was Johnston coming to raise the siege?",
+    )
+    text = _extractive().complete(request).text
+    assert "Johnston is coming" in text and "[1]" in text
+    assert "[2]" not in text  # "siege" alone scores under half the best sentence
+
+
+def test_extractive_quotes_a_long_sentence_around_its_match() -> None:
+    table = " ".join(f"State{i} {i * 1000:,}" for i in range(200)) + " Kentucky 264,140 12,155"
+    request = CompletionRequest(
+        model="extractive",
+        messages=(),
+        passages=(Passage(1, table, "nics.pdf, page 1"),),
+        question="Kentucky?",
+    )
+    text = _extractive().complete(request).text
+    assert "Kentucky 264,140 12,155" in text and "\u201c\u2026" in text
+
+
 def test_extractive_says_so_when_nothing_matches() -> None:
     request = CompletionRequest(
         model="extractive",
