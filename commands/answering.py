@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+import unicodedata
+from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -25,8 +26,10 @@ from uuid import UUID
 import structlog
 
 from commands.conversations import ConversationsApp
-from domain.access import Principal
+from domain.access import Principal, Role
+from domain.conversation import ConversationNotFoundError
 from domain.errors import ValidationError
+from infra.blobs import BlobStore
 from infra.llm.base import Completion, CompletionRequest, Message, Passage, ProviderError
 from infra.llm.setup import Llm
 
@@ -78,6 +81,19 @@ class AnswerLimits:
     injection_patterns: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Question:
+    text: str
+    model: str | None = None  # None: llm.default_model
+    mode: str = "hybrid"
+    k: int | None = None  # None: qa.default_k
+    # Earlier (question, answer) turns sent by the client (chat completions);
+    # a conversation's own turns are used when it already exists.
+    history: Sequence[tuple[str, str]] = ()
+    temperature: float = 0.0
+    max_output_tokens: int | None = None  # None: qa.max_output_tokens
+
+
 class QuestionRefusedError(ValidationError):
     code = "invalid_question"
 
@@ -101,6 +117,7 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Answer:
+    conversation_id: UUID
     turn: int
     text: str
     citations: list[dict[str, Any]]
@@ -111,6 +128,7 @@ class Answer:
     latency_ms: float
     position: int
     flags: list[str]
+    finish_reason: str = "stop"
 
 
 class AnswerFailedError(Exception):
@@ -127,6 +145,7 @@ class Answerer:
         self,
         conversations: ConversationsApp,
         finder: PassageFinder,
+        blobs: BlobStore,
         llm: Llm,
         limits: AnswerLimits,
         tenant_name: Callable[[str], str],
@@ -134,6 +153,7 @@ class Answerer:
     ) -> None:
         self._conversations = conversations
         self._finder = finder
+        self._blobs = blobs
         self._llm = llm
         self._limits = limits
         self._tenant_name = tenant_name
@@ -142,69 +162,152 @@ class Answerer:
 
     # -------------------------------------------------------------- preparing
 
+    def available_models(self, principal: Principal) -> list[str]:
+        """Model names this tenant's questions may ask for, the default first."""
+        allowed = self._llm.allowed_providers(self._tenant_name(principal.tenant_id))
+        names = [self._llm.default_model, *self._llm.router.model_names(allowed)]
+        return [n for n in dict.fromkeys(names) if self._llm.router.candidates(n, allowed)]
+
     def _injections(self, text: str) -> list[str]:
         return [pattern for pattern, rule in self._rules if rule.search(text)]
 
     def prepare(
-        self,
-        principal: Principal,
-        conversation_id: UUID,
-        question: str,
-        model: str | None,
-        mode: str,
-        k: int | None,
+        self, principal: Principal, conversation_id: UUID | None, question: Question
     ) -> Prepared:
+        """Check, retrieve, build the prompt and record the question (nothing is sent yet).
+
+        ``conversation_id`` None starts a conversation with this question (the
+        chat-completions endpoint), whose earlier turns come with the question.
+        """
         limits = self._limits
-        question = question.strip()
-        if not question:
-            raise QuestionRefusedError("empty_question", "The question is empty.")
-        if len(question) > limits.max_question_chars:
-            raise QuestionRefusedError(
-                "question_too_long",
-                f"The question is {len(question)} characters; the limit is "
-                f"{limits.max_question_chars}.",
-            )
-        if "\x00" in question:
-            raise QuestionRefusedError("invalid_question", "The question contains a NUL character.")
-        k = limits.default_k if k is None else k
+        text = self._checked_text(question.text)
+        k = limits.default_k if question.k is None else question.k
         if not 1 <= k <= limits.max_k:
             raise QuestionRefusedError("k_out_of_range", f"k must be 1-{limits.max_k}.")
-        model = model or self._llm.default_model
+        max_output_tokens = question.max_output_tokens or limits.max_output_tokens
+        if not 1 <= max_output_tokens <= limits.max_output_tokens:
+            raise QuestionRefusedError(
+                "max_tokens_too_large",
+                f"At most {limits.max_output_tokens} output tokens may be asked for.",
+            )
+        model = question.model or self._llm.default_model
         allowed = self._llm.allowed_providers(self._tenant_name(principal.tenant_id))
         if not self._llm.router.candidates(model, allowed):
             raise QuestionRefusedError(
                 "model_not_available", f"No provider this tenant may use serves {model!r}."
             )
-        conversation = self._conversations.get_conversation(principal.tenant_id, conversation_id)
-        if len(conversation.turns) >= limits.max_turns:
+        if conversation_id is not None:
+            conversation = self._conversations.get_conversation(
+                principal.tenant_id, conversation_id
+            )
+            if not conversation.visible_to(principal.actor, admin=_is_admin(principal)):
+                raise ConversationNotFoundError(f"No conversation {conversation_id}.")
+            history = conversation.history()
+            asked_before = len(conversation.turns)
+        else:
+            history = list(question.history)
+            asked_before = len(history)
+        if asked_before >= limits.max_turns:
             raise QuestionRefusedError(
                 "conversation_too_long",
-                f"The conversation has {len(conversation.turns)} questions; the limit is "
+                f"The conversation has {asked_before} questions; the limit is "
                 f"{limits.max_turns}. Start a new conversation.",
             )
-        flags = [f"question:{p}" for p in self._injections(question)]
+        flags = [f"question:{p}" for p in self._injections(text)]
         if flags and limits.injection_policy == "reject":
             log.warning("injection_rejected", flags=flags)
             raise QuestionRefusedError(
                 "injection_detected",
                 "The question matches a prompt-injection rule and was refused.",
             )
-        history = conversation.history()
         # A follow-up ("and in which season?") is searched with the question
         # before it, which usually names what "it" is.
-        query = f"{history[-1][0]} {question}" if history else question
-        found = self._finder.find(principal.tenant_id, query, mode, k)
+        query = f"{history[-1][0]} {text}" if history else text
+        found = self._finder.find(principal.tenant_id, query, question.mode, k)
+        passages, citations, budget = self._passages(found, flags)
+        messages, history_turns = _messages(text, passages, history, budget)
+        prompt_sha256 = self._blobs.put(principal.tenant_id, _prompt_bytes(messages))
+        asked = {
+            "question": text,
+            "model": model,
+            "mode": question.mode,
+            "k": k,
+            "flags": flags,
+            "prompt_sha256": prompt_sha256,
+            "history_turns": history_turns,
+        }
+        if conversation_id is None:
+            conversation, turn, position = self._conversations.start_and_ask(
+                tenant_id=principal.tenant_id,
+                actor=principal.actor,
+                title=_title(text),
+                origin="chat_completions",
+                **asked,
+            )
+        else:
+            conversation, turn, position = self._conversations.ask(
+                tenant_id=principal.tenant_id,
+                actor=principal.actor,
+                conversation_id=conversation_id,
+                **asked,
+            )
+        request = CompletionRequest(
+            model=model,
+            messages=tuple(messages),
+            max_output_tokens=max_output_tokens,
+            temperature=question.temperature,
+            passages=tuple(passages),
+            question=text,
+        )
+        retrieval = {
+            "mode": question.mode,
+            "k": k,
+            "positions": found.positions,
+            "settings": found.settings,
+        }
+        return Prepared(
+            conversation.id, turn, position, request, citations, retrieval, allowed, flags
+        )
+
+    def _checked_text(self, text: str) -> str:
+        text = text.strip()
+        if not text:
+            raise QuestionRefusedError("empty_question", "The question is empty.")
+        if len(text) > self._limits.max_question_chars:
+            raise QuestionRefusedError(
+                "question_too_long",
+                f"The question is {len(text)} characters; the limit is "
+                f"{self._limits.max_question_chars}.",
+            )
+        if "\x00" in text:
+            raise QuestionRefusedError("invalid_question", "The question contains a NUL character.")
+        return text
+
+    def _passages(
+        self, found: Found, flags: list[str]
+    ) -> tuple[list[Passage], list[dict[str, Any]], int]:
+        """Numbered passages within the context budget, their citations, and the budget left.
+
+        A passage that matches an injection rule is flagged; under the reject
+        policy it is also withheld from the model (and so cannot be cited),
+        rather than refusing the question: one planted document must not stop
+        a tenant's questions.
+        """
         passages: list[Passage] = []
         citations: list[dict[str, Any]] = []
-        budget = limits.max_context_chars
+        budget = self._limits.max_context_chars
         for hit in found.passages:
             if len(hit.text) > budget:
                 break
+            injections = self._injections(hit.text)
+            if injections and self._limits.injection_policy == "reject":
+                flags.extend(f"withheld {hit.chunk_id}:{p}" for p in injections)
+                continue
             budget -= len(hit.text)
             n = len(passages) + 1
             source = hit.filename + (f", page {hit.page}" if hit.page else "")
             passages.append(Passage(n, hit.text, source))
-            flags.extend(f"passage {n}:{p}" for p in self._injections(hit.text))
+            flags.extend(f"passage {n}:{p}" for p in injections)
             citations.append(
                 {
                     "n": n,
@@ -217,33 +320,7 @@ class Answerer:
                     "text": hit.text,
                 }
             )
-        conversation, turn, position = self._conversations.ask(
-            tenant_id=principal.tenant_id,
-            actor=principal.actor,
-            conversation_id=conversation_id,
-            question=question,
-            model=model,
-            mode=mode,
-            k=k,
-            flags=flags,
-        )
-        request = CompletionRequest(
-            model=model,
-            messages=tuple(_messages(question, passages, history, budget)),
-            max_output_tokens=limits.max_output_tokens,
-            temperature=0.0,
-            passages=tuple(passages),
-            question=question,
-        )
-        retrieval = {
-            "mode": mode,
-            "k": k,
-            "positions": found.positions,
-            "settings": found.settings,
-        }
-        return Prepared(
-            conversation_id, turn, position, request, citations, retrieval, allowed, flags
-        )
+        return passages, citations, budget
 
     # -------------------------------------------------------------- answering
 
@@ -254,7 +331,9 @@ class Answerer:
             raise self._failed(principal, prepared, error) from error
         return self._record(principal, prepared, completion)
 
-    def stream(self, principal: Principal, prepared: Prepared) -> Iterator[str | Answer]:
+    def stream(
+        self, principal: Principal, prepared: Prepared
+    ) -> Generator[str | Answer, None, None]:
         """Text deltas, then the recorded ``Answer``; an outcome is recorded whatever happens."""
         finished = False
         try:
@@ -319,6 +398,7 @@ class Answerer:
         if cost is None:
             log.warning("unpriced_model", model=completion.model, provider=completion.provider)
         return Answer(
+            conversation_id=prepared.conversation_id,
             turn=prepared.turn,
             text=completion.text,
             citations=citations,
@@ -329,6 +409,7 @@ class Answerer:
             latency_ms=latency_ms,
             position=result.position,
             flags=prepared.flags,
+            finish_reason=completion.finish_reason,
         )
 
     def _failed(
@@ -354,9 +435,27 @@ def _quote(passages: Sequence[Passage]) -> str:
     return "\n\n".join(blocks) if blocks else "(no passages were found)"
 
 
+def _title(question: str) -> str:
+    """A conversation title from its first question: one printable line, at most 80 characters."""
+    printable = "".join(" " if unicodedata.category(c) == "Cc" else c for c in question)
+    line = " ".join(printable.split())
+    return line if len(line) <= 80 else line[:79] + "\u2026"
+
+
+def _prompt_bytes(messages: Sequence[Message]) -> bytes:
+    """The messages as the blob a reviewer reads back (canonical JSON)."""
+    body = [{"role": m.role, "content": m.content} for m in messages]
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _is_admin(principal: Principal) -> bool:
+    return principal.role.allows(Role.ADMIN)
+
+
 def _messages(
     question: str, passages: Sequence[Passage], history: Sequence[tuple[str, str]], budget: int
-) -> list[Message]:
+) -> tuple[list[Message], int]:
+    """The prompt, and how many earlier turns fitted into it."""
     messages = [Message("system", _SYSTEM_PROMPT)]
     earlier: list[Message] = []
     for asked, answered in reversed(history):  # newest first, while the budget lasts
@@ -375,4 +474,4 @@ def _messages(
             + json.dumps(question, ensure_ascii=False),
         )
     )
-    return messages
+    return messages, len(earlier) // 2

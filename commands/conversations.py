@@ -20,6 +20,18 @@ class ConversationsApp(ContextApplication):
         assert position is not None
         return CommandResult(conversation.id, position, changed=True)
 
+    def start_and_ask(
+        self, *, tenant_id: str, actor: str, title: str, origin: str, **question: Any
+    ) -> tuple[Conversation, int, int]:
+        """Start a conversation with its first question, both events in one append."""
+        conversation = Conversation.start(
+            tenant_id=tenant_id, actor=actor, title=title, origin=origin
+        )
+        turn = conversation.ask(actor=actor, **question)
+        position = self.record(conversation)
+        assert position is not None
+        return conversation, turn, position
+
     def get_conversation(self, tenant_id: str, conversation_id: UUID) -> Conversation:
         conversation: object
         try:
@@ -31,22 +43,11 @@ class ConversationsApp(ContextApplication):
         return conversation
 
     def ask(
-        self,
-        *,
-        tenant_id: str,
-        actor: str,
-        conversation_id: UUID,
-        question: str,
-        model: str,
-        mode: str,
-        k: int,
-        flags: list[str],
+        self, *, tenant_id: str, actor: str, conversation_id: UUID, **question: Any
     ) -> tuple[Conversation, int, int]:
         """Record a question; returns the conversation, the turn and the position."""
         conversation = self.get_conversation(tenant_id, conversation_id)
-        turn = conversation.ask(
-            actor=actor, question=question, model=model, mode=mode, k=k, flags=flags
-        )
+        turn = conversation.ask(actor=actor, **question)
         position = self.record(conversation)
         assert position is not None
         return conversation, turn, position

@@ -59,6 +59,7 @@ from infra.web import (
 )
 from projections.base import ProjectionView
 from projections.catalog import CatalogView
+from projections.conversations import ConversationsView
 from projections.fulltext import FulltextView
 from projections.keys import KeysView
 from projections.rebuild import RebuildContext, Rebuilder, RebuildJobs
@@ -140,6 +141,7 @@ class Container:
         self._views_store = datastore(url, pool_size=2, max_overflow=db.max_overflow)
         self.catalog = CatalogView(self._views_store)
         self.keys = KeysView(self._views_store)
+        self.conversations_view = ConversationsView(self._views_store)
         self.event_logs = {
             "documents": EventLog("documents", self.documents),
             "access": EventLog("access", self.access),
@@ -172,14 +174,20 @@ class Container:
             max_size=db.pool_size + db.max_overflow,
             lazy=True,
         )
-        for view in (self.catalog, self.fulltext, self.keys):
+        for view in (self.catalog, self.fulltext, self.keys, self.conversations_view):
             view.reads = self.tenant_reads
         self._query_embedder: Embedder | None = None
         self.rebuilds = RebuildJobs(self.rebuilder)
 
     @property
     def views(self) -> dict[str, ProjectionView]:
-        views = (self.catalog, self.fulltext, self.search_view, self.keys)
+        views = (
+            self.catalog,
+            self.fulltext,
+            self.search_view,
+            self.keys,
+            self.conversations_view,
+        )
         return {view.name: view for view in views}
 
     # ------------------------------------------------------------ search index
@@ -341,6 +349,7 @@ class Container:
         return Answerer(
             self.conversations,
             SearchPassages(self.search_service(), self.search_view, self.settings.search),
+            self.blobs,
             build_llm(self.settings.llm, self.bm25.terms),
             AnswerLimits(
                 default_k=qa.default_k,
@@ -386,6 +395,7 @@ class Container:
     # ---------------------------------------------------------------- http app
 
     def create_app(self, role: Literal["all", "read", "write"] = "all") -> FastAPI:
+        from read_api import conversations as read_conversations
         from read_api import documents as read_documents
         from read_api import keys as read_keys
         from read_api import projections as read_projections
@@ -401,26 +411,7 @@ class Container:
             version="0.1.0",
             description="Upload documents, follow their processing, search and ask.",
         )
-        self.access.enable_key_cache()
-        self.tenant_reads.open()  # an API refuses to start if its reader role could bypass RLS
-        app.state.settings = self.settings
-        app.state.authenticator = self.authenticator()
-        app.state.rate_limiter = self.rate_limiter()
-        app.state.rate_limits = self.rate_limit_policy()
-        app.state.conversations = self.conversations
-        app.state.answerer = self.answerer()
-        app.state.documents = self.documents
-        app.state.access = self.access
-        app.state.catalog = self.catalog
-        app.state.keys = self.keys
-        app.state.fulltext = self.fulltext
-        app.state.search = self.search_service()
-        app.state.rebuilds = self.rebuilds
-        app.state.operator_tenant = str(Tenant.id_for(DEFAULT_TENANT))
-        app.state.views = self.views
-        app.state.event_logs = self.event_logs
-        app.state.projection_status = self.projection_status
-        app.state.max_body_bytes = self.settings.api.max_upload_bytes + _MULTIPART_SLACK
+        self._set_state(app)
         install_error_handlers(app)
         if role in ("all", "write"):
             app.include_router(write_auth.router)
@@ -430,6 +421,7 @@ class Container:
         if role in ("all", "read"):
             app.include_router(read_documents.router)
             app.include_router(read_keys.router)
+            app.include_router(read_conversations.router)
             app.include_router(read_search.router)
             app.include_router(read_projections.router)
             app.include_router(read_rebuilds.router)
@@ -447,6 +439,30 @@ class Container:
         app.add_middleware(Utf8RequestMiddleware)
         app.add_middleware(RequestContextMiddleware)
         return app
+
+    def _set_state(self, app: FastAPI) -> None:
+        """What the routers' dependencies take from ``app.state``."""
+        self.access.enable_key_cache()
+        self.tenant_reads.open()  # an API refuses to start if its reader role could bypass RLS
+        app.state.settings = self.settings
+        app.state.authenticator = self.authenticator()
+        app.state.rate_limiter = self.rate_limiter()
+        app.state.rate_limits = self.rate_limit_policy()
+        app.state.conversations = self.conversations
+        app.state.answerer = self.answerer()
+        app.state.documents = self.documents
+        app.state.access = self.access
+        app.state.catalog = self.catalog
+        app.state.keys = self.keys
+        app.state.conversation_transcripts = self.conversations_view
+        app.state.fulltext = self.fulltext
+        app.state.search = self.search_service()
+        app.state.rebuilds = self.rebuilds
+        app.state.operator_tenant = str(Tenant.id_for(DEFAULT_TENANT))
+        app.state.views = self.views
+        app.state.event_logs = self.event_logs
+        app.state.projection_status = self.projection_status
+        app.state.max_body_bytes = self.settings.api.max_upload_bytes + _MULTIPART_SLACK
 
     # --------------------------------------------------------------- bootstrap
 

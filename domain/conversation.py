@@ -7,6 +7,12 @@ prompt template version, the provider, model and parameters, token usage,
 cost (or that the model was unpriced) and latency. A question whose answer
 could not be produced ends in ``AnswerFailed`` with a reason, so every
 question has exactly one recorded outcome.
+
+A conversation is started through the conversations API or, one per request,
+through the OpenAI-compatible chat endpoint (``origin``), whose client sends
+the earlier turns itself. Either way ``QuestionAsked`` carries the digest of
+the exact messages the model was given (a blob: the claim check), so what the
+model saw can be read back byte for byte.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from eventsourcing.domain import Aggregate
 from domain.errors import DomainError, NotFoundError, ValidationError
 
 MAX_TITLE_CHARS = 200
+ORIGINS = ("conversations", "chat_completions")
 
 
 class Conversation(Aggregate):
@@ -31,6 +38,13 @@ class Conversation(Aggregate):
 
     class Started(Event, Aggregate.Created):
         title: str
+        origin: str  # v2: conversations | chat_completions
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["origin"] = "conversations"
 
     class QuestionAsked(Event):
         turn: int
@@ -39,6 +53,17 @@ class Conversation(Aggregate):
         mode: str
         k: int
         flags: list[str]  # injection rules that matched (policy "flag")
+        # v2: the messages sent to the model (JSON, in the blob store), and how
+        # many earlier turns they include. None/0 for questions asked before v2.
+        prompt_sha256: str | None
+        history_turns: int
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["prompt_sha256"] = None
+            state["history_turns"] = 0
 
         def apply(self, aggregate: Any) -> None:
             conversation: Conversation = aggregate
@@ -76,25 +101,45 @@ class Conversation(Aggregate):
 
     # ------------------------------------------------------------------- state
 
-    def __init__(self, tenant_id: str, title: str) -> None:
+    def __init__(self, tenant_id: str, actor: str, title: str, origin: str) -> None:
         self.tenant_id = tenant_id
+        self.started_by = actor
         self.title = title
+        self.origin = origin
         self.turns: list[dict[str, str | None]] = []
         self.pending_turn: int | None = None
 
     # --------------------------------------------------------------- decisions
 
     @classmethod
-    def start(cls, *, tenant_id: str, actor: str, title: str = "") -> Conversation:
+    def start(
+        cls, *, tenant_id: str, actor: str, title: str = "", origin: str = "conversations"
+    ) -> Conversation:
         title = unicodedata.normalize("NFC", title).strip()
         if len(title) > MAX_TITLE_CHARS or any(unicodedata.category(c) == "Cc" for c in title):
             raise InvalidConversationError(
                 f"A title is at most {MAX_TITLE_CHARS} characters, without control characters."
             )
-        return cls._create(cls.Started, id=uuid4(), tenant_id=tenant_id, actor=actor, title=title)
+        if origin not in ORIGINS:
+            raise InvalidConversationError(f"Unknown conversation origin {origin!r}.")
+        return cls._create(
+            cls.Started, id=uuid4(), tenant_id=tenant_id, actor=actor, title=title, origin=origin
+        )
+
+    def visible_to(self, actor: str, *, admin: bool) -> bool:
+        return visible_to(self.started_by, actor, admin=admin)
 
     def ask(
-        self, *, actor: str, question: str, model: str, mode: str, k: int, flags: list[str]
+        self,
+        *,
+        actor: str,
+        question: str,
+        model: str,
+        mode: str,
+        k: int,
+        flags: list[str],
+        prompt_sha256: str | None = None,
+        history_turns: int = 0,
     ) -> int:
         """Record a question; returns its turn number (from 1)."""
         if self.pending_turn is not None:
@@ -112,6 +157,8 @@ class Conversation(Aggregate):
             mode=mode,
             k=k,
             flags=flags,
+            prompt_sha256=prompt_sha256,
+            history_turns=history_turns,
         )
         return turn
 
@@ -144,6 +191,11 @@ class Conversation(Aggregate):
         return [
             (str(t["question"]), str(t["answer"])) for t in self.turns if t["answer"] is not None
         ]
+
+
+def visible_to(started_by: str, actor: str, *, admin: bool) -> bool:
+    """Who may read or continue a conversation: whoever started it, or a tenant admin."""
+    return admin or actor == started_by
 
 
 class ConversationNotFoundError(NotFoundError):

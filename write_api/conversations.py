@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from commands.answering import Answer, Answerer, AnswerFailedError
+from commands.answering import Answer, Answerer, AnswerFailedError, Question
 from domain.conversation import MAX_TITLE_CHARS
 from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, Viewer
 from write_api.deps import Conversations
@@ -129,7 +129,9 @@ def ask_question(
 ) -> Any:
     """Answer from the tenant's documents with numbered citations; every outcome is recorded."""
     prepared = answerer.prepare(
-        principal, conversation_id, body.question, body.model, body.mode, body.k
+        principal,
+        conversation_id,
+        Question(body.question, model=body.model, mode=body.mode, k=body.k),
     )
     if "text/event-stream" not in accept:
         try:
@@ -139,14 +141,17 @@ def ask_question(
             raise ApiError(failure.status, failure.code, failure.message, headers) from None
 
     def events() -> Iterator[bytes]:
+        answering = answerer.stream(principal, prepared)
         try:
-            for item in answerer.stream(principal, prepared):
+            for item in answering:
                 if isinstance(item, Answer):
                     yield _sse("answer", AnswerOut.of(item).model_dump())
                 else:
                     yield _sse("delta", {"text": item})
         except AnswerFailedError as failure:
             yield _sse("error", {"code": failure.code, "message": failure.message})
+        finally:
+            answering.close()  # a client that left: the answer's outcome is recorded now
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}

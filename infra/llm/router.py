@@ -129,6 +129,11 @@ class Router:
             name: CircuitBreaker(failure_threshold, cooldown_s, clock) for name in self._providers
         }
 
+    def model_names(self, allowed: Collection[str] | None = None) -> list[str]:
+        """The routes' literal model names (glob patterns are not names) a tenant may use."""
+        names = [r.pattern for r in self._routes if not any(c in r.pattern for c in "*?[")]
+        return [n for n in dict.fromkeys(names) if self.candidates(n, allowed)]
+
     def candidates(self, model: str, allowed: Collection[str] | None = None) -> list[Candidate]:
         """Providers that may answer ``model`` for a tenant allowed ``allowed`` (None: any)."""
         found: list[Candidate] = []

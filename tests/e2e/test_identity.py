@@ -86,7 +86,9 @@ def _key(system: RunningSystem, role: Role, **kwargs: Any) -> tuple[uuid.UUID, s
 
 def _error(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
-    assert response.json()["code"] == code, response.text
+    body = response.json()
+    # The OpenAI-compatible routes answer in OpenAI's shape, with the same codes.
+    assert body.get("error", body)["code"] == code, response.text
 
 
 def _secret(system: RunningSystem) -> bytes:
@@ -378,6 +380,8 @@ ROUTES: dict[tuple[str, str], tuple[Role, dict[str, Any]]] = {
         Role.VIEWER,
         {"json": {"question": "anything?"}},
     ),
+    ("GET", "/v1/conversations"): (Role.VIEWER, {}),
+    ("GET", "/v1/conversations/{conversation_id}"): (Role.VIEWER, {}),
     ("POST", "/v1/admin/rebuilds"): (Role.ADMIN, {"json": {"projection": "nothing"}}),
     ("GET", "/v1/admin/rebuilds/{rebuild_id}"): (Role.ADMIN, {}),
 }

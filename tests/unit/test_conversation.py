@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -92,3 +93,47 @@ def test_replaying_the_events_rebuilds_the_same_state(outcomes: list[str]) -> No
     assert replayed.turns == conversation.turns
     assert replayed.history() == conversation.history()
     assert replayed.version == conversation.version == len(events)
+
+
+def test_events_recorded_before_version_2_are_read_with_the_new_fields() -> None:
+    """v1 Started had no origin, v1 QuestionAsked no prompt digest: upcasting fills them in."""
+    from eventsourcing.persistence import (
+        DatetimeAsISO,
+        JSONTranscoder,
+        Mapper,
+        StoredEvent,
+        UUIDAsHex,
+    )
+
+    transcoder = JSONTranscoder()
+    transcoder.register(UUIDAsHex())
+    transcoder.register(DatetimeAsISO())
+    mapper: Mapper[Any] = Mapper(transcoder=transcoder)
+    conversation = Conversation.start(tenant_id="t", actor="key:a", title="old")
+    conversation.ask(actor="key:a", question="q", model="m", mode="hybrid", k=5, flags=[])
+    stored = [mapper.to_stored_event(e) for e in conversation.collect_events()]
+    old = []
+    for event, dropped in zip(
+        stored, (["origin"], ["prompt_sha256", "history_turns"]), strict=True
+    ):
+        state = json.loads(event.state)
+        assert state.pop("class_version") == 2
+        for name in dropped:
+            del state[name]
+        old.append(StoredEvent(event.originator_id, event.originator_version, event.topic,
+                               json.dumps(state).encode()))  # fmt: skip
+    started, asked = (mapper.to_domain_event(e) for e in old)
+    assert started.origin == "conversations"  # type: ignore[attr-defined]
+    assert asked.prompt_sha256 is None and asked.history_turns == 0  # type: ignore[attr-defined]
+    replayed = _replay(conversation, [started, asked])  # type: ignore[list-item]
+    assert replayed.origin == "conversations" and replayed.started_by == "key:a"
+    assert replayed.pending_turn == 1
+
+
+def test_only_its_starter_or_an_admin_may_see_a_conversation() -> None:
+    conversation = Conversation.start(tenant_id="t", actor="key:a")
+    assert conversation.visible_to("key:a", admin=False)
+    assert not conversation.visible_to("key:b", admin=False)
+    assert conversation.visible_to("key:b", admin=True)
+    with pytest.raises(InvalidConversationError):
+        Conversation.start(tenant_id="t", actor="a", origin="elsewhere")

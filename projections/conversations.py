@@ -1,0 +1,303 @@
+"""Conversations as people read them back: transcripts, with citations, per tenant.
+
+Tables ``conversations`` and ``conversation_turns`` (migrations/0005) and the
+library's ``conversations_tracking``. Each handler checks the aggregate version
+it expects, so an event applied out of order fails loudly instead of
+corrupting a transcript.
+
+A citation row keeps which chunk was cited (document, chunk index, page,
+score), not its text. ``get`` reads the text from the full-text read model at
+query time, within the same tenant-scoped transaction: a document deleted
+since the answer is still named in the transcript, but its passages are not
+shown again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from psycopg import Connection, Cursor
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from infra.envelope import Envelope
+from projections.base import (
+    OutOfOrderError,
+    ProjectionView,
+    decode_cursor,
+    encode_cursor,
+    handles,
+)
+
+
+@dataclass(frozen=True)
+class ConversationEntry:
+    conversation_id: UUID
+    tenant_id: str
+    title: str
+    origin: str
+    started_by: str
+    started_at: datetime
+    updated_at: datetime
+    turn_count: int
+    version: int
+    position: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ConversationEntry:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class TurnEntry:
+    turn: int
+    question: str
+    asked_by: str
+    asked_at: datetime
+    requested_model: str
+    mode: str
+    k: int
+    flags: list[str]
+    prompt_sha256: str | None
+    history_turns: int
+    status: str
+    answer: str | None
+    # n, chunk_id, document_id, filename, page, chunk_index, score, and the
+    # chunk's text (None once the document is deleted)
+    citations: list[dict[str, Any]]
+    prompt_template: str | None
+    provider: str | None
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: Decimal | None
+    latency_ms: float | None
+    failure_code: str | None
+    failure_reason: str | None
+    answered_at: datetime | None
+    position: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TurnEntry:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Transcript:
+    conversation: ConversationEntry
+    turns: list[TurnEntry]
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    entries: list[ConversationEntry]
+    next_cursor: str | None
+
+
+class ConversationsView(ProjectionView):
+    name = "conversations"
+    contexts = ("conversations",)
+
+    # ---------------------------------------------------------------- handlers
+
+    def _touch(self, curs: Cursor[DictRow], envelope: Envelope, turn_count: int | None) -> None:
+        """Advance the conversation row to this event's version (or refuse: out of order)."""
+        curs.execute(
+            "UPDATE conversations SET turn_count = COALESCE(%s, turn_count), updated_at = %s,"
+            " version = %s, position = %s"
+            " WHERE tenant_id = %s AND conversation_id = %s AND version = %s",
+            (
+                turn_count,
+                envelope.occurred_at,
+                envelope.aggregate_version,
+                envelope.position,
+                envelope.tenant_id,
+                UUID(envelope.aggregate_id),
+                envelope.aggregate_version - 1,
+            ),
+        )
+        if curs.rowcount != 1:
+            raise OutOfOrderError(
+                f"conversations: {envelope.event_type} v{envelope.aggregate_version} of "
+                f"{envelope.aggregate_id} does not follow the row's version"
+            )
+
+    def _end_turn(
+        self, curs: Cursor[DictRow], envelope: Envelope, assignments: str, params: tuple[Any, ...]
+    ) -> None:
+        curs.execute(
+            f"UPDATE conversation_turns SET {assignments}, answered_at = %s, position = %s"  # noqa: S608
+            " WHERE tenant_id = %s AND conversation_id = %s AND turn = %s"
+            " AND status = 'pending'",
+            (
+                *params,
+                envelope.occurred_at,
+                envelope.position,
+                envelope.tenant_id,
+                UUID(envelope.aggregate_id),
+                envelope.data["turn"],
+            ),
+        )
+        if curs.rowcount != 1:
+            raise OutOfOrderError(
+                f"conversations: {envelope.event_type} for turn {envelope.data['turn']} of "
+                f"{envelope.aggregate_id}, which is not pending"
+            )
+        self._touch(curs, envelope, None)
+
+    @handles("Conversation.Started")
+    def _started(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
+        data = envelope.data
+        curs.execute(
+            "INSERT INTO conversations (tenant_id, conversation_id, title, origin, started_by,"
+            " started_at, updated_at, version, position) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s)",
+            (
+                envelope.tenant_id,
+                UUID(envelope.aggregate_id),
+                data["title"],
+                data["origin"],
+                envelope.actor,
+                envelope.occurred_at,
+                envelope.occurred_at,
+                envelope.aggregate_version,
+                envelope.position,
+            ),
+        )
+
+    @handles("Conversation.QuestionAsked")
+    def _asked(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
+        data = envelope.data
+        curs.execute(
+            "INSERT INTO conversation_turns (tenant_id, conversation_id, turn, question,"
+            " asked_by, asked_at, requested_model, mode, k, flags, prompt_sha256, history_turns,"
+            " status, position)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s)",
+            (
+                envelope.tenant_id,
+                UUID(envelope.aggregate_id),
+                data["turn"],
+                data["question"],
+                envelope.actor,
+                envelope.occurred_at,
+                data["model"],
+                data["mode"],
+                data["k"],
+                Jsonb(data["flags"]),
+                data["prompt_sha256"],
+                data["history_turns"],
+                envelope.position,
+            ),
+        )
+        self._touch(curs, envelope, data["turn"])
+
+    @handles("Conversation.AnswerGenerated")
+    def _answered(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
+        data = envelope.data
+        self._end_turn(
+            curs,
+            envelope,
+            "status = 'answered', answer = %s, citations = %s, retrieval = %s,"
+            " prompt_template = %s, provider = %s, model = %s, parameters = %s,"
+            " input_tokens = %s, output_tokens = %s, cost_usd = %s, latency_ms = %s,"
+            " attempts = %s",
+            (
+                data["answer"],
+                Jsonb(data["citations"]),
+                Jsonb(data["retrieval"]),
+                data["prompt_template"],
+                data["provider"],
+                data["model"],
+                Jsonb(data["parameters"]),
+                data["usage"].get("input_tokens"),
+                data["usage"].get("output_tokens"),
+                None if data["cost_usd"] is None else Decimal(data["cost_usd"]),
+                data["latency_ms"],
+                Jsonb(data["attempts"]),
+            ),
+        )
+
+    @handles("Conversation.AnswerFailed")
+    def _failed(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
+        data = envelope.data
+        self._end_turn(
+            curs,
+            envelope,
+            "status = 'failed', failure_code = %s, failure_reason = %s, attempts = %s",
+            (data["code"], data["reason"], Jsonb(data["attempts"])),
+        )
+
+    # ----------------------------------------------------------------- queries
+
+    def page(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        started_by: str | None = None,
+    ) -> ConversationPage:
+        """Newest first; only ``started_by``'s when given."""
+        conditions = ["tenant_id = %s"]
+        params: list[Any] = [tenant_id]
+        if started_by is not None:
+            conditions.append("started_by = %s")
+            params.append(started_by)
+        if cursor is not None:
+            started_at, conversation_id = decode_cursor(cursor)
+            conditions.append("(started_at, conversation_id) < (%s, %s)")
+            params.extend([started_at, conversation_id])
+        query = (
+            "SELECT * FROM conversations WHERE "  # noqa: S608 - conditions are constants
+            + " AND ".join(conditions)
+            + " ORDER BY started_at DESC, conversation_id DESC LIMIT %s"
+        )
+        params.append(limit + 1)
+        with self.tenant_reads(tenant_id) as conn:
+            rows = conn.execute(query, params).fetchall()
+        entries = [ConversationEntry.from_row(r) for r in rows[:limit]]
+        last = entries[-1] if len(rows) > limit else None
+        next_cursor = encode_cursor(last.started_at, last.conversation_id) if last else None
+        return ConversationPage(entries, next_cursor)
+
+    def get(self, tenant_id: str, conversation_id: UUID) -> Transcript | None:
+        with self.tenant_reads(tenant_id) as conn:
+            row = conn.execute(
+                "SELECT * FROM conversations WHERE tenant_id = %s AND conversation_id = %s",
+                (tenant_id, conversation_id),
+            ).fetchone()
+            if row is None:
+                return None
+            turns = conn.execute(
+                "SELECT * FROM conversation_turns WHERE tenant_id = %s AND conversation_id = %s"
+                " ORDER BY turn",
+                (tenant_id, conversation_id),
+            ).fetchall()
+            texts = _chunk_texts(conn, tenant_id, turns)
+        for turn in turns:
+            turn["citations"] = [
+                {**c, "text": texts.get((c["document_id"], c["chunk_index"]))}
+                for c in turn["citations"]
+            ]
+        return Transcript(ConversationEntry.from_row(row), [TurnEntry.from_row(t) for t in turns])
+
+
+def _chunk_texts(
+    conn: Connection[DictRow], tenant_id: str, turns: list[DictRow]
+) -> dict[tuple[str, int], str]:
+    """The current text of every cited chunk, by (document id, chunk index)."""
+    keys = {(c["document_id"], int(c["chunk_index"])) for t in turns for c in t["citations"]}
+    if not keys:
+        return {}
+    documents, indexes = zip(*keys, strict=True)
+    rows = conn.execute(
+        "SELECT document_id, chunk_index, text FROM fulltext_chunks WHERE tenant_id = %s"
+        " AND (document_id, chunk_index) IN"
+        " (SELECT * FROM unnest(%s::uuid[], %s::integer[]))",
+        (tenant_id, list(documents), list(indexes)),
+    ).fetchall()
+    return {(str(r["document_id"]), int(r["chunk_index"])): r["text"] for r in rows}
