@@ -402,6 +402,7 @@ class Container:
         from read_api import rebuilds as read_rebuilds
         from read_api import search as read_search
         from write_api import auth as write_auth
+        from write_api import chat as write_chat
         from write_api import conversations as write_conversations
         from write_api import documents as write_documents
         from write_api import keys as write_keys
@@ -418,6 +419,7 @@ class Container:
             app.include_router(write_documents.router)
             app.include_router(write_keys.router)
             app.include_router(write_conversations.router)
+            app.include_router(write_chat.router)
         if role in ("all", "read"):
             app.include_router(read_documents.router)
             app.include_router(read_keys.router)

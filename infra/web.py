@@ -40,6 +40,35 @@ class ErrorBody(BaseModel):
     request_id: str | None = None
 
 
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str
+
+
+class OpenAIErrorBody(BaseModel):
+    """Errors of the OpenAI-compatible routes, in the shape OpenAI clients read."""
+
+    error: OpenAIError
+
+
+# Routes that speak the OpenAI protocol answer errors in its shape (same codes).
+OPENAI_COMPATIBLE_PATHS = ("/v1/chat/", "/v1/models")
+_OPENAI_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error(status: int, code: str, message: str) -> dict[str, Any]:
+    kind = _OPENAI_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    return OpenAIErrorBody(error=OpenAIError(message=message, type=kind, code=code)).model_dump()
+
+
 class ApiError(Exception):
     """An error raised by the API layer itself (authentication, waiting, paging)."""
 
@@ -71,6 +100,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The key's role does not allow this"},
     422: {"model": ErrorBody, "description": "Invalid request"},
 }
+OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {**response, "model": OpenAIErrorBody} for status, response in ERROR_RESPONSES.items()
+}
 
 
 def _request_id(request: Request) -> str | None:
@@ -80,6 +112,10 @@ def _request_id(request: Request) -> str | None:
 def error_response(
     request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
+    if request.url.path.startswith(OPENAI_COMPATIBLE_PATHS):
+        return JSONResponse(
+            openai_error(status, code, message), status_code=status, headers=headers
+        )
     body = ErrorBody(code=code, message=message, request_id=_request_id(request))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 

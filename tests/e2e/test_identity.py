@@ -382,6 +382,8 @@ ROUTES: dict[tuple[str, str], tuple[Role, dict[str, Any]]] = {
     ),
     ("GET", "/v1/conversations"): (Role.VIEWER, {}),
     ("GET", "/v1/conversations/{conversation_id}"): (Role.VIEWER, {}),
+    ("POST", "/v1/chat/completions"): (Role.VIEWER, {"json": {"model": "extractive"}}),
+    ("GET", "/v1/models"): (Role.VIEWER, {}),
     ("POST", "/v1/admin/rebuilds"): (Role.ADMIN, {"json": {"projection": "nothing"}}),
     ("GET", "/v1/admin/rebuilds/{rebuild_id}"): (Role.ADMIN, {}),
 }
