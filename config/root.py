@@ -304,7 +304,8 @@ class Container:
 
     @property
     def model_cache_dir(self) -> Path:
-        return self.settings.data_dir.resolve() / "models"
+        configured = self.settings.search.model_cache_dir
+        return Path(configured) if configured else self.settings.data_dir.resolve() / "models"
 
     def warm_search(self) -> None:
         """Open the index and load the query model now, not on the first search."""

@@ -122,6 +122,8 @@ class SearchSettings(_Section):
     # ONNX Runtime (about half torch's latency here), or torch itself.
     query_backend: Literal["onnx", "torch"] = "onnx"
     query_threads: int = Field(1, ge=1, le=256)
+    # Where the ONNX export is kept; empty: <data_dir>/models.
+    model_cache_dir: str = ""
     collection: str = Field("kf_chunks", pattern=r"^[A-Za-z0-9_-]+$")
 
 

@@ -21,7 +21,7 @@ from uuid import UUID
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier
 
 from infra.db import TenantReads
 from infra.envelope import Envelope
@@ -183,6 +183,35 @@ class ProjectionView(PostgresTrackingRecorder):
             time.sleep(min(interval, remaining))
             interval = min(interval * 2, 0.05)
 
+    def newest_first(
+        self,
+        tenant_id: str,
+        table: str,
+        order: tuple[str, str],
+        *,
+        limit: int,
+        cursor: str | None = None,
+        where: Sequence[str] = (),
+        params: Sequence[Any] = (),
+    ) -> tuple[list[DictRow], str | None]:
+        """A keyset page of a tenant's rows, newest first by ``order`` (time, id), and the
+        cursor to the next page (None on the last). ``where`` holds constant conditions."""
+        at, item = (Identifier(column) for column in order)
+        conditions: list[Composable] = [SQL("tenant_id = %s"), *(SQL(c) for c in where)]
+        values: list[Any] = [tenant_id, *params]
+        if cursor is not None:
+            conditions.append(SQL("({}, {}) < (%s, %s)").format(at, item))
+            values.extend(decode_cursor(cursor))
+        query = SQL("SELECT * FROM {} WHERE {} ORDER BY {} DESC, {} DESC LIMIT %s").format(
+            Identifier(table), SQL(" AND ").join(conditions), at, item
+        )
+        values.append(limit + 1)
+        with self.tenant_reads(tenant_id) as conn:
+            rows = conn.execute(query, values).fetchall()
+        last = rows[limit - 1] if len(rows) > limit else None
+        next_cursor = encode_cursor(last[order[0]], last[order[1]]) if last else None
+        return rows[:limit], next_cursor
+
     def tenant_reads(self, tenant_id: str) -> AbstractContextManager[Connection[DictRow]]:
         """A transaction that sees only ``tenant_id``'s rows (see ``TenantReads``)."""
         if self.reads is None:
@@ -239,6 +268,43 @@ class ProjectionView(PostgresTrackingRecorder):
             if position > positions.get(context, 0):
                 self.set_position(curs, context, position)
         return current
+
+    def advance_row(
+        self,
+        curs: Cursor[DictRow],
+        table: str,
+        id_column: str,
+        envelope: Envelope,
+        assignments: str,
+        params: Sequence[Any] = (),
+    ) -> None:
+        """Apply ``assignments`` to the aggregate's row and move it to the envelope's version.
+
+        The row must be at the version just before: anything else means an event
+        arrived out of order, which is refused (``OutOfOrderError``) instead of
+        corrupting the row. ``assignments`` is constant SQL with ``%s`` for ``params``.
+        """
+        statement = SQL(
+            "UPDATE {} SET {}, updated_at = %s, version = %s, position = %s"
+            " WHERE tenant_id = %s AND {} = %s AND version = %s"
+        ).format(Identifier(table), SQL(assignments), Identifier(id_column))
+        curs.execute(
+            statement,
+            (
+                *params,
+                envelope.occurred_at,
+                envelope.aggregate_version,
+                envelope.position,
+                envelope.tenant_id,
+                UUID(envelope.aggregate_id),
+                envelope.aggregate_version - 1,
+            ),
+        )
+        if curs.rowcount != 1:
+            raise OutOfOrderError(
+                f"{self.name}: {envelope.event_type} v{envelope.aggregate_version} of "
+                f"{envelope.aggregate_id} does not follow the row's version"
+            )
 
     def before_batch(self, curs: Cursor[DictRow], envelopes: Sequence[Envelope]) -> None:
         """Hook: called with a batch's new envelopes before their handlers (e.g. to prefetch)."""

@@ -19,10 +19,7 @@ from psycopg.types.json import Jsonb
 from infra.envelope import Envelope
 from projections.base import (
     InvalidCursorError,
-    OutOfOrderError,
     ProjectionView,
-    decode_cursor,
-    encode_cursor,
     handles,
 )
 
@@ -75,24 +72,7 @@ class CatalogView(ProjectionView):
     def _update(
         self, curs: Cursor[DictRow], envelope: Envelope, assignments: str, params: tuple[Any, ...]
     ) -> None:
-        curs.execute(
-            f"UPDATE catalog_documents SET {assignments}, updated_at = %s, version = %s,"  # noqa: S608
-            " position = %s WHERE tenant_id = %s AND document_id = %s AND version = %s",
-            (
-                *params,
-                envelope.occurred_at,
-                envelope.aggregate_version,
-                envelope.position,
-                envelope.tenant_id,
-                UUID(envelope.aggregate_id),
-                envelope.aggregate_version - 1,
-            ),
-        )
-        if curs.rowcount != 1:
-            raise OutOfOrderError(
-                f"catalog: {envelope.event_type} v{envelope.aggregate_version} of "
-                f"{envelope.aggregate_id} does not follow the row's version"
-            )
+        self.advance_row(curs, "catalog_documents", "document_id", envelope, assignments, params)
 
     @handles("Document.Uploaded")
     def _uploaded(self, curs: Cursor[DictRow], envelope: Envelope) -> None:
@@ -168,29 +148,21 @@ class CatalogView(ProjectionView):
         status: str | None = None,
         include_deleted: bool = False,
     ) -> CatalogPage:
-        conditions = ["tenant_id = %s"]
-        params: list[Any] = [tenant_id]
+        where: tuple[str, ...] = ()
         if status is not None:
-            conditions.append("status = %s")
-            params.append(status)
+            where = ("status = %s",)
         elif not include_deleted:
-            conditions.append("status <> 'deleted'")
-        if cursor is not None:
-            uploaded_at, document_id = decode_cursor(cursor)
-            conditions.append("(uploaded_at, document_id) < (%s, %s)")
-            params.extend([uploaded_at, document_id])
-        query = (
-            _SELECT
-            + " WHERE "
-            + " AND ".join(conditions)
-            + " ORDER BY uploaded_at DESC, document_id DESC LIMIT %s"
+            where = ("status <> 'deleted'",)
+        rows, next_cursor = self.newest_first(
+            tenant_id,
+            "catalog_documents",
+            ("uploaded_at", "document_id"),
+            limit=limit,
+            cursor=cursor,
+            where=where,
+            params=() if status is None else (status,),
         )
-        params.append(limit + 1)
-        with self.tenant_reads(tenant_id) as conn:
-            rows = conn.execute(query, params).fetchall()
-        entries = [CatalogEntry.from_row(r) for r in rows[:limit]]
-        last = entries[-1] if len(rows) > limit else None
-        next_cursor = encode_cursor(last.uploaded_at, last.document_id) if last else None
+        entries = [CatalogEntry.from_row(r) for r in rows]
         return CatalogPage(entries, next_cursor)
 
     def counts(self, tenant_id: str | None = None) -> dict[str, int]:

@@ -28,8 +28,6 @@ from infra.envelope import Envelope
 from projections.base import (
     OutOfOrderError,
     ProjectionView,
-    decode_cursor,
-    encode_cursor,
     handles,
 )
 
@@ -106,25 +104,14 @@ class ConversationsView(ProjectionView):
 
     def _touch(self, curs: Cursor[DictRow], envelope: Envelope, turn_count: int | None) -> None:
         """Advance the conversation row to this event's version (or refuse: out of order)."""
-        curs.execute(
-            "UPDATE conversations SET turn_count = COALESCE(%s, turn_count), updated_at = %s,"
-            " version = %s, position = %s"
-            " WHERE tenant_id = %s AND conversation_id = %s AND version = %s",
-            (
-                turn_count,
-                envelope.occurred_at,
-                envelope.aggregate_version,
-                envelope.position,
-                envelope.tenant_id,
-                UUID(envelope.aggregate_id),
-                envelope.aggregate_version - 1,
-            ),
+        self.advance_row(
+            curs,
+            "conversations",
+            "conversation_id",
+            envelope,
+            "turn_count = COALESCE(%s, turn_count)",
+            (turn_count,),
         )
-        if curs.rowcount != 1:
-            raise OutOfOrderError(
-                f"conversations: {envelope.event_type} v{envelope.aggregate_version} of "
-                f"{envelope.aggregate_id} does not follow the row's version"
-            )
 
     def _end_turn(
         self, curs: Cursor[DictRow], envelope: Envelope, assignments: str, params: tuple[Any, ...]
@@ -242,26 +229,16 @@ class ConversationsView(ProjectionView):
         started_by: str | None = None,
     ) -> ConversationPage:
         """Newest first; only ``started_by``'s when given."""
-        conditions = ["tenant_id = %s"]
-        params: list[Any] = [tenant_id]
-        if started_by is not None:
-            conditions.append("started_by = %s")
-            params.append(started_by)
-        if cursor is not None:
-            started_at, conversation_id = decode_cursor(cursor)
-            conditions.append("(started_at, conversation_id) < (%s, %s)")
-            params.extend([started_at, conversation_id])
-        query = (
-            "SELECT * FROM conversations WHERE "  # noqa: S608 - conditions are constants
-            + " AND ".join(conditions)
-            + " ORDER BY started_at DESC, conversation_id DESC LIMIT %s"
+        rows, next_cursor = self.newest_first(
+            tenant_id,
+            "conversations",
+            ("started_at", "conversation_id"),
+            limit=limit,
+            cursor=cursor,
+            where=() if started_by is None else ("started_by = %s",),
+            params=() if started_by is None else (started_by,),
         )
-        params.append(limit + 1)
-        with self.tenant_reads(tenant_id) as conn:
-            rows = conn.execute(query, params).fetchall()
-        entries = [ConversationEntry.from_row(r) for r in rows[:limit]]
-        last = entries[-1] if len(rows) > limit else None
-        next_cursor = encode_cursor(last.started_at, last.conversation_id) if last else None
+        entries = [ConversationEntry.from_row(r) for r in rows]
         return ConversationPage(entries, next_cursor)
 
     def get(self, tenant_id: str, conversation_id: UUID) -> Transcript | None:

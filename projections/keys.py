@@ -19,8 +19,6 @@ from infra.envelope import Envelope
 from projections.base import (
     OutOfOrderError,
     ProjectionView,
-    decode_cursor,
-    encode_cursor,
     handles,
 )
 
@@ -107,23 +105,13 @@ class KeysView(ProjectionView):
         cursor: str | None = None,
         include_revoked: bool = True,
     ) -> KeyPage:
-        conditions = ["tenant_id = %s"]
-        params: list[Any] = [tenant_id]
-        if not include_revoked:
-            conditions.append("revoked_at IS NULL")
-        if cursor is not None:
-            issued_at, key_id = decode_cursor(cursor)
-            conditions.append("(issued_at, key_id) < (%s, %s)")
-            params.extend([issued_at, key_id])
-        query = (
-            "SELECT * FROM api_keys WHERE "  # noqa: S608 - conditions are constants
-            + " AND ".join(conditions)
-            + " ORDER BY issued_at DESC, key_id DESC LIMIT %s"
+        rows, next_cursor = self.newest_first(
+            tenant_id,
+            "api_keys",
+            ("issued_at", "key_id"),
+            limit=limit,
+            cursor=cursor,
+            where=() if include_revoked else ("revoked_at IS NULL",),
         )
-        params.append(limit + 1)
-        with self.tenant_reads(tenant_id) as conn:
-            rows = conn.execute(query, params).fetchall()
-        entries = [KeyEntry.from_row(r) for r in rows[:limit]]
-        last = entries[-1] if len(rows) > limit else None
-        next_cursor = encode_cursor(last.issued_at, last.key_id) if last else None
+        entries = [KeyEntry.from_row(r) for r in rows]
         return KeyPage(entries, next_cursor)

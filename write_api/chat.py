@@ -18,16 +18,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from commands.answering import Answer, Answerer, AnswerFailedError, Prepared, Question
 from domain.access import Principal
 from infra.web import OPENAI_ERROR_RESPONSES, ApiError, OpenAIErrorBody, Viewer, openai_error
+from write_api.deps import AnswererDep, answer_failed
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -40,14 +41,6 @@ _FINISH_REASONS = {
     "max_tokens": "length",
     "content_filter": "content_filter",
 }
-
-
-def _answerer(request: Request) -> Answerer:
-    answerer: Answerer = request.app.state.answerer
-    return answerer
-
-
-AnswererDep = Annotated[Answerer, Depends(_answerer)]
 
 
 # ------------------------------------------------------------------ request
@@ -356,8 +349,7 @@ def create_chat_completion(
         try:
             return _completion(answerer.answer(principal, prepared), created)
         except AnswerFailedError as failure:
-            headers = {"Retry-After": str(int(failure.retry_after_s or 1))}
-            raise ApiError(failure.status, failure.code, failure.message, headers) from None
+            raise answer_failed(failure) from None
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         _stream(answerer, principal, prepared, include_usage, created),

@@ -7,24 +7,16 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from commands.answering import Answer, Answerer, AnswerFailedError, Question
+from commands.answering import Answer, AnswerFailedError, Question
 from domain.conversation import MAX_TITLE_CHARS
-from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, Viewer
-from write_api.deps import Conversations
+from infra.web import ERROR_RESPONSES, ErrorBody, Viewer
+from write_api.deps import AnswererDep, Conversations, answer_failed
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
-
-
-def _answerer(request: Request) -> Answerer:
-    answerer: Answerer = request.app.state.answerer
-    return answerer
-
-
-AnswererDep = Annotated[Answerer, Depends(_answerer)]
 
 
 class StartConversation(BaseModel):
@@ -137,8 +129,7 @@ def ask_question(
         try:
             return AnswerOut.of(answerer.answer(principal, prepared))
         except AnswerFailedError as failure:
-            headers = {"Retry-After": str(int(failure.retry_after_s or 1))}
-            raise ApiError(failure.status, failure.code, failure.message, headers) from None
+            raise answer_failed(failure) from None
 
     def events() -> Iterator[bytes]:
         answering = answerer.stream(principal, prepared)

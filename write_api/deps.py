@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from commands.access import AccessApp
+from commands.answering import Answerer, AnswerFailedError
 from commands.conversations import ConversationsApp
 from commands.documents import DocumentsApp
+from infra.web import ApiError
 
 
 def _documents(request: Request) -> DocumentsApp:
@@ -26,6 +28,18 @@ def _conversations(request: Request) -> ConversationsApp:
     return conversations
 
 
+def _answerer(request: Request) -> Answerer:
+    answerer: Answerer = request.app.state.answerer
+    return answerer
+
+
+def answer_failed(failure: AnswerFailedError) -> ApiError:
+    """The HTTP error for an answer the provider could not give (retry hint included)."""
+    headers = {"Retry-After": str(int(failure.retry_after_s or 1))}
+    return ApiError(failure.status, failure.code, failure.message, headers)
+
+
 Documents = Annotated[DocumentsApp, Depends(_documents)]
+AnswererDep = Annotated[Answerer, Depends(_answerer)]
 Conversations = Annotated[ConversationsApp, Depends(_conversations)]
 Access = Annotated[AccessApp, Depends(_access)]

@@ -8,13 +8,10 @@ that document whose text contains the answer's terms, and say where it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from config.settings import Settings
-from infra.embedding import SentenceTransformerEmbedder
 from tests.harness import RunningSystem
 
 # question -> (the document that answers it, terms every cited chunk contains)
@@ -40,14 +37,6 @@ QUESTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("démolition",),
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def system(
-    settings_factory: Callable[..., Settings], embedder: SentenceTransformerEmbedder
-) -> Iterator[RunningSystem]:
-    with RunningSystem(settings_factory(), embedder) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

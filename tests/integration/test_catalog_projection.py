@@ -19,6 +19,7 @@ from infra.envelope import Envelope
 from projections.base import OutOfOrderError
 from projections.catalog import CatalogView
 from projections.runner import ProjectorRunner
+from tests.redelivery import deliver_with_repeats
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +96,7 @@ def test_any_redelivery_pattern_yields_the_same_rows(
     view.apply_batch(envelopes)
     expected = _rows(view)
     _reset(view)
-    delivered = 0
-    while delivered < len(envelopes):
-        replay_from = data.draw(st.integers(0, delivered))
-        take = data.draw(st.integers(1, len(envelopes) - delivered))
-        view.apply_batch(envelopes[replay_from : delivered + take])
-        delivered += take
+    deliver_with_repeats(view, envelopes, data)
     assert _rows(view) == expected
 
 

@@ -15,6 +15,7 @@ from config.settings import Settings
 from infra.envelope import Envelope
 from projections.base import OutOfOrderError
 from projections.conversations import ConversationsView
+from tests.redelivery import deliver_with_repeats
 
 TENANT = str(uuid.uuid4())
 
@@ -125,12 +126,7 @@ def test_any_redelivery_pattern_yields_the_same_rows(
     view.apply_batch(envelopes)
     expected = _rows(view)
     _reset(view)
-    delivered = 0
-    while delivered < len(envelopes):
-        replay_from = data.draw(st.integers(0, delivered))
-        take = data.draw(st.integers(1, len(envelopes) - delivered))
-        view.apply_batch(envelopes[replay_from : delivered + take])
-        delivered += take
+    deliver_with_repeats(view, envelopes, data)
     assert _rows(view) == expected
 
 

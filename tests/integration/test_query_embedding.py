@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from config.root import Container, Endpoints
+from config.settings import Settings
 from infra.embedding import OnnxEmbedder, SentenceTransformerEmbedder
 from tests.harness import shared_query_embedder
 from tests.shared_data import SCIFACT
@@ -56,3 +59,16 @@ def test_embedding_queries_does_not_load_torch() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "False"
+
+
+def test_the_api_uses_the_configured_model_cache(settings_factory: Callable[..., Settings]) -> None:
+    """An image can carry the export (KF_MODEL_CACHE_DIR); nothing is exported at start then."""
+    cache = shared_query_embedder().path.parent
+    settings = settings_factory(search={"model_cache_dir": str(cache)})
+    container = Container(settings, Endpoints(settings.database.url, settings.nats.url))
+    try:
+        embedder = container.query_embedder()
+        assert isinstance(embedder, OnnxEmbedder) and embedder.path.parent == cache
+        assert not (settings.data_dir.resolve() / "models").exists()
+    finally:
+        container.close()

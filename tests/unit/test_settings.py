@@ -17,7 +17,14 @@ def test_defaults_are_the_embedded_default() -> None:
 
 
 def test_interpolation_reads_the_environment_with_typed_defaults() -> None:
-    settings = load_settings(environ={"KF_PORT": "9100", "KF_DATABASE_URL": "postgresql://db/kf"})
+    settings = load_settings(
+        environ={
+            "KF_PORT": "9100",
+            "KF_DATABASE_URL": "postgresql://db/kf",
+            "KF_MODEL_CACHE_DIR": "/opt/kf-models",
+        }
+    )
+    assert settings.search.model_cache_dir == "/opt/kf-models"
     assert settings.api.port == 9100
     assert settings.database.url == "postgresql://db/kf"
     assert not settings.embedded_database
