@@ -262,6 +262,23 @@ class ConversationsView(ProjectionView):
             ]
         return Transcript(ConversationEntry.from_row(row), [TurnEntry.from_row(t) for t in turns])
 
+    def prompt(self, tenant_id: str, conversation_id: UUID, turn: int) -> Prompt | None:
+        """The messages a turn's model was given, from the blob store (None if unrecorded)."""
+        with self.tenant_reads(tenant_id) as conn:
+            row = conn.execute(
+                "SELECT b.sha256, b.content FROM conversation_turns t"
+                " JOIN blobs b ON b.tenant_id = t.tenant_id AND b.sha256 = t.prompt_sha256"
+                " WHERE t.tenant_id = %s AND t.conversation_id = %s AND t.turn = %s",
+                (tenant_id, conversation_id, turn),
+            ).fetchone()
+        return Prompt(row["sha256"], bytes(row["content"])) if row else None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    sha256: str
+    content: bytes  # JSON [{role, content}], exactly as sent
+
 
 def _chunk_texts(
     conn: Connection[DictRow], tenant_id: str, turns: list[DictRow]

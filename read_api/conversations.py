@@ -2,20 +2,22 @@
 
 A conversation is visible to whoever started it and to the tenant's admins
 (who review what was asked and answered); to anyone else it does not exist.
+Admins can also read back the exact messages a turn's model was given.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from domain.access import Principal, Role
 from domain.conversation import ConversationNotFoundError, visible_to
-from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, Viewer
+from infra.web import ERROR_RESPONSES, Admin, ApiError, ErrorBody, Viewer
 from projections.base import InvalidCursorError
 from projections.conversations import ConversationEntry, ConversationsView, TurnEntry
 from read_api.deps import MinPosition, Models
@@ -145,6 +147,18 @@ class TranscriptOut(ConversationOut):
     turns: list[TurnOut]
 
 
+class PromptMessage(BaseModel):
+    role: str
+    content: str
+
+
+class PromptOut(BaseModel):
+    conversation_id: UUID
+    turn: int
+    sha256: str = Field(description="SHA-256 of the messages as sent (the blob's digest).")
+    messages: list[PromptMessage]
+
+
 _READ_ERRORS = {
     **ERROR_RESPONSES,
     503: {"model": ErrorBody, "description": "The transcripts did not reach min_position in time"},
@@ -201,3 +215,32 @@ def get_conversation(
         raise ConversationNotFoundError(f"No conversation {conversation_id}.")
     head = ConversationOut.of(transcript.conversation)
     return TranscriptOut(**head.model_dump(), turns=[TurnOut.of(t) for t in transcript.turns])
+
+
+@router.get(
+    "/{conversation_id}/turns/{turn}/prompt",
+    response_model=PromptOut,
+    responses={**_READ_ERRORS, 404: {"model": ErrorBody}},
+)
+def get_prompt(
+    principal: Admin,
+    transcripts: Transcripts,
+    models: Models,
+    conversation_id: UUID,
+    turn: Annotated[int, Path(ge=1, le=100_000)],
+    min_position: MinPosition = None,
+) -> PromptOut:
+    """Exactly what the model was given for one turn (admins: review and replay)."""
+    models.wait("conversations", "conversations", min_position)
+    prompt = transcripts.prompt(principal.tenant_id, conversation_id, turn)
+    if prompt is None:
+        raise ConversationNotFoundError(
+            f"No recorded prompt for turn {turn} of conversation {conversation_id}."
+        )
+    messages = json.loads(prompt.content)
+    return PromptOut(
+        conversation_id=conversation_id,
+        turn=turn,
+        sha256=prompt.sha256,
+        messages=[PromptMessage(**m) for m in messages],
+    )

@@ -382,6 +382,7 @@ ROUTES: dict[tuple[str, str], tuple[Role, dict[str, Any]]] = {
     ),
     ("GET", "/v1/conversations"): (Role.VIEWER, {}),
     ("GET", "/v1/conversations/{conversation_id}"): (Role.VIEWER, {}),
+    ("GET", "/v1/conversations/{conversation_id}/turns/{turn}/prompt"): (Role.ADMIN, {}),
     ("POST", "/v1/chat/completions"): (Role.VIEWER, {"json": {"model": "extractive"}}),
     ("GET", "/v1/models"): (Role.VIEWER, {}),
     ("POST", "/v1/admin/rebuilds"): (Role.ADMIN, {"json": {"projection": "nothing"}}),
@@ -407,6 +408,7 @@ def test_each_role_against_each_route(
         key_id=uuid.uuid4(),
         rebuild_id="r-unknown",
         conversation_id=uuid.uuid4(),
+        turn=1,
     )
     _, key = _key(system, role)
     with system.client(key) as client:

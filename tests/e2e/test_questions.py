@@ -6,6 +6,7 @@ models named ``test-*``, with a local server that speaks the OpenAI protocol.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -273,6 +274,36 @@ def test_transcripts_show_every_turn_with_citations_usage_and_the_exact_prompt(
     assert listed.status_code == 200
     [entry] = [c for c in listed.json()["items"] if c["id"] == conversation]
     assert entry["turn_count"] == 2 and entry["started_by"].startswith("key:")
+
+
+def test_admins_read_back_the_exact_prompt_of_a_turn(
+    system: RunningSystem, corpus: dict[str, str]
+) -> None:
+    with system.client(_viewer(system, "prompted")) as viewer:
+        conversation = _conversation(viewer)
+        answer = _ask(viewer, conversation, question="How much sun do tomatoes need?").json()
+        wait = {"min_position": answer["position"]}
+        path = f"/v1/conversations/{conversation}/turns/1/prompt"
+        assert viewer.get(path, params=wait).status_code == 403
+        sha = viewer.get(f"/v1/conversations/{conversation}", params=wait).json()["turns"][0][
+            "prompt_sha256"
+        ]
+    with system.client() as admin:
+        response = admin.get(path, params=wait)
+        missing = admin.get(f"/v1/conversations/{conversation}/turns/2/prompt", params=wait)
+    assert response.status_code == 200, response.text
+    prompt = response.json()
+    assert prompt["sha256"] == sha and prompt["turn"] == 1
+    stored = json.loads(system.container.blobs.get(system.tenant_id, sha))
+    assert prompt["messages"] == stored
+    assert (
+        hashlib.sha256(
+            json.dumps(stored, ensure_ascii=False, separators=(",", ":")).encode()
+        ).hexdigest()
+        == sha
+    )
+    assert "How much sun do tomatoes need?" in prompt["messages"][-1]["content"]
+    assert missing.status_code == 404
 
 
 def test_a_failed_answer_shows_in_the_transcript(
