@@ -26,8 +26,8 @@ from uuid import UUID
 import structlog
 
 from commands.conversations import ConversationsApp
-from domain.access import Principal, Role
-from domain.conversation import ConversationNotFoundError
+from domain.access import Principal
+from domain.conversation import Conversation, ConversationNotFoundError
 from domain.errors import ValidationError
 from infra.blobs import BlobStore
 from infra.llm.base import Completion, CompletionRequest, Message, Passage, ProviderError
@@ -165,8 +165,11 @@ class Answerer:
     def available_models(self, principal: Principal) -> list[str]:
         """Model names this tenant's questions may ask for, the default first."""
         allowed = self._llm.allowed_providers(self._tenant_name(principal.tenant_id))
-        names = [self._llm.default_model, *self._llm.router.model_names(allowed)]
-        return [n for n in dict.fromkeys(names) if self._llm.router.candidates(n, allowed)]
+        router = self._llm.router
+        default = (
+            [self._llm.default_model] if router.candidates(self._llm.default_model, allowed) else []
+        )
+        return list(dict.fromkeys([*default, *router.model_names(allowed)]))
 
     def _injections(self, text: str) -> list[str]:
         return [pattern for pattern, rule in self._rules if rule.search(text)]
@@ -196,11 +199,12 @@ class Answerer:
             raise QuestionRefusedError(
                 "model_not_available", f"No provider this tenant may use serves {model!r}."
             )
+        conversation: Conversation | None = None
         if conversation_id is not None:
             conversation = self._conversations.get_conversation(
                 principal.tenant_id, conversation_id
             )
-            if not conversation.visible_to(principal.actor, admin=_is_admin(principal)):
+            if not conversation.visible_to(principal):
                 raise ConversationNotFoundError(f"No conversation {conversation_id}.")
             history = conversation.history()
             asked_before = len(conversation.turns)
@@ -236,7 +240,7 @@ class Answerer:
             "prompt_sha256": prompt_sha256,
             "history_turns": history_turns,
         }
-        if conversation_id is None:
+        if conversation is None:
             conversation, turn, position = self._conversations.start_and_ask(
                 tenant_id=principal.tenant_id,
                 actor=principal.actor,
@@ -246,10 +250,7 @@ class Answerer:
             )
         else:
             conversation, turn, position = self._conversations.ask(
-                tenant_id=principal.tenant_id,
-                actor=principal.actor,
-                conversation_id=conversation_id,
-                **asked,
+                conversation, actor=principal.actor, **asked
             )
         request = CompletionRequest(
             model=model,
@@ -446,10 +447,6 @@ def _prompt_bytes(messages: Sequence[Message]) -> bytes:
     """The messages as the blob a reviewer reads back (canonical JSON)."""
     body = [{"role": m.role, "content": m.content} for m in messages]
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _is_admin(principal: Principal) -> bool:
-    return principal.role.allows(Role.ADMIN)
 
 
 def _messages(

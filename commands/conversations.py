@@ -43,10 +43,13 @@ class ConversationsApp(ContextApplication):
         return conversation
 
     def ask(
-        self, *, tenant_id: str, actor: str, conversation_id: UUID, **question: Any
+        self, conversation: Conversation, *, actor: str, **question: Any
     ) -> tuple[Conversation, int, int]:
-        """Record a question; returns the conversation, the turn and the position."""
-        conversation = self.get_conversation(tenant_id, conversation_id)
+        """Record a question in a conversation loaded by ``get_conversation``.
+
+        Returns the conversation, the turn and the position. A question recorded
+        meanwhile by another request makes the save conflict (409): nothing is written.
+        """
         turn = conversation.ask(actor=actor, **question)
         position = self.record(conversation)
         assert position is not None

@@ -23,6 +23,7 @@ from uuid import uuid4
 
 from eventsourcing.domain import Aggregate
 
+from domain.access import Principal, Role
 from domain.errors import DomainError, NotFoundError, ValidationError
 
 MAX_TITLE_CHARS = 200
@@ -126,8 +127,8 @@ class Conversation(Aggregate):
             cls.Started, id=uuid4(), tenant_id=tenant_id, actor=actor, title=title, origin=origin
         )
 
-    def visible_to(self, actor: str, *, admin: bool) -> bool:
-        return visible_to(self.started_by, actor, admin=admin)
+    def visible_to(self, principal: Principal) -> bool:
+        return visible_to(self.started_by, principal)
 
     def ask(
         self,
@@ -193,9 +194,14 @@ class Conversation(Aggregate):
         ]
 
 
-def visible_to(started_by: str, actor: str, *, admin: bool) -> bool:
+def reviews_all(principal: Principal) -> bool:
+    """Tenant admins review every conversation of their tenant."""
+    return principal.role.allows(Role.ADMIN)
+
+
+def visible_to(started_by: str, principal: Principal) -> bool:
     """Who may read or continue a conversation: whoever started it, or a tenant admin."""
-    return admin or actor == started_by
+    return principal.actor == started_by or reviews_all(principal)
 
 
 class ConversationNotFoundError(NotFoundError):

@@ -15,8 +15,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from domain.access import Principal, Role
-from domain.conversation import ConversationNotFoundError, visible_to
+from domain.conversation import ConversationNotFoundError, reviews_all, visible_to
 from infra.web import ERROR_RESPONSES, Admin, ApiError, ErrorBody, Viewer
 from projections.base import InvalidCursorError
 from projections.conversations import ConversationEntry, ConversationsView, TurnEntry
@@ -165,10 +164,6 @@ _READ_ERRORS = {
 }
 
 
-def _reviewer(principal: Principal) -> bool:
-    return principal.role.allows(Role.ADMIN)
-
-
 @router.get("", response_model=ConversationList, responses=_READ_ERRORS)
 def list_conversations(
     principal: Viewer,
@@ -185,7 +180,7 @@ def list_conversations(
             principal.tenant_id,
             limit=limit,
             cursor=cursor,
-            started_by=None if _reviewer(principal) else principal.actor,
+            started_by=None if reviews_all(principal) else principal.actor,
         )
     except InvalidCursorError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from exc
@@ -209,9 +204,7 @@ def get_conversation(
     """The transcript: every question, its answer or failure, citations, model, usage and cost."""
     models.wait("conversations", "conversations", min_position)
     transcript = transcripts.get(principal.tenant_id, conversation_id)
-    if transcript is None or not visible_to(
-        transcript.conversation.started_by, principal.actor, admin=_reviewer(principal)
-    ):
+    if transcript is None or not visible_to(transcript.conversation.started_by, principal):
         raise ConversationNotFoundError(f"No conversation {conversation_id}.")
     head = ConversationOut.of(transcript.conversation)
     return TranscriptOut(**head.model_dump(), turns=[TurnOut.of(t) for t in transcript.turns])

@@ -253,19 +253,32 @@ def _completion(answer: Answer, created: int) -> ChatCompletion:
     )
 
 
+def _data(body: Any) -> bytes:
+    """One server-sent event as OpenAI streams them: a ``data:`` line only."""
+    return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
+
+
 def _chunk(
-    completion_id: str, created: int, model: str, delta: dict[str, Any], **extra: Any
+    completion_id: str,
+    created: int,
+    model: str,
+    delta: dict[str, Any] | None,
+    finish_reason: str | None = None,
+    **extra: Any,
 ) -> bytes:
-    finish = extra.pop("finish_reason", None)
+    """A ``chat.completion.chunk``; ``delta`` None is the choice-less usage chunk."""
+    choices = [] if delta is None else [
+        {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+    ]  # fmt: skip
     body = {
         "id": completion_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+        "choices": choices,
         **extra,
     }
-    return b"data: " + json.dumps(body, ensure_ascii=False).encode() + b"\n\n"
+    return _data(body)
 
 
 def _stream(
@@ -286,11 +299,11 @@ def _stream(
                 yield _chunk(completion_id, created, model, {"content": item})
     except AnswerFailedError as failure:
         error = openai_error(failure.status, failure.code, failure.message)
-        yield b"data: " + json.dumps(error).encode() + b"\n\n"
+        yield _data(error)
         return
     finally:
         events.close()
-    yield b"data: [DONE]\n\n"
+    yield b"data: [DONE]\n\n"  # the protocol's terminator is not JSON
 
 
 def _final_chunks(
@@ -310,15 +323,7 @@ def _final_chunks(
         kf=_recorded(answer).model_dump(mode="json"),
     )
     if include_usage:
-        body = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": answer.model,
-            "choices": [],
-            "usage": _usage(answer).model_dump(),
-        }
-        yield b"data: " + json.dumps(body).encode() + b"\n\n"
+        yield _chunk(completion_id, created, answer.model, None, usage=_usage(answer).model_dump())
 
 
 # ------------------------------------------------------------------- routes

@@ -51,7 +51,7 @@ def container(settings_factory: Callable[..., Settings]) -> Iterator[Container]:
         conversation = app.start_conversation(tenant_id=TENANT, actor=f"key:{i}", title=f"c{i}").id
         for turn in (1, 2):
             app.ask(
-                tenant_id=TENANT, actor=f"key:{i}", conversation_id=conversation,
+                app.get_conversation(TENANT, conversation), actor=f"key:{i}",
                 question=f"q{i}.{turn}", prompt_sha256="ab" * 32, **question,
             )  # fmt: skip
             if (i + turn) % 3 == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from eventsourcing.domain import Aggregate
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.access import Principal, Role
 from domain.conversation import Conversation, InvalidConversationError, QuestionPendingError
 
 
@@ -131,9 +133,10 @@ def test_events_recorded_before_version_2_are_read_with_the_new_fields() -> None
 
 
 def test_only_its_starter_or_an_admin_may_see_a_conversation() -> None:
-    conversation = Conversation.start(tenant_id="t", actor="key:a")
-    assert conversation.visible_to("key:a", admin=False)
-    assert not conversation.visible_to("key:b", admin=False)
-    assert conversation.visible_to("key:b", admin=True)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    conversation = Conversation.start(tenant_id="t", actor=f"key:{a}")
+    assert conversation.visible_to(Principal(tenant_id="t", role=Role.VIEWER, key_id=a))
+    assert not conversation.visible_to(Principal(tenant_id="t", role=Role.EDITOR, key_id=b))
+    assert conversation.visible_to(Principal(tenant_id="t", role=Role.ADMIN, key_id=b))
     with pytest.raises(InvalidConversationError):
         Conversation.start(tenant_id="t", actor="a", origin="elsewhere")
