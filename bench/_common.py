@@ -29,7 +29,7 @@ def start_serve(
             [
                 sys.executable,
                 "-m",
-                "infra.cli",
+                "config.cli",
                 "serve",
                 "--data-dir",
                 str(data_dir),
@@ -55,7 +55,7 @@ def start_serve(
 def kf(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, object]:
     """Run a `kf` command on ``data_dir`` and return its last JSON line."""
     done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args, "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "config.cli", *args, "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
         check=True,

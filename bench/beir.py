@@ -279,7 +279,7 @@ def main() -> None:
                 [
                     sys.executable,
                     "-m",
-                    "infra.cli",
+                    "config.cli",
                     "rebuild-index",
                     "--projection",
                     "all",

@@ -31,7 +31,7 @@ from domain.conversation import Conversation, ConversationNotFoundError
 from domain.errors import ValidationError
 from infra.blobs import BlobStore
 from infra.llm.base import Completion, CompletionRequest, Message, Passage, ProviderError
-from infra.llm.setup import Llm
+from infra.llm.service import Llm
 
 log = structlog.get_logger(__name__)
 

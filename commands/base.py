@@ -18,14 +18,11 @@ from eventsourcing.persistence import RecordConflictError
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
-from domain.errors import DomainError
+from domain.errors import ConflictError
 from infra.telemetry import COMMAND_CONFLICTS, EVENTS_APPENDED
 
-
-class ConcurrencyConflictError(DomainError):
-    """Another command changed the aggregate first; nothing was written."""
-
-    code = "conflict"
+# The domain's name for it; commands and their callers know it by this one.
+ConcurrencyConflictError = ConflictError
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from commands.answering import Answerer, AnswerLimits, Found, FoundPassage
 from commands.auth import Authenticator
 from commands.conversations import ConversationsApp
 from commands.documents import DocumentsApp, UploadLimits
+from config.llm import build_llm
 from config.settings import SearchSettings as SearchSettingsConfig
 from config.settings import Settings
 from domain.access import Role, Tenant
@@ -46,7 +47,6 @@ from infra.embedding import (
     SentenceTransformerEmbedder,
 )
 from infra.eventlog import EventLog
-from infra.llm.setup import build_llm
 from infra.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter, RoleRateLimits
 from infra.relay import relay_tracking
 from infra.telemetry import render_metrics

@@ -274,7 +274,7 @@ class WorkerSupervisor:
         delay = 1.0
         while not stop.is_set():
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "infra.cli", "worker", env=self.env
+                sys.executable, "-m", "config.cli", "worker", env=self.env
             )
             self.processes.append(process)
             log.info("worker_started", index=index, pid=process.pid)

@@ -23,3 +23,9 @@ class NotFoundError(DomainError):
 
 class ValidationError(DomainError):
     code = "invalid_request"
+
+
+class ConflictError(DomainError):
+    """Another command changed the aggregate first; nothing was written."""
+
+    code = "conflict"

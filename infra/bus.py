@@ -8,6 +8,7 @@ from whatever the stream still holds and catch up the rest from PostgreSQL.
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 import nats
 import structlog
@@ -16,7 +17,6 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from config.settings import NatsSettings
 from infra.envelope import Envelope
 
 log = structlog.get_logger(__name__)
@@ -32,8 +32,23 @@ def subject_token(value: str) -> str:
     return _TOKEN_UNSAFE.sub("_", value) or "_"
 
 
+class StreamSettings(Protocol):
+    """What the bus needs to know of its stream (the ``nats`` settings have it)."""
+
+    @property
+    def stream(self) -> str: ...
+    @property
+    def subject_prefix(self) -> str: ...
+    @property
+    def max_age_days(self) -> float: ...
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def duplicate_window_s(self) -> float: ...
+
+
 class Bus:
-    def __init__(self, url: str, settings: NatsSettings) -> None:
+    def __init__(self, url: str, settings: StreamSettings) -> None:
         self.url = url
         self.settings = settings
         self.stream = settings.stream

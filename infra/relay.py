@@ -16,13 +16,14 @@ import asyncio
 import contextlib
 import threading
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import structlog
+from eventsourcing.application import Application
 from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
 
-from commands.base import ContextApplication
 from infra.bus import Bus
 from infra.db import hold_advisory_lock
 from infra.envelope import Envelope
@@ -39,7 +40,7 @@ def relay_lock_key(context: str) -> str:
     return f"kf.relay.{context}"
 
 
-def relay_tracking(app: ContextApplication) -> PostgresTrackingRecorder:
+def relay_tracking(app: Application[UUID]) -> PostgresTrackingRecorder:
     recorder = app.recorder
     assert isinstance(recorder, PostgresApplicationRecorder)
     tracking = PostgresTrackingRecorder(recorder.datastore, tracking_table_name=TRACKING_TABLE)
@@ -48,10 +49,10 @@ def relay_tracking(app: ContextApplication) -> PostgresTrackingRecorder:
 
 
 class Relay:
-    def __init__(self, app: ContextApplication, bus: Bus, database_url: str) -> None:
-        self.context = app.context
+    def __init__(self, app: Application[UUID], bus: Bus, database_url: str) -> None:
+        self.context = app.name  # one Application per context, named for it
         self._app = app
-        self._log = EventLog(app.context, app)
+        self._log = EventLog(self.context, app)
         self._bus = bus
         self._database_url = database_url
         self._tracking = relay_tracking(app)

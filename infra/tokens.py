@@ -17,14 +17,14 @@ from __future__ import annotations
 import os
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 
-from config.settings import AuthSettings, ExternalIssuerSettings
 from domain.access import AuthenticationFailed, Role, Tenant
 from domain.errors import DomainError
 
@@ -43,6 +43,48 @@ _PLACEHOLDERS = {
     "please-change-this-secret-in-production",
 }
 _REQUIRED_CLAIMS = ["exp", "iat", "nbf", "jti", "iss", "aud", "sub"]
+
+
+class ExternalIssuerConfig(Protocol):
+    """An identity provider whose tokens are accepted (``auth.external_issuers`` entries)."""
+
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def audience(self) -> str: ...
+    @property
+    def algorithm(self) -> str: ...
+    @property
+    def public_key_file(self) -> Path: ...
+    @property
+    def tenant_claim(self) -> str: ...
+    @property
+    def role_claim(self) -> str: ...
+
+
+class TokenConfig(Protocol):
+    """How our own tokens are signed and checked (the ``auth`` settings)."""
+
+    @property
+    def jwt_algorithm(self) -> str: ...
+    @property
+    def jwt_secret(self) -> str: ...
+    @property
+    def jwt_secret_file(self) -> str: ...
+    @property
+    def jwt_private_key_file(self) -> str: ...
+    @property
+    def jwt_public_key_file(self) -> str: ...
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def audience(self) -> str: ...
+    @property
+    def token_ttl_s(self) -> int: ...
+    @property
+    def leeway_s(self) -> int: ...
+    @property
+    def external_issuers(self) -> Sequence[ExternalIssuerConfig]: ...
 
 
 class InsecureConfigurationError(RuntimeError):
@@ -76,7 +118,7 @@ class _Issuer:
     audience: str
     algorithm: str
     verification_key: Any
-    external: ExternalIssuerSettings | None = None
+    external: ExternalIssuerConfig | None = None
 
 
 def _read(path: str, what: str) -> bytes:
@@ -120,7 +162,7 @@ class TokenService:
         audience: str,
         ttl_s: int,
         leeway_s: int,
-        external: list[ExternalIssuerSettings] | None = None,
+        external: Sequence[ExternalIssuerConfig] = (),
     ) -> None:
         self._algorithm = algorithm
         self._signing_key = signing_key
@@ -129,7 +171,7 @@ class TokenService:
         self._issuers = {issuer: _Issuer(issuer, audience, algorithm, verification_key)}
         self.issuer = issuer
         self.audience = audience
-        for ext in external or []:
+        for ext in external:
             if ext.issuer in self._issuers:
                 raise InsecureConfigurationError(
                     f"external issuer {ext.issuer!r} has the same name as this service's issuer"
@@ -138,7 +180,7 @@ class TokenService:
             self._issuers[ext.issuer] = _Issuer(ext.issuer, ext.audience, ext.algorithm, key, ext)
 
     @classmethod
-    def from_settings(cls, auth: AuthSettings, *, data_dir: Path, production: bool) -> TokenService:
+    def from_settings(cls, auth: TokenConfig, *, data_dir: Path, production: bool) -> TokenService:
         if auth.jwt_algorithm == "RS256":
             if not (auth.jwt_private_key_file and auth.jwt_public_key_file):
                 raise InsecureConfigurationError(

@@ -23,11 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from commands.base import ConcurrencyConflictError
 from domain.access import AuthenticationFailed, KeyToken, Principal, Role, TenantExistsError
 from domain.conversation import QuestionPendingError
 from domain.document import FileTooLargeError, UnsupportedMediaTypeError
-from domain.errors import DomainError, NotFoundError, ValidationError
+from domain.errors import ConflictError, DomainError, NotFoundError, ValidationError
 from infra.ratelimit import Bucket, RateLimiter
 from infra.telemetry import AUTH_FAILURES, RATE_LIMITED, REQUEST_LATENCY
 
@@ -88,7 +87,7 @@ class BodyTooLargeError(Exception):
 _STATUS_BY_ERROR: tuple[tuple[type[DomainError], int], ...] = (
     (FileTooLargeError, 413),
     (UnsupportedMediaTypeError, 415),
-    (ConcurrencyConflictError, 409),
+    (ConflictError, 409),
     (TenantExistsError, 409),
     (QuestionPendingError, 409),
     (NotFoundError, 404),

@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 from uuid import UUID
 
 import structlog
@@ -26,7 +27,6 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, FetchTimeoutError
 
-from config.settings import IngestSettings
 from domain.document import Stage
 from infra.bus import Bus
 from infra.envelope import Envelope
@@ -50,13 +50,22 @@ STAGE_SPECS = (
 )
 
 
+class Delivery(Protocol):
+    """How long a stage may hold a message and how often it is tried (``ingest`` settings)."""
+
+    @property
+    def ack_wait_s(self) -> float: ...
+    @property
+    def max_deliver(self) -> int: ...
+
+
 def _ref(msg: Msg) -> DocumentRef:
     envelope = Envelope.from_json(msg.data)
     return DocumentRef(tenant_id=envelope.tenant_id, document_id=UUID(envelope.aggregate_id))
 
 
 class Worker:
-    def __init__(self, bus: Bus, stages: Stages, settings: IngestSettings) -> None:
+    def __init__(self, bus: Bus, stages: Stages, settings: Delivery) -> None:
         self._bus = bus
         self._stages = stages
         self._settings = settings

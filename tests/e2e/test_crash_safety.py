@@ -43,7 +43,7 @@ class Role:
         self.starts += 1
         with (self.logs / f"{self.name}-{self.starts}.log").open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", *self.args],
+                [sys.executable, "-m", "config.cli", *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from commands.answering import Answerer, AnswerLimits, Question, QuestionRefusedError
+from config.llm import build_llm
 from config.root import SearchPassages
 from domain.access import Principal, Role
-from infra.llm.setup import build_llm
 from tests.e2e.qa_fixtures import NICS, corpus, llm_server, system
 from tests.fakes.llm_servers import ANSWER_WORDS, FakeServer
 from tests.harness import RunningSystem

@@ -39,7 +39,7 @@ class Serve:
                 [
                     sys.executable,
                     "-m",
-                    "infra.cli",
+                    "config.cli",
                     "serve",
                     "--data-dir",
                     str(data_dir),
@@ -72,7 +72,7 @@ class Serve:
 
 def kf(data_dir: Path, *args: str) -> dict[str, object]:
     completed = subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args, "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "config.cli", *args, "--data-dir", str(data_dir)],
         env=_clean_env(data_dir),
         capture_output=True,
         text=True,

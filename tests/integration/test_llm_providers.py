@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from config.llm import build_llm
 from config.settings import SettingsError, load_settings
 from infra.llm.anthropic_provider import AnthropicProvider
 from infra.llm.base import Completion, CompletionRequest, Message, Passage, ProviderError, Usage
@@ -15,7 +16,6 @@ from infra.llm.extractive import LABEL, ExtractiveProvider
 from infra.llm.openai_provider import OpenAIProvider
 from infra.llm.pricing import Price, PriceTable
 from infra.llm.router import RetryPolicy, Route, Router
-from infra.llm.setup import build_llm
 from projections.search_index import Bm25Encoder
 from tests.fakes.llm_servers import ANSWER_WORDS, FakeServer, start
 

@@ -1,4 +1,4 @@
-"""The code stays ruff-clean and mypy-strict clean (CI runs these with the suite)."""
+"""Ruff-clean, mypy-strict clean and inside its layers (CI runs these with the suite)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
         [sys.executable, "-m", "ruff", "check", "."],
         [sys.executable, "-m", "ruff", "format", "--check", "."],
         [sys.executable, "-m", "mypy"],
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
     ],
-    ids=["ruff", "ruff-format", "mypy"],
+    ids=["ruff", "ruff-format", "mypy", "import-contracts"],
 )
 def test_static_checks_pass(command: list[str]) -> None:
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)

@@ -134,7 +134,7 @@ def test_tokens_are_bounded_by_the_key_expiry(tmp_path: Path) -> None:
 def test_kf_serve_refuses_to_start_in_production_with_a_short_secret(tmp_path: Path) -> None:
     env = {**os.environ, "KF_MODE": "production", "KF_JWT_SECRET": "too-short"}
     done = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "serve", "--data-dir", str(tmp_path), "--port", "0"],
+        [sys.executable, "-m", "config.cli", "serve", "--data-dir", str(tmp_path), "--port", "0"],
         check=False,
         capture_output=True,
         text=True,

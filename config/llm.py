@@ -1,10 +1,9 @@
-"""Building the providers, the router and the price table from ``llm`` settings."""
+"""Building the model providers, the router and the price table from the ``llm`` settings."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from config.settings import LlmSettings
 from infra.llm.anthropic_provider import AnthropicProvider
@@ -13,20 +12,7 @@ from infra.llm.extractive import ExtractiveProvider
 from infra.llm.openai_provider import OpenAIProvider
 from infra.llm.pricing import Price, PriceTable
 from infra.llm.router import RetryPolicy, Route, Router
-
-
-@dataclass(frozen=True)
-class Llm:
-    router: Router
-    prices: PriceTable
-    default_model: str
-    _allowed: Mapping[str, list[str]]
-    _default_allowed: list[str]
-
-    def allowed_providers(self, tenant_name: str) -> list[str] | None:
-        """Providers a tenant's passages may go to (None: every configured one)."""
-        allowed = self._allowed.get(tenant_name, self._default_allowed)
-        return list(allowed) if allowed else None
+from infra.llm.service import Llm
 
 
 def build_llm(
