@@ -189,7 +189,7 @@ def score(
 def raw_upsert_rate(texts: list[str], n_points: int) -> float:
     """Points/s upserting dense+BM25 points in batches of 256 into a fresh edge shard."""
     from config.settings import load_settings
-    from projections.search_index import (
+    from infra.search_index import (
         Bm25Encoder,
         ChunkPoint,
         EdgeSearchIndex,

@@ -83,7 +83,7 @@ def build_index(data_dir: Path, tenants: list[str], texts: list[str], vectors: n
     from config.settings import load_settings
     from infra.embedded import EmbeddedPostgres
     from infra.embedding import MODEL_NAME
-    from projections.search_index import (
+    from infra.search_index import (
         Bm25Encoder,
         ChunkPoint,
         EdgeSearchIndex,
@@ -144,7 +144,7 @@ def build_index(data_dir: Path, tenants: list[str], texts: list[str], vectors: n
     index.close()
     started = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "projections.optimize_shard", str(index.path)], check=True, cwd=ROOT
+        [sys.executable, "-m", "infra.optimize_shard", str(index.path)], check=True, cwd=ROOT
     )
     print(f"optimised (HNSW) in {time.monotonic() - started:.0f}s", flush=True)
     return total

@@ -35,12 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="API bind address")
     serve.add_argument("--workers", type=int, help="worker processes")
 
-    sub.add_parser("migrate", help="apply read-model and blob-store migrations")
+    sub.add_parser(
+        "migrate", help="create the event store, read-model and blob-store tables (once)"
+    )
     sub.add_parser("relay", help="publish committed events to JetStream")
     worker = sub.add_parser("worker", help="parse, chunk and embed documents")
     worker.add_argument("--stage", action="append", choices=["parse", "chunk", "embed"])
     project = sub.add_parser("project", help="keep read models up to date")
-    project.add_argument("names", nargs="*", help="projections to run (default: all)")
+    project.add_argument(
+        "names", nargs="*", help="read models to keep (default: all; see kf projections status)"
+    )
     for role in ("api", "write-api", "read-api"):
         api = sub.add_parser(role, help=f"serve the {role.replace('-', ' ')} over HTTP")
         api.add_argument("--port", type=int)
@@ -73,9 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id")
 
     rebuild = sub.add_parser(
-        "rebuild-index", help="rebuild search/full-text read models from the event store"
+        "rebuild-index", help="rebuild read models from the event store beside the live ones"
     )
-    rebuild.add_argument("--projection", choices=["search", "fulltext", "all"], default="all")
+    rebuild.add_argument(
+        "--projection",
+        default="all",
+        help="a read model's name (see kf projections status), or all (the default)",
+    )
     rebuild.add_argument("--tenant", help="tenant name: rebuild only this tenant")
     rebuild.add_argument(
         "--no-compare",
@@ -105,6 +113,14 @@ class _Subcommands:
             name, parents=[self._common], **kwargs
         )
         return parser
+
+
+_SEARCH_NEEDS_A_SERVER = (
+    "this role serves search, and without KF_QDRANT_URL the search index is an edge shard"
+    " kept inside the one process that projects it (kf serve); here it would be empty."
+    " Set KF_QDRANT_URL to a Qdrant server that `kf project` writes (deploy/ does),"
+    " or run kf serve"
+)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -183,6 +199,7 @@ def _key_json(entry: KeyEntry) -> dict[str, object]:
 def _admin(args: argparse.Namespace, settings: Settings) -> int:
     from domain.access import Role
     from domain.errors import DomainError
+    from projections.keys import KeysView
 
     container, endpoints = _with_store(settings)
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
@@ -215,10 +232,12 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
             tenant = container.access.tenant_by_name(args.tenant)
             # Bring the key list up to the event store's head first (safe beside
             # a running projector), so the listing is never stale.
-            container.keys.catch_up_from(container.event_logs)
+            keys = container.views["keys"]
+            assert isinstance(keys, KeysView)
+            keys.catch_up_from(container.event_logs)
             cursor = None
             while True:
-                page = container.keys.page(
+                page = keys.page(
                     str(tenant.id), limit=200, cursor=cursor, include_revoked=not args.active
                 )
                 for entry in page.entries:
@@ -246,10 +265,6 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
                         f"{status.name:<22} {status.kind:<10} {c.context:<10} "
                         f"position={c.position:<8} head={c.head:<8} lag={c.lag}"
                     )
-        elif args.command == "migrate":
-            from infra.db import migrate
-
-            print(json.dumps({"applied": migrate(endpoints.database_url)}))
     except (DomainError, ValueError) as exc:
         print(f"kf: {exc}", file=sys.stderr)
         return 1
@@ -288,9 +303,17 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from types import SimpleNamespace
 
     from domain.access import Tenant
+    from projections.read_models import names
 
+    known = names()
+    if args.projection != "all" and args.projection not in known:
+        print(
+            f"kf: no read model {args.projection!r}; choose one of {', '.join(known)} or all",
+            file=sys.stderr,
+        )
+        return 2
     tenant_id = str(Tenant.id_for(args.tenant)) if args.tenant else None
-    projections = ["fulltext", "search"] if args.projection == "all" else [args.projection]
+    projections = known if args.projection == "all" else [args.projection]
     server = None if settings.qdrant.url else _running_server(settings)
     if server is not None:
         import httpx
@@ -319,7 +342,7 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
                     break
                 time.sleep(0.5)
     else:
-        from projections.rebuild import RebuildStatus
+        from projections.slice import RebuildStatus
 
         container, endpoints = _with_store(settings)
         try:
@@ -343,11 +366,13 @@ def _rebuild(args: argparse.Namespace, settings: Settings) -> int:
         "state": status.state,
         "projections": projections,
         "tenant_id": tenant_id,
-        "events": status.processed,
+        # Events replayed, summed over the read models rebuilt (each replays its contexts).
+        "events": sum(int(r.get("events", 0)) for r in status.results.values()) or status.processed,
         "chunks": status.chunks,
         "seconds": round(status.seconds, 2),
         "matches_live": status.matches_live,
         "phases": status.phases,
+        "results": status.results,
         "error": status.error,
     }
     print(json.dumps(summary))
@@ -361,9 +386,32 @@ def _tenant_events(container: Container) -> list[Any]:
     return found
 
 
+def _migrate(settings: Settings) -> int:
+    from config.root import Endpoints
+    from config.schema import migrate, reader_password
+
+    endpoints = Endpoints.resolve(settings, need_nats=False)
+    try:
+        created = migrate(endpoints.database_url, reader_password=reader_password(settings))
+    finally:
+        endpoints.close()
+    print(json.dumps({"applied": created}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
+    from infra.db import SchemaNotReadyError  # light: no metrics are created by importing it
+
+    try:
+        return _run(args, settings)
+    except SchemaNotReadyError as exc:
+        print(f"kf: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command in ("serve", "api", "write-api", "read-api"):
         refusal = _preflight(settings)
         if refusal:
@@ -386,9 +434,14 @@ def main(argv: list[str] | None = None) -> int:
         runtime.run_projectors(settings, args.names or None)
     elif args.command in ("api", "write-api", "read-api"):
         role = {"api": "all", "write-api": "write", "read-api": "read"}[args.command]
+        if role != "write" and not settings.qdrant.url:
+            print(f"kf: refusing to start: {_SEARCH_NEEDS_A_SERVER}", file=sys.stderr)
+            return 2
         runtime.run_api(settings, role)  # type: ignore[arg-type]
     elif args.command == "rebuild-index":
         return _rebuild(args, settings)
+    elif args.command == "migrate":
+        return _migrate(settings)
     else:
         return _admin(args, settings)
     return 0

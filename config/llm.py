@@ -6,10 +6,8 @@ import os
 from collections.abc import Callable, Mapping
 
 from config.settings import LlmSettings
-from infra.llm.anthropic_provider import AnthropicProvider
 from infra.llm.base import Provider
 from infra.llm.extractive import ExtractiveProvider
-from infra.llm.openai_provider import OpenAIProvider
 from infra.llm.pricing import Price, PriceTable
 from infra.llm.router import RetryPolicy, Route, Router
 from infra.llm.service import Llm
@@ -27,12 +25,17 @@ def build_llm(
         if spec.kind == "extractive":
             providers.append(ExtractiveProvider(spec.name, terms_of))
         elif spec.kind == "anthropic":
+            # Each vendor's SDK is imported only when configured (about a second each).
+            from infra.llm.anthropic_provider import AnthropicProvider
+
             providers.append(
                 AnthropicProvider(
                     spec.name, base_url=spec.base_url or None, api_key=key, timeout_s=spec.timeout_s
                 )
             )
         else:  # openai, openai_compatible: one protocol
+            from infra.llm.openai_provider import OpenAIProvider
+
             providers.append(
                 OpenAIProvider(
                     spec.name, base_url=spec.base_url or None, api_key=key, timeout_s=spec.timeout_s

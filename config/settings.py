@@ -53,7 +53,7 @@ class DatabaseSettings(_Section):
     # Set on the kf_reader role at start (KF_DATABASE_READER_PASSWORD), for
     # servers that require passwords; empty: trust/peer authentication.
     reader_password: str = Field("", repr=False)
-    pool_size: int = Field(2, ge=1, le=100)
+    pool_size: int = Field(1, ge=1, le=100)
     max_overflow: int = Field(10, ge=0, le=100)
 
 

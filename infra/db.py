@@ -1,7 +1,8 @@
 """PostgreSQL plumbing shared by the event store, the blob store and read models.
 
 Owns: turning a database URL into the ``eventsourcing`` library's environment,
-connection pools for our own tables, and applying ``migrations/*.sql`` in order.
+connection pools for our own tables, the schema lock, and applying
+``migrations/*.sql`` in order.
 """
 
 from __future__ import annotations
@@ -27,8 +28,14 @@ log = structlog.get_logger(__name__)
 _MIGRATION_LOCK = 7_240_001
 
 
-def event_store_env(database_url: str, pool_size: int, max_overflow: int) -> dict[str, str]:
-    """The ``eventsourcing`` environment for an Application on ``database_url``."""
+def event_store_env(
+    database_url: str, pool_size: int, max_overflow: int, *, create_tables: bool = False
+) -> dict[str, str]:
+    """The ``eventsourcing`` environment for an Application on ``database_url``.
+
+    Applications never create their tables unless asked: ``kf migrate`` does,
+    once, under the schema lock.
+    """
     info = conninfo_to_dict(database_url)
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -43,7 +50,7 @@ def event_store_env(database_url: str, pool_size: int, max_overflow: int) -> dic
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
         "POSTGRES_PRE_PING": "y",
-        "CREATE_TABLE": "y",
+        "CREATE_TABLE": "y" if create_tables else "n",
     }
 
 
@@ -69,28 +76,56 @@ def migration_files() -> list[tuple[str, str]]:
     return [(f.name, f.read_text()) for f in sorted(files, key=lambda f: f.name)]
 
 
-def migrate(database_url: str) -> list[str]:
-    """Apply migrations not yet applied; returns the names applied now."""
-    applied_now: list[str] = []
+class SchemaNotReadyError(RuntimeError):
+    """The database has no schema, or an older one than this code: run ``kf migrate``."""
+
+
+@contextlib.contextmanager
+def schema_lock(database_url: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """A connection holding the schema's advisory lock: one migration at a time, cluster-wide.
+
+    Two processes creating the same tables at once make PostgreSQL fail one of
+    them (``tuple concurrently updated``); every schema change happens under this.
+    """
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
-            for name, sql in migration_files():
-                if name in done:
-                    continue
-                with conn.transaction():
-                    conn.execute(sql.encode())
-                    conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
-                applied_now.append(name)
-                log.info("migration_applied", migration=name)
+            yield conn
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+
+def apply_migrations(conn: psycopg.Connection[tuple[Any, ...]]) -> list[str]:
+    """Apply ``migrations/*.sql`` not yet applied, on a connection holding ``schema_lock``."""
+    applied_now: list[str] = []
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+    for name, sql_text in migration_files():
+        if name in done:
+            continue
+        with conn.transaction():
+            conn.execute(sql_text.encode())
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+        applied_now.append(name)
+        log.info("migration_applied", migration=name)
     return applied_now
+
+
+def missing_migrations(conn: psycopg.Connection[tuple[Any, ...]]) -> list[str]:
+    """The migrations this code has that the database has not applied (all, on an empty one)."""
+    names = [name for name, _ in migration_files()]
+    if not table_exists(conn, "schema_migrations"):
+        return names
+    done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+    return [name for name in names if name not in done]
+
+
+def table_exists(conn: psycopg.Connection[Any], table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
 
 
 def datastore(database_url: str, *, pool_size: int = 2, max_overflow: int = 4) -> PostgresDatastore:
@@ -129,14 +164,13 @@ def reader_url(database_url: str, configured: str = "", password: str = "") -> s
     return make_conninfo("", **{k: v for k, v in info.items() if v is not None})
 
 
-def set_reader_password(database_url: str, password: str) -> None:
-    """Give ``kf_reader`` the configured password (by the owner, at start)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(READER_ROLE), sql.Literal(password)
-            )
+def set_reader_password(conn: psycopg.Connection[Any], password: str) -> None:
+    """Give ``kf_reader`` the configured password (``kf migrate``, under the schema lock)."""
+    conn.execute(
+        sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            sql.Identifier(READER_ROLE), sql.Literal(password)
         )
+    )
 
 
 class TenantReads:

@@ -41,11 +41,10 @@ def relay_lock_key(context: str) -> str:
 
 
 def relay_tracking(app: Application[UUID]) -> PostgresTrackingRecorder:
+    """Where relays record what the stream has acknowledged (created by ``kf migrate``)."""
     recorder = app.recorder
     assert isinstance(recorder, PostgresApplicationRecorder)
-    tracking = PostgresTrackingRecorder(recorder.datastore, tracking_table_name=TRACKING_TABLE)
-    tracking.create_table()
-    return tracking
+    return PostgresTrackingRecorder(recorder.datastore, tracking_table_name=TRACKING_TABLE)
 
 
 class Relay:

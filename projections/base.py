@@ -1,11 +1,22 @@
-"""What every PostgreSQL read model shares: rows and tracked position in one transaction.
+"""What every read model shares: a projection (what events do to rows) and its view in PostgreSQL.
 
-A view is the library's ``PostgresTrackingRecorder`` (one tracking row per
-upstream context in ``<name>_tracking``) plus its own tables. ``apply_batch``
-applies a batch of envelopes and records the positions in the same
-transaction, so a redelivered event changes nothing and a crash loses nothing.
-Every envelope advances the position of its context, including events the view
-ignores. Handlers are registered per event type with ``@handles``.
+A ``Projection`` is the logic: handlers bound with ``@handles`` to the domain's
+event classes (or to ``EVERY_EVENT``), the tables they write with their primary
+keys, and hooks around a batch. Naming a class that no context records fails
+when the projection class is defined. The contexts it follows are those of the
+events it handles (every context for ``EVERY_EVENT``).
+
+A ``ProjectionView`` keeps a projection in PostgreSQL: the library's
+``PostgresTrackingRecorder`` (one tracking row per upstream context in
+``<name>_tracking``) plus the projection's tables, and its queries.
+``apply_batch`` applies a batch of envelopes and records the positions in the
+same transaction, so a redelivered event changes nothing and a crash loses
+nothing. Every envelope advances the position of its context, including
+events the projection ignores. ``projections.memory.MemoryView`` applies the
+same projection to dictionaries.
+
+A view never creates tables: ``kf migrate`` does (``create_schema``), and a
+rebuild does for the copy it builds.
 """
 
 from __future__ import annotations
@@ -21,46 +32,167 @@ from uuid import UUID
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composable, Composed, Identifier
+from psycopg.sql import SQL, Composable, Identifier
 
+from domain.contexts import CONTEXTS, EVENTS, context_of, event_type
 from infra.db import TenantReads
 from infra.envelope import Envelope
 from infra.eventlog import EventLog
+from projections.rows import BatchWrites, PostgresRows, Rows
 
-Handler = Callable[[Any, Cursor[DictRow], Envelope], None]
+Handler = Callable[[Any, Any, Envelope], None]
 F = TypeVar("F", bound=Callable[..., None])
 
 
-def handles(*event_types: str) -> Callable[[F], F]:
+class _EveryEvent:
+    def __repr__(self) -> str:
+        return "EVERY_EVENT"
+
+
+EVERY_EVENT = _EveryEvent()
+"""Pass to ``@handles`` for a handler of every event of every context (an audit trail)."""
+
+
+class UnknownEventError(TypeError):
+    """A handler names something that is not an event a context records."""
+
+
+def handles(*events: type | _EveryEvent) -> Callable[[F], F]:
+    """Bind a projection method to event classes of the domain (or to ``EVERY_EVENT``)."""
+
     def mark(method: F) -> F:
-        method._kf_handles = event_types  # type: ignore[attr-defined]
+        method._kf_handles = events  # type: ignore[attr-defined]
         return method
 
     return mark
 
 
-class BatchWrites:
-    """Statements a batch's handlers queue, sent in order with ``executemany`` after them.
+class Projection:
+    """What events do to a read model's rows; storage-agnostic when handlers use ``Rows``.
 
-    One round trip per run of identical statements instead of one per event:
-    replays and rebuilds apply thousands of events per second this way.
+    Subclasses set ``name`` and ``tables`` (each table's primary-key columns)
+    and bind handlers with ``@handles``. An instance is made per copy of the
+    read model: ``variant`` is empty for the live one and names a copy being
+    rebuilt (``table()`` gives that copy's table names).
     """
 
-    def __init__(self) -> None:
-        self._queue: list[tuple[Composed, tuple[Any, ...]]] = []
+    name: ClassVar[str]
+    tables: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    contexts: ClassVar[tuple[str, ...]] = ()
+    events: ClassVar[tuple[str, ...]] = ()  # event types with a handler of their own
+    follows_everything: ClassVar[bool] = False
+    _handlers: ClassVar[dict[str, Handler]] = {}
+    _catch_all: ClassVar[Handler | None] = None
 
-    def add(self, statement: Composed, params: tuple[Any, ...]) -> None:
-        self._queue.append((statement, params))
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        handlers: dict[str, Handler] = {}
+        catch_all: Handler | None = None
+        for klass in reversed(cls.__mro__):
+            for attr in vars(klass).values():
+                for event in getattr(attr, "_kf_handles", ()):
+                    if event is EVERY_EVENT:
+                        catch_all = attr
+                    elif isinstance(event, type) and context_of(event) is not None:
+                        handlers[event_type(event)] = attr
+                    else:
+                        raise UnknownEventError(
+                            f"{cls.__qualname__}.{getattr(attr, '__name__', attr)} handles"
+                            f" {event!r}, which is not an event any context records"
+                            f" (domain/contexts.py)"
+                        )
+        cls._handlers = handlers
+        cls._catch_all = catch_all
+        cls.events = tuple(handlers)
+        cls.follows_everything = catch_all is not None
+        followed = {
+            context
+            for context, events in EVENTS.items()
+            if catch_all is not None or set(events) & set(handlers)
+        }
+        # Context order as the domain declares it, so positions read the same everywhere.
+        cls.contexts = tuple(c for c in CONTEXTS if c in followed)
 
-    def flush(self, curs: Cursor[DictRow]) -> None:
-        queue, self._queue = self._queue, []
-        start = 0
-        while start < len(queue):
-            end = start
-            while end < len(queue) and queue[end][0] is queue[start][0]:
-                end += 1
-            curs.executemany(queue[start][0], [params for _, params in queue[start:end]])
-            start = end
+    def __init__(self, *, variant: str = "") -> None:
+        self.variant = variant
+
+    @property
+    def view_name(self) -> str:
+        return self.name + self.variant
+
+    def table(self, logical: str) -> str:
+        """The physical name of one of this projection's tables in this copy."""
+        if logical not in self.tables:
+            raise KeyError(f"{self.name} declares no table {logical!r}")
+        return logical + self.variant
+
+    # ---------------------------------------------------------------- applying
+
+    def apply(self, rows: Rows, envelope: Envelope) -> None:
+        handler = self._handlers.get(envelope.event_type, type(self)._catch_all)
+        if handler is not None:
+            handler(self, rows, envelope)
+
+    def before_batch(self, rows: Rows, envelopes: Sequence[Envelope]) -> None:
+        """Hook: called with a batch's new envelopes before their handlers (e.g. to prefetch)."""
+
+    def after_batch(self, rows: Rows) -> None:
+        """Hook: called after a batch's handlers, before its position is recorded."""
+
+    def advance(
+        self,
+        rows: Rows,
+        table: str,
+        key: Mapping[str, Any],
+        envelope: Envelope,
+        values: Mapping[str, Any],
+    ) -> None:
+        """Apply ``values`` to the aggregate's row and move it to the envelope's version.
+
+        The row must be at the version just before: anything else means an event
+        arrived out of order, which is refused (``OutOfOrderError``) instead of
+        corrupting the row.
+        """
+        changed = rows.update(
+            table,
+            {**key, "version": envelope.aggregate_version - 1},
+            {
+                **values,
+                "updated_at": envelope.occurred_at,
+                "version": envelope.aggregate_version,
+                "position": envelope.position,
+            },
+        )
+        if changed != 1:
+            raise OutOfOrderError(
+                f"{self.name}: {envelope.event_type} v{envelope.aggregate_version} of "
+                f"{envelope.aggregate_id} does not follow the row's version"
+            )
+
+
+def select_fresh(
+    contexts: Sequence[str], positions: Mapping[str, int], envelopes: Sequence[Envelope]
+) -> tuple[list[Envelope], dict[str, int]]:
+    """What in ``envelopes`` is new past ``positions``, and the positions after it.
+
+    Envelopes of other contexts are skipped; ones at or below the recorded
+    position were applied before (a redelivery or an overlapping replay); one
+    at or below a position seen earlier in this batch is out of order.
+    """
+    current = {context: positions.get(context, 0) for context in contexts}
+    fresh: list[Envelope] = []
+    for envelope in envelopes:
+        if envelope.context not in current:
+            continue
+        if envelope.position <= positions.get(envelope.context, 0):
+            continue
+        if envelope.position <= current[envelope.context]:
+            raise OutOfOrderError(
+                f"{envelope.context} position {envelope.position} after {current[envelope.context]}"
+            )
+        current[envelope.context] = envelope.position
+        fresh.append(envelope)
+    return fresh, current
 
 
 DocumentKey = tuple[str, UUID]
@@ -115,41 +247,49 @@ class OutOfOrderError(RuntimeError):
     """An event arrived before one it depends on: the view refuses to apply it."""
 
 
-class ProjectionView(PostgresTrackingRecorder):
-    name: str  # a class default; a rebuild names its copy of a view differently
-    contexts: ClassVar[tuple[str, ...]]
-    _handlers: ClassVar[dict[str, Handler]]
+def create_tracking(datastore: PostgresDatastore, table: str, contexts: Sequence[str]) -> list[str]:
+    """A read model's tracking table with a row per context (``kf migrate``, rebuilds).
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        handlers: dict[str, Handler] = {}
-        for klass in reversed(cls.__mro__):
-            for attr in vars(klass).values():
-                for event_type in getattr(attr, "_kf_handles", ()):
-                    handlers[event_type] = attr
-        cls._handlers = handlers
+    A row per context from the start, so that every batch (and a rebuild's
+    switch) can lock it: see ``ProjectionView.lock_positions``. Returns the
+    table's name if it was created now.
+    """
+    created = []
+    with datastore.get_connection() as conn:
+        found = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS found", (table,)).fetchone()
+    if not (found and found["found"]):
+        PostgresTrackingRecorder(datastore, tracking_table_name=table).create_table()
+        created.append(table)
+    with datastore.transaction(commit=True) as curs:
+        for context in contexts:
+            curs.execute(
+                SQL(
+                    "INSERT INTO {} (application_name, notification_id) VALUES (%s, 0)"
+                    " ON CONFLICT (application_name) DO NOTHING"
+                ).format(Identifier(table)),
+                (context,),
+            )
+    return created
+
+
+class ProjectionView(PostgresTrackingRecorder):
+    """A projection kept in PostgreSQL: its rows and positions in one transaction, its queries."""
 
     # Set by the composition root on views the API queries: tenant-facing
     # queries go through it, as a role row-level security confines to one tenant.
     reads: TenantReads | None = None
 
-    def __init__(self, datastore: PostgresDatastore) -> None:
+    def __init__(self, datastore: PostgresDatastore, projection: Projection) -> None:
+        self.projection = projection
+        self.name = projection.view_name
+        self.contexts = projection.contexts
         self.writes = BatchWrites()
         super().__init__(datastore, tracking_table_name=f"{self.name}_tracking")
-        self.create_table()
-        # A row per context from the start, so that every batch (and a rebuild's
-        # switch) can lock it: see lock_positions().
-        with self.datastore.transaction(commit=True) as curs:
-            for context in self.contexts:
-                curs.execute(
-                    SQL(
-                        "INSERT INTO {} (application_name, notification_id) VALUES (%s, 0)"
-                        " ON CONFLICT (application_name) DO NOTHING"
-                    ).format(Identifier(self.tracking_table_name)),
-                    (context,),
-                )
         self._positions: dict[str, int] = {}
-        self.refresh_positions()
+
+    def create_schema(self) -> list[str]:
+        """Create the tracking table with a row per context (for a rebuild's copy)."""
+        return create_tracking(self.datastore, self.tracking_table_name, self.contexts)
 
     # -------------------------------------------------------------- positions
 
@@ -243,74 +383,17 @@ class ProjectionView(PostgresTrackingRecorder):
         Returns the positions after the batch (committed when the caller commits).
         """
         positions = self.lock_positions(curs)
-        current = dict(positions)
-        fresh: list[Envelope] = []
-        for envelope in envelopes:
-            if envelope.context not in self.contexts:
-                continue
-            if envelope.position <= positions.get(envelope.context, 0):
-                continue  # applied before: a redelivery or an overlapping replay
-            if envelope.position <= current.get(envelope.context, 0):
-                raise OutOfOrderError(
-                    f"{envelope.context} position {envelope.position} after "
-                    f"{current[envelope.context]}"
-                )
-            current[envelope.context] = envelope.position
-            fresh.append(envelope)
-        self.before_batch(curs, fresh)
+        fresh, current = select_fresh(self.contexts, positions, envelopes)
+        rows = PostgresRows(curs, self.projection.table, self.writes)
+        self.projection.before_batch(rows, fresh)
         for envelope in fresh:
-            handler = self._handlers.get(envelope.event_type)
-            if handler is not None:
-                handler(self, curs, envelope)
-        self.after_batch(curs)
+            self.projection.apply(rows, envelope)
+        self.projection.after_batch(rows)
         self.writes.flush(curs)
         for context, position in current.items():
             if position > positions.get(context, 0):
                 self.set_position(curs, context, position)
         return current
-
-    def advance_row(
-        self,
-        curs: Cursor[DictRow],
-        table: str,
-        id_column: str,
-        envelope: Envelope,
-        assignments: str,
-        params: Sequence[Any] = (),
-    ) -> None:
-        """Apply ``assignments`` to the aggregate's row and move it to the envelope's version.
-
-        The row must be at the version just before: anything else means an event
-        arrived out of order, which is refused (``OutOfOrderError``) instead of
-        corrupting the row. ``assignments`` is constant SQL with ``%s`` for ``params``.
-        """
-        statement = SQL(
-            "UPDATE {} SET {}, updated_at = %s, version = %s, position = %s"
-            " WHERE tenant_id = %s AND {} = %s AND version = %s"
-        ).format(Identifier(table), SQL(assignments), Identifier(id_column))
-        curs.execute(
-            statement,
-            (
-                *params,
-                envelope.occurred_at,
-                envelope.aggregate_version,
-                envelope.position,
-                envelope.tenant_id,
-                UUID(envelope.aggregate_id),
-                envelope.aggregate_version - 1,
-            ),
-        )
-        if curs.rowcount != 1:
-            raise OutOfOrderError(
-                f"{self.name}: {envelope.event_type} v{envelope.aggregate_version} of "
-                f"{envelope.aggregate_id} does not follow the row's version"
-            )
-
-    def before_batch(self, curs: Cursor[DictRow], envelopes: Sequence[Envelope]) -> None:
-        """Hook: called with a batch's new envelopes before their handlers (e.g. to prefetch)."""
-
-    def after_batch(self, curs: Cursor[DictRow]) -> None:
-        """Hook: called after a batch's handlers, before its position is recorded."""
 
     def set_position(self, curs: Cursor[DictRow], context: str, position: int) -> None:
         curs.execute(

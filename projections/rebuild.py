@@ -1,109 +1,52 @@
 """Rebuilding read models from the event store, beside the live ones, switched in one step.
 
 Nothing is re-parsed or re-embedded: events name the blobs (chunks, vectors)
-that the handlers read. A rebuild:
+that the handlers read. By default (``rebuild_tables``) a read model is rebuilt
+like this:
 
-1. builds a shadow copy (tables ``<table>__rebuild``, and for search a new edge
-   shard directory or a new Qdrant collection) by replaying the documents log;
-2. optionally compares it with the live read model;
-3. switches in one transaction that first locks the live view's tracking rows:
-   the live projector waits at the start of its next batch, the shadow catches
-   up to the head inside the lock, then the tables are renamed (and the index
-   pointer or alias moved) and the live position set, and the transaction
-   commits. The live projector carries on from there.
+1. a copy of each of its tables (``<table>__rebuild``, same columns, indexes
+   and row-level security) and a view over them tracked as ``<name>__rebuild``
+   are filled by replaying every context the read model follows;
+2. optionally the copy is compared with the live read model, row for row;
+3. one transaction locks the live view's tracking rows (the live projector
+   waits at the start of its next batch), lets the copy catch up to the head
+   inside the lock, renames the tables (keeping the live index names) and sets
+   the live position; the live projector carries on from there.
 
-With ``tenant`` set, only that tenant is rebuilt, in place: the shadow holds
-that tenant alone, and the switch replaces its rows (one transaction) and its
-points (rebuilt points overwrite theirs by id first, then points no longer
-present are removed), so searches never see the tenant empty.
+With ``tenant`` set, only that tenant is rebuilt, in place: the copy holds that
+tenant alone, and the switch replaces its rows in one transaction. The search
+read model adds its index to these steps (``projections.search.rebuild``).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
 
-import numpy as np
 import structlog
-from eventsourcing.postgres import PostgresDatastore
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from infra.blobs import BlobStore
 from infra.envelope import Envelope
 from infra.eventlog import EventLog
 from projections.base import ProjectionView
-from projections.fulltext import FulltextView
-from projections.search import IndexHolder, SearchView
-from projections.search_index import (
-    Bm25Encoder,
-    EdgeSearchIndex,
-    IndexSpec,
-    SearchIndex,
-    ServerSearchIndex,
-)
+from projections.slice import Parts, ReadModel, Rebuild, RebuildContext, RebuildStatus
 
 log = structlog.get_logger(__name__)
 
-Projection = Literal["search", "fulltext"]
 SHADOW = "__rebuild"
 _BATCH = 500
-
-
-@dataclass
-class RebuildStatus:
-    id: str
-    projections: list[str]
-    tenant: str | None
-    state: str = "pending"  # pending | building | switching | done | failed
-    projection: str | None = None
-    processed: int = 0
-    total: int = 0
-    chunks: int = 0
-    matches_live: bool | None = None
-    error: str | None = None
-    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    finished_at: datetime | None = None
-
-    @property
-    def seconds(self) -> float:
-        end = self.finished_at or datetime.now(UTC)
-        return (end - self.started_at).total_seconds()
-
-
-@dataclass
-class RebuildContext:
-    """What a rebuild needs of the running system."""
-
-    datastore: PostgresDatastore
-    event_log: EventLog
-    blobs: BlobStore
-    bm25: Bm25Encoder
-    index_spec: IndexSpec
-    live_fulltext: FulltextView
-    live_search: SearchView
-    index: IndexHolder
-    index_dir: Path
-    pointer_file: Path
-    qdrant: Any | None  # a qdrant_client.QdrantClient when a server is configured
-    collection_alias: str
-    search_threads: int
-    hnsw_ef: int
+_INDEX_DEF = re.compile(r"^CREATE (UNIQUE )?INDEX \S+ ON \S+ (USING .*)$")
 
 
 @contextmanager
-def _phase(status: RebuildStatus, name: str) -> Iterator[None]:
+def phase(status: RebuildStatus, name: str) -> Iterator[None]:
     started = time.perf_counter()
     try:
         yield
@@ -111,12 +54,10 @@ def _phase(status: RebuildStatus, name: str) -> Iterator[None]:
         status.phases[name] = round(time.perf_counter() - started, 3)
 
 
-def _table_exists(curs: Cursor[DictRow], table: str) -> bool:
-    row = curs.execute("SELECT to_regclass(%s) AS oid", (table,)).fetchone()
-    return row is not None and row["oid"] is not None
+# ------------------------------------------------------------------ tables
 
 
-def _copy_structure(curs: Cursor[DictRow], live: str, shadow: str) -> None:
+def copy_structure(curs: Cursor[DictRow], live: str, shadow: str) -> None:
     curs.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(shadow)))
     curs.execute(
         SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(Identifier(shadow), Identifier(live))
@@ -125,9 +66,25 @@ def _copy_structure(curs: Cursor[DictRow], live: str, shadow: str) -> None:
     curs.execute("SELECT kf_protect_tenant_table(%s::regclass)", (shadow,))
 
 
-def _swap_tables(curs: Cursor[DictRow], pairs: Sequence[tuple[str, str]]) -> None:
-    """Live ← shadow for each pair; the old live tables are dropped."""
+def _indexes(curs: Cursor[DictRow], table: str) -> dict[tuple[str, str], str]:
+    """The table's index names by what they index (uniqueness, method and columns)."""
+    rows = curs.execute(
+        "SELECT indexname, indexdef FROM pg_indexes"
+        " WHERE schemaname = current_schema() AND tablename = %s",
+        (table,),
+    ).fetchall()
+    found = {}
+    for row in rows:
+        match = _INDEX_DEF.match(row["indexdef"])
+        if match:
+            found[(match.group(1) or "", match.group(2))] = row["indexname"]
+    return found
+
+
+def swap_tables(curs: Cursor[DictRow], pairs: Sequence[tuple[str, str]]) -> None:
+    """Live ← shadow for each pair; the old live tables are dropped, their index names kept."""
     for live, shadow in pairs:
+        names = _indexes(curs, live)
         old = f"{live}__old"
         curs.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(old)))
         curs.execute(SQL("ALTER TABLE {} RENAME TO {}").format(Identifier(live), Identifier(old)))
@@ -135,276 +92,206 @@ def _swap_tables(curs: Cursor[DictRow], pairs: Sequence[tuple[str, str]]) -> Non
             SQL("ALTER TABLE {} RENAME TO {}").format(Identifier(shadow), Identifier(live))
         )
         curs.execute(SQL("DROP TABLE {}").format(Identifier(old)))
+        for definition, name in _indexes(curs, live).items():
+            wanted = names.get(definition)
+            if wanted is not None and wanted != name:
+                curs.execute(
+                    SQL("ALTER INDEX {} RENAME TO {}").format(Identifier(name), Identifier(wanted))
+                )
 
 
-def _replace_tenant_rows(
-    curs: Cursor[DictRow], live: str, shadow: str, tenant: str, columns: str
-) -> None:
+def _columns(curs: Cursor[DictRow], table: str) -> list[str]:
+    """The table's columns that can be inserted into (generated ones left out)."""
+    rows = curs.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = %s AND is_generated = 'NEVER' ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    return [row["column_name"] for row in rows]
+
+
+def replace_tenant_rows(curs: Cursor[DictRow], live: str, shadow: str, tenant: str) -> None:
+    columns = SQL(", ").join(Identifier(c) for c in _columns(curs, live))
     curs.execute(SQL("DELETE FROM {} WHERE tenant_id = %s").format(Identifier(live)), (tenant,))
     curs.execute(
         SQL("INSERT INTO {live} ({cols}) SELECT {cols} FROM {shadow} WHERE tenant_id = %s").format(
-            live=Identifier(live), shadow=Identifier(shadow), cols=SQL(columns)
+            live=Identifier(live), shadow=Identifier(shadow), cols=columns
         ),
         (tenant,),
     )
     curs.execute(SQL("DROP TABLE {}").format(Identifier(shadow)))
 
 
-_FULLTEXT_CHUNK_COLUMNS = (
-    "tenant_id, document_id, chunk_index, filename, media_type, uploaded_at,"
-    " page_start, page_end, text"
-)
-_FULLTEXT_DOCUMENT_COLUMNS = "tenant_id, document_id, filename, media_type, uploaded_at"
-_SEARCH_DOCUMENT_COLUMNS = (
-    "tenant_id, document_id, filename, media_type, uploaded_at, status, chunk_count"
-)
+def same_rows(run: Rebuild) -> bool:
+    """Whether every table of the copy holds exactly the live rows (of the tenant, or all)."""
+    projection = run.live.projection
+    where = SQL(" WHERE tenant_id = %s") if run.tenant else SQL("")
+    with run.context.datastore.get_connection() as conn:
+        for table in projection.tables:
+            query = SQL(
+                "SELECT count(*) AS n FROM ((SELECT * FROM {a}{w} EXCEPT ALL SELECT * FROM {b}{w})"
+                " UNION ALL (SELECT * FROM {b}{w} EXCEPT ALL SELECT * FROM {a}{w})) AS diff"
+            ).format(a=Identifier(table), b=Identifier(table + SHADOW), w=where)
+            row = conn.execute(query, (run.tenant,) * 4 if run.tenant else ()).fetchone()
+            if row is None or int(row["n"]) != 0:
+                return False
+    return True
 
 
-class Rebuilder:
-    def __init__(self, context: RebuildContext) -> None:
-        self.c = context
+# ----------------------------------------------------------------- replaying
 
-    # -------------------------------------------------------------- replaying
 
-    def _envelopes(self, after: int, tenant: str | None) -> Iterator[list[Envelope]]:
-        while True:
-            batch = list(self.c.event_log.read(after, _BATCH))
-            if not batch:
-                return
-            after = batch[-1].position
-            yield [e for e in batch if tenant is None or e.tenant_id == tenant]
+def _batches(log: EventLog, after: int, tenant: str | None) -> Iterator[list[Envelope]]:
+    while True:
+        batch = list(log.read(after, _BATCH))
+        if not batch:
+            return
+        after = batch[-1].position
+        yield [e for e in batch if tenant is None or e.tenant_id == tenant]
 
-    def _replay(self, view: ProjectionView, tenant: str | None, status: RebuildStatus) -> None:
-        status.total = self.c.event_log.head()
-        for batch in self._envelopes(view.position("documents"), tenant):
+
+def prepare_tables(run: Rebuild) -> None:
+    """Empty copies of the read model's tables, and no tracking left from an earlier try."""
+    projection = run.live.projection
+    with run.context.datastore.transaction(commit=True) as curs:
+        for table in projection.tables:
+            copy_structure(curs, table, table + SHADOW)
+        curs.execute(
+            SQL("DROP TABLE IF EXISTS {}").format(Identifier(f"{run.model.name}{SHADOW}_tracking"))
+        )
+
+
+def shadow_view(run: Rebuild, parts: Parts | None = None) -> ProjectionView:
+    view = run.model.make_view(parts or run.context.parts, SHADOW)
+    view.create_schema()
+    view.refresh_positions()
+    return view
+
+
+def replay(
+    run: Rebuild,
+    view: ProjectionView,
+    on_batch: Callable[[Sequence[Envelope]], None] | None = None,
+) -> None:
+    """Apply every event of the read model's contexts (of the tenant, or all) to ``view``."""
+    status = run.status
+    logs = {c: run.context.event_logs[c] for c in view.contexts}
+    status.total = sum(log.head() for log in logs.values())
+    status.processed = 0
+    for context, log in logs.items():
+        reached = view.position(context)
+        for batch in _batches(log, reached, run.tenant):
             if batch:
                 view.apply_batch(batch)
-            status.processed = batch[-1].position if batch else status.processed
-            status.chunks += sum(
-                int(e.data.get("chunk_count", 0))
-                for e in batch
-                if e.event_type == "Document.Embedded"
-            )
-        status.processed = max(status.processed, view.position("documents"))
+                reached = batch[-1].position
+                if on_batch is not None:
+                    on_batch(batch)
+        status.processed += max(reached, view.position(context))
 
-    def _catch_up_in(self, curs: Cursor[DictRow], view: ProjectionView, tenant: str | None) -> int:
-        after = view.lock_positions(curs).get("documents", 0)
-        position = after
-        for batch in self._envelopes(after, tenant):
+
+def catch_up_in(
+    run: Rebuild, curs: Cursor[DictRow], view: ProjectionView, tenant: str | None
+) -> dict[str, int]:
+    """Inside the switch's transaction: apply what came since, and move to the heads."""
+    positions = view.lock_positions(curs)
+    for context in view.contexts:
+        log = run.context.event_logs[context]
+        for batch in _batches(log, positions.get(context, 0), tenant):
             if batch:
                 view.apply_in(curs, batch)
         # Advance to the head even when the tail held only other tenants' events.
-        head = self.c.event_log.head()
-        if head > position:
-            view.set_position(curs, "documents", head)
-            position = head
-        return position
+        head = log.head()
+        if head > positions.get(context, 0):
+            view.set_position(curs, context, head)
+            positions[context] = head
+    return positions
 
-    # --------------------------------------------------------------- fulltext
 
-    def rebuild_fulltext(self, status: RebuildStatus, *, tenant: str | None, compare: bool) -> None:
-        live = self.c.live_fulltext
-        chunks, documents = live.chunks_table, live.documents_table
-        shadow_chunks, shadow_documents = chunks + SHADOW, documents + SHADOW
-        with self.c.datastore.transaction(commit=True) as curs:
-            _copy_structure(curs, chunks, shadow_chunks)
-            _copy_structure(curs, documents, shadow_documents)
-            curs.execute(
-                SQL("DROP TABLE IF EXISTS {}").format(Identifier(f"fulltext{SHADOW}_tracking"))
-            )
-        shadow = FulltextView(
-            self.c.datastore,
-            self.c.blobs,
-            chunks_table=shadow_chunks,
-            documents_table=shadow_documents,
-            name=f"fulltext{SHADOW}",
-        )
-        status.state, status.projection = "building", "fulltext"
-        with _phase(status, "fulltext.replay"):
-            self._replay(shadow, tenant, status)
-        if compare:
-            with _phase(status, "fulltext.compare"):
-                status.matches_live = self._same_rows(chunks, shadow_chunks, tenant)
-        status.state = "switching"
-        with _phase(status, "fulltext.switch"), self.c.datastore.transaction(commit=True) as curs:
-            live_position = live.lock_positions(curs)["documents"]
-            if tenant is None:
-                position = self._catch_up_in(curs, shadow, None)
-                _swap_tables(curs, [(chunks, shadow_chunks), (documents, shadow_documents)])
-                live.set_position(curs, "documents", max(position, live_position))
-            else:
-                # The live view takes every tenant's pending events first, so its
-                # position can move to the head with the rebuilt tenant's rows.
-                position = self._catch_up_in(curs, live, None)
-                self._catch_up_in(curs, shadow, tenant)
-                _replace_tenant_rows(curs, chunks, shadow_chunks, tenant, _FULLTEXT_CHUNK_COLUMNS)
-                _replace_tenant_rows(
-                    curs, documents, shadow_documents, tenant, _FULLTEXT_DOCUMENT_COLUMNS
+Step = Callable[[Cursor[DictRow]], None]
+
+
+def switch(run: Rebuild, shadow: ProjectionView, extra: Step | None = None) -> None:
+    """Make the copy the live read model in one transaction (``extra`` runs inside it)."""
+    live = run.live
+    tables = list(live.projection.tables)
+    run.status.state = "switching"
+    with run.context.datastore.transaction(commit=True) as curs:
+        live_positions = live.lock_positions(curs)
+        if run.tenant is None:
+            positions = catch_up_in(run, curs, shadow, None)
+            if extra is not None:
+                extra(curs)
+            swap_tables(curs, [(t, t + SHADOW) for t in tables])
+            for context in live.contexts:
+                live.set_position(
+                    curs, context, max(positions.get(context, 0), live_positions.get(context, 0))
                 )
-            curs.execute(
-                SQL("DROP TABLE IF EXISTS {}").format(Identifier(shadow.tracking_table_name))
-            )
-        live.refresh_positions()
+        else:
+            # The live view takes every tenant's pending events first, so its
+            # position can move to the head with the rebuilt tenant's rows.
+            catch_up_in(run, curs, live, None)
+            catch_up_in(run, curs, shadow, run.tenant)
+            if extra is not None:
+                extra(curs)
+            for table in tables:
+                replace_tenant_rows(curs, table, table + SHADOW, run.tenant)
+        curs.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(shadow.tracking_table_name)))
+    live.refresh_positions()
 
-    def _same_rows(self, live: str, shadow: str, tenant: str | None) -> bool:
-        where = SQL(" WHERE tenant_id = %s") if tenant else SQL("")
-        params = (tenant, tenant) if tenant else ()
-        query = SQL(
-            "SELECT count(*) AS n FROM ("
-            "(SELECT {cols} FROM {a}{w} EXCEPT SELECT {cols} FROM {b}{w})"
-            " UNION ALL (SELECT {cols} FROM {b}{w} EXCEPT SELECT {cols} FROM {a}{w})) AS diff"
-        ).format(
-            cols=SQL(_FULLTEXT_CHUNK_COLUMNS), a=Identifier(live), b=Identifier(shadow), w=where
-        )
-        with self.c.datastore.get_connection() as conn:
-            row = conn.execute(query, params * 2 if tenant else ()).fetchone()
-        return row is not None and int(row["n"]) == 0
 
-    # ----------------------------------------------------------------- search
+def rebuild_tables(run: Rebuild) -> None:
+    """The default: the read model's tables rebuilt beside the live ones, switched in one step."""
+    name = run.model.name
+    prepare_tables(run)
+    shadow = shadow_view(run)
+    run.status.state, run.status.projection = "building", name
+    with phase(run.status, f"{name}.replay"):
+        replay(run, shadow)
+    if run.compare:
+        with phase(run.status, f"{name}.compare"):
+            run.status.matches_live = same_rows(run)
+    with phase(run.status, f"{name}.switch"):
+        switch(run, shadow)
 
-    def _new_shadow_index(self, tenant: str | None) -> tuple[SearchIndex, Callable[[], None]]:
-        """A fresh index for the shadow, and how to dispose of it if unused."""
-        stamp = f"{int(time.time())}-{uuid.uuid4().hex[:6]}"
-        if self.c.qdrant is not None:
-            collection = f"{self.c.collection_alias}_{stamp.replace('-', '_')}"
-            ServerSearchIndex.create_collection(self.c.qdrant, collection, self.c.index_spec)
-            index: SearchIndex = ServerSearchIndex(
-                self.c.qdrant, collection, hnsw_ef=self.c.hnsw_ef
-            )
-            return index, lambda: self.c.qdrant.delete_collection(collection)
-        path = self.c.index_dir / (
-            f"search-{stamp}" if tenant is None else f"tenant-rebuild-{stamp}"
-        )
-        index = EdgeSearchIndex(
-            path, self.c.index_spec, search_threads=self.c.search_threads, hnsw_ef=self.c.hnsw_ef
-        )
 
-        def dispose() -> None:
-            index.close()
-            shutil.rmtree(path, ignore_errors=True)
+# ------------------------------------------------------------------ running
 
-        return index, dispose
 
-    def rebuild_search(self, status: RebuildStatus, *, tenant: str | None, compare: bool) -> None:
-        live = self.c.live_search
-        table, shadow_table = live.table, live.table + SHADOW
-        with self.c.datastore.transaction(commit=True) as curs:
-            _copy_structure(curs, table, shadow_table)
-            curs.execute(
-                SQL("DROP TABLE IF EXISTS {}").format(Identifier(f"search{SHADOW}_tracking"))
-            )
-        shadow_index, dispose = self._new_shadow_index(tenant)
-        shadow_holder = IndexHolder(lambda: shadow_index)
-        shadow = SearchView(
-            self.c.datastore,
-            shadow_holder,
-            self.c.blobs,
-            self.c.bm25,
-            model=self.c.index_spec.model,
-            dimension=self.c.index_spec.dimension,
-            table=shadow_table,
-            name=f"search{SHADOW}",
-        )
-        switched = False
-        try:
-            status.state, status.projection = "building", "search"
-            with _phase(status, "search.replay"):
-                self._replay(shadow, tenant, status)
-            if tenant is None and isinstance(shadow_index, EdgeSearchIndex):
-                status.state = "optimizing"
-                with _phase(status, "search.optimize"):
-                    shadow_index = optimize_elsewhere(shadow_index)
-                shadow_holder.swap(shadow_index)
-            if compare:
-                with _phase(status, "search.compare"):
-                    status.matches_live = same_points(self.c.index.current, shadow_index, tenant)
-            status.state = "switching"
-            with _phase(status, "search.switch"), self.c.datastore.transaction(commit=True) as curs:
-                live_position = live.lock_positions(curs)["documents"]
-                if tenant is None:
-                    position = self._catch_up_in(curs, shadow, None)
-                    self._switch_index(shadow_index)
-                    _swap_tables(curs, [(table, shadow_table)])
-                    live.set_position(curs, "documents", max(position, live_position))
-                    switched = True
-                else:
-                    self._catch_up_in(curs, live, None)
-                    self._catch_up_in(curs, shadow, tenant)
-                    replace_tenant_points(self.c.index.current, shadow_index, tenant)
-                    _replace_tenant_rows(
-                        curs, table, shadow_table, tenant, _SEARCH_DOCUMENT_COLUMNS
-                    )
-                curs.execute(
-                    SQL("DROP TABLE IF EXISTS {}").format(Identifier(shadow.tracking_table_name))
-                )
-            live.refresh_positions()
-        finally:
-            if not switched:
-                dispose()
-
-    def _switch_index(self, new_index: SearchIndex) -> None:
-        """Make ``new_index`` the live one: alias or pointer first, then this process."""
-        if self.c.qdrant is not None and isinstance(new_index, ServerSearchIndex):
-            from qdrant_client import models
-
-            alias = self.c.collection_alias
-            old = {
-                a.alias_name: a.collection_name for a in self.c.qdrant.get_aliases().aliases
-            }.get(alias)
-            self.c.qdrant.update_collection_aliases(
-                change_aliases_operations=[
-                    models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)),
-                    models.CreateAliasOperation(
-                        create_alias=models.CreateAlias(
-                            collection_name=new_index.collection, alias_name=alias
-                        )
-                    ),
-                ]
-            )
-            if old and old != new_index.collection:
-                threading.Timer(30, lambda: self.c.qdrant.delete_collection(old)).start()  # type: ignore[union-attr]
-            return
-        assert isinstance(new_index, EdgeSearchIndex)
-        temporary = self.c.pointer_file.with_suffix(".tmp")
-        temporary.write_text(new_index.path.name)
-        temporary.replace(self.c.pointer_file)  # atomic: a restart opens the new shard
-        previous = self.c.index.swap(new_index)
-        if previous is not None:
-            # In-flight searches may still hold the old shard for a moment.
-            old_path = getattr(previous, "path", None)
-
-            def retire() -> None:
-                previous.close()
-                if old_path is not None:
-                    shutil.rmtree(old_path, ignore_errors=True)
-
-            threading.Timer(10, retire).start()
-
-    # ---------------------------------------------------------------- running
+class Rebuilder:
+    def __init__(self, context: RebuildContext, read_models: Sequence[ReadModel]) -> None:
+        self.context = context
+        self.read_models = {model.name: model for model in read_models}
 
     def run(
         self,
         status: RebuildStatus,
         *,
         compare: bool = True,
-        on_progress: Callable[[RebuildStatus], None] | None = None,
     ) -> RebuildStatus:
+        matches: list[bool | None] = []
         try:
-            for projection in status.projections:
-                status.chunks = 0  # counted per read model; each rebuild indexes them all
-                if projection == "fulltext":
-                    self.rebuild_fulltext(status, tenant=status.tenant, compare=compare)
-                elif projection == "search":
-                    self.rebuild_search(status, tenant=status.tenant, compare=compare)
-                else:
-                    raise ValueError(f"unknown projection {projection!r}")
+            for name in status.projections:
+                model = self.read_models.get(name)
+                if model is None:
+                    raise ValueError(f"unknown read model {name!r}")
+                status.matches_live = None
+                started = time.perf_counter()
+                run = Rebuild(model, self.context, status, status.tenant, compare)
+                (model.rebuild or rebuild_tables)(run)
+                matches.append(status.matches_live)
+                status.results[name] = {
+                    "events": status.processed,
+                    "matches_live": status.matches_live,
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
                 log.info(
                     "rebuild_switched",
-                    projection=projection,
+                    projection=name,
                     tenant=status.tenant,
                     events=status.processed,
                     matches_live=status.matches_live,
                 )
+            status.matches_live = _all_matched(matches) if compare else None
             status.state = "done"
         except Exception as exc:
             status.state, status.error = "failed", repr(exc)
@@ -414,76 +301,10 @@ class Rebuilder:
         return status
 
 
-def optimize_elsewhere(index: EdgeSearchIndex) -> EdgeSearchIndex:
-    """Build the shard's HNSW in a child process (the engine holds the GIL meanwhile).
-
-    The shard is closed here, optimised by ``projections.optimize_shard`` in a
-    process of its own, and opened again; searches in this process go on.
-    """
-    import subprocess
-    import sys
-
-    index.close()
-    done = subprocess.run(  # noqa: S603 - our own module, our own shard path
-        [sys.executable, "-m", "projections.optimize_shard", str(index.path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"optimising {index.path} failed: {done.stderr[-2000:]}")
-    log.info("shard_optimized", path=str(index.path), result=done.stdout.strip())
-    return EdgeSearchIndex(
-        index.path, index.spec, search_threads=index.search_threads, hnsw_ef=index.hnsw_ef
-    )
-
-
-def same_points(live: SearchIndex, shadow: SearchIndex, tenant: str | None) -> bool:
-    """Whether two indexes hold the same points (ids, payloads, vectors) for ``tenant`` or all."""
-
-    def snapshot(
-        index: SearchIndex,
-    ) -> tuple[dict[str, tuple[str, tuple[int, ...]]], dict[str, Any]]:
-        described: dict[str, tuple[str, tuple[int, ...]]] = {}
-        vectors: dict[str, Any] = {}
-        for p in index.points(tenant):
-            order = np.argsort(p.sparse.indices)
-            described[p.id] = (
-                json.dumps(p.payload, sort_keys=True),
-                tuple(int(i) for i in np.asarray(p.sparse.indices)[order]),
-            )
-            vectors[p.id] = (
-                np.asarray(p.dense, dtype=np.float32),
-                np.asarray(p.sparse.values, dtype=np.float32)[order],
-            )
-        return described, vectors
-
-    described_live, vectors_live = snapshot(live)
-    described_shadow, vectors_shadow = snapshot(shadow)
-    if described_live != described_shadow:
+def _all_matched(matches: Sequence[bool | None]) -> bool | None:
+    if any(m is False for m in matches):
         return False
-    return all(
-        np.allclose(vectors_live[i][0], vectors_shadow[i][0], atol=1e-5)
-        and np.allclose(vectors_live[i][1], vectors_shadow[i][1], atol=1e-5)
-        for i in described_live
-    )
-
-
-def replace_tenant_points(live: SearchIndex, shadow: SearchIndex, tenant: str) -> None:
-    rebuilt: set[str] = set()
-    batch = []
-    for point in shadow.points(tenant):
-        rebuilt.add(point.id)
-        batch.append(point)
-        if len(batch) >= 256:
-            live.upsert(batch)
-            batch = []
-    live.upsert(batch)
-    stale_documents = {
-        str(p.payload.get("document_id")) for p in live.points(tenant) if p.id not in rebuilt
-    }
-    for document_id in stale_documents:
-        live.delete_document(tenant, document_id)
+    return True if matches and all(m is True for m in matches) else None
 
 
 class RebuildBusyError(RuntimeError):

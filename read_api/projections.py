@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from infra.web import ERROR_RESPONSES, Admin
-from read_api.deps import Models
+from projections.http import Models
 
 router = APIRouter(prefix="/v1/projections", tags=["operations"])
 

@@ -1,27 +1,44 @@
 """Rebuilding read models from the event log, over HTTP (what `kf rebuild-index` drives).
 
 The operator tenant's admins may rebuild everything; any other tenant's admins
-only their own tenant's search and full-text read models.
+only their own tenant's rows of any read model.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue, field_validator
 
 from infra.web import ERROR_RESPONSES, Admin, ApiError, ErrorBody
-from projections.rebuild import RebuildBusyError, RebuildJobs, RebuildStatus
+from projections.read_models import names
+from projections.rebuild import RebuildBusyError, RebuildJobs
+from projections.slice import RebuildStatus
 
 router = APIRouter(prefix="/v1/admin/rebuilds", tags=["operations"])
 
 
+_CHOICES = [*names(), "all"]
+_ENUM: list[JsonValue] = [*_CHOICES]
+
+
 class RebuildRequest(BaseModel):
-    projection: Literal["search", "fulltext", "all"] = "all"
+    projection: str = Field(
+        "all",
+        description="A read model's name, or all of them.",
+        json_schema_extra={"enum": _ENUM},
+    )
     tenant_id: str | None = Field(None, description="Rebuild only this tenant (default: all).")
     compare: bool = Field(True, description="Compare the rebuilt copy with the live one first.")
+
+    @field_validator("projection")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in _CHOICES:
+            raise ValueError(f"no read model {value!r}; choose one of {', '.join(_CHOICES)}")
+        return value
 
 
 class RebuildOut(BaseModel):
@@ -36,6 +53,9 @@ class RebuildOut(BaseModel):
     matches_live: bool | None
     error: str | None
     phases: dict[str, float] = Field(description="Seconds spent per phase.")
+    results: dict[str, dict[str, Any]] = Field(
+        description="Per read model: events replayed, matches_live, seconds."
+    )
     started_at: datetime
     finished_at: datetime | None
     seconds: float
@@ -54,6 +74,7 @@ class RebuildOut(BaseModel):
             matches_live=status.matches_live,
             error=status.error,
             phases=status.phases,
+            results=status.results,
             started_at=status.started_at,
             finished_at=status.finished_at,
             seconds=round(status.seconds, 3),
@@ -73,9 +94,7 @@ def start_rebuild(request: Request, principal: Admin, body: RebuildRequest) -> R
         if tenant is not None and tenant != principal.tenant_id:
             raise ApiError(403, "forbidden", "Only the operator tenant may rebuild other tenants.")
         tenant = principal.tenant_id
-    projections: list[str] = (
-        ["fulltext", "search"] if body.projection == "all" else [body.projection]
-    )
+    projections = names() if body.projection == "all" else [body.projection]
     jobs: RebuildJobs = request.app.state.rebuilds
     try:
         status = jobs.start(projections, tenant, compare=body.compare)

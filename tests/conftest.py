@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from config.root import Container, Endpoints
+from config.schema import migrate
 from config.settings import Settings
 from infra.embedding import SentenceTransformerEmbedder
 from infra.telemetry import configure_logging
@@ -54,7 +56,9 @@ def documents_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def database_url(services: Services) -> Iterator[str]:
+    """A fresh database for the module, migrated as `kf migrate` does."""
     with services.database() as url:
+        migrate(url)
         yield url
 
 
@@ -75,6 +79,24 @@ def settings_factory(
     yield factory
     for stream in {s.nats.stream for s in made}:
         asyncio.run(delete_stream(services.nats_url, stream))
+
+
+@pytest.fixture(scope="module")
+def make_container(
+    settings_factory: Callable[..., Settings],
+) -> Iterator[Callable[..., Container]]:
+    """Containers on this module's database and stream (closed after the module)."""
+    made: list[Container] = []
+
+    def factory(**overrides: Any) -> Container:
+        settings = settings_factory(**overrides)
+        container = Container(settings, Endpoints(settings.database.url, settings.nats.url))
+        made.append(container)
+        return container
+
+    yield factory
+    for container in reversed(made):
+        container.close()
 
 
 @pytest.fixture(scope="module")

@@ -172,11 +172,19 @@ async def delete_stream(nats_url: str, stream: str) -> None:
 
 
 @functools.cache
-def shared_query_embedder() -> OnnxEmbedder:
-    """The API's query embedder (ONNX, as in production), exported once per test session."""
+def shared_model_cache() -> Path:
+    """Where the session's one ONNX export lives (named by the weights' digest, as in
+    production): in-process embedders and ``kf`` subprocesses (``KF_MODEL_CACHE_DIR``)
+    all find it there instead of exporting again."""
     cache = Path(tempfile.mkdtemp(prefix="kf-test-models-"))
     atexit.register(shutil.rmtree, cache, True)
-    return OnnxEmbedder(cache)
+    return cache
+
+
+@functools.cache
+def shared_query_embedder() -> OnnxEmbedder:
+    """The API's query embedder (ONNX, as in production), exported once per test session."""
+    return OnnxEmbedder(shared_model_cache())
 
 
 class RunningSystem:
@@ -238,11 +246,7 @@ class RunningSystem:
         jobs: list[asyncio.Future[Any]] = []
         waits: list[asyncio.Event] = []
         if self._with["relays"]:
-            for app in (
-                self.container.documents,
-                self.container.access,
-                self.container.conversations,
-            ):
+            for app in self.container.applications.values():
                 relay = Relay(app, bus, url)
                 jobs.append(asyncio.ensure_future(relay.run(stop)))
                 waits.append(relay.active)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -24,10 +25,23 @@ __all__ = ["corpus", "llm_server", "system"]  # fixtures used by name
 QUESTION = "How much sun do tomatoes need?"
 
 
+_OPENED: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Clients left open keep sockets that a later test's garbage collection warns about."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 def _client(system: RunningSystem, key: str | None = None) -> openai.OpenAI:
-    return openai.OpenAI(
+    client = openai.OpenAI(
         base_url=f"{system.base_url}/v1", api_key=key or system.admin_key, max_retries=0
     )
+    _OPENED.append(client)
+    return client
 
 
 def _extra(item: Any, name: str) -> Any:

@@ -162,13 +162,13 @@ def test_killing_relay_and_worker_mid_ingest_loses_and_duplicates_nothing(
         # Let ingestion get going, then kill mid-flight.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            counts = system.container.catalog.counts(system.tenant_id)
+            counts = system.container.views["catalog"].counts(system.tenant_id)
             if counts.get("parsed", 0) + counts.get("chunked", 0) + counts.get("embedded", 0) >= 3:
                 break
             time.sleep(0.1)
         roles["relay"].kill()
         roles["worker-a"].kill()
-        in_flight = system.container.catalog.counts(system.tenant_id)
+        in_flight = system.container.views["catalog"].counts(system.tenant_id)
         assert in_flight.get("embedded", 0) + in_flight.get("failed", 0) < 20, (
             "killed too late to matter"
         )
@@ -177,7 +177,7 @@ def test_killing_relay_and_worker_mid_ingest_loses_and_duplicates_nothing(
         roles["relay"].start().wait_for_log("relay_started")
         roles["worker-a"].start().wait_for_log("worker_ready", timeout=240)
 
-        catalog = system.container.catalog
+        catalog = system.container.views["catalog"]
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             entries = [catalog.get(system.tenant_id, i) for i in ids]

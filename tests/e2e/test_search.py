@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from config.settings import Settings
 from domain.access import Role
 from infra.embedding import SentenceTransformerEmbedder
+from projections.read_models import names
 from tests.harness import RunningSystem
 
 pytestmark = pytest.mark.timeout(900)
@@ -335,7 +336,7 @@ def admin_keys(system: RunningSystem, tenants: dict[str, Any]) -> dict[str, Any]
             if role is Role.ADMIN:
                 keys[side] = token
     head = access.head_position()
-    assert system.container.keys.wait_for("access", head, 30)
+    assert system.container.views["keys"].wait_for("access", head, 30)
     return {"keys": keys, "owned": owned}
 
 
@@ -401,7 +402,7 @@ def test_no_document_key_or_catalog_request_crosses_tenants(
 def _later_documents(system: RunningSystem, as_b: bool, tenants: dict[str, Any]) -> set[str]:
     """Documents this tenant uploaded in other tests of this module."""
     tenant = tenants["tenant_b"] if as_b else system.tenant_id
-    page = system.container.catalog.page(tenant, limit=200, include_deleted=True)
+    page = system.container.views["catalog"].page(tenant, limit=200, include_deleted=True)
     return {str(e.document_id) for e in page.entries}
 
 
@@ -452,7 +453,10 @@ def test_rebuild_equals_live_and_searches_answer_throughout(
             thread.join(30)
         assert status["state"] == "done", status
         assert status["matches_live"] is True
-        assert status["projections"] == ["fulltext", "search"]
+        assert status["projections"] == names()  # every read model, search among them
+        assert {name: r["matches_live"] for name, r in status["results"].items()} == dict.fromkeys(
+            names(), True
+        )
         assert not failures, failures[:5]
         assert answered > 0
         after = {
@@ -488,6 +492,7 @@ def test_a_tenant_rebuild_touches_only_that_tenant(
         a_before = _search(client, q="glacier", mode="hybrid", k=50).json()["results"]
         status = _rebuild(client, projection="all", tenant_id=tenants["tenant_b"], compare=True)
         assert status["state"] == "done" and status["matches_live"] is True, status
+        assert set(status["results"]) == set(names())
         a_after = _search(client, q="glacier", mode="hybrid", k=50).json()["results"]
     assert [r["document_id"] for r in a_after] == [r["document_id"] for r in a_before]
     with system.client(tenants["key_b"]) as b_client:

@@ -20,6 +20,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.harness import shared_model_cache, shared_query_embedder
+
 pytestmark = pytest.mark.timeout(900)
 BANNER = re.compile(r"Knowledge Foundry is running: (http://\S+)")
 
@@ -27,6 +29,8 @@ BANNER = re.compile(r"Knowledge Foundry is running: (http://\S+)")
 def _clean_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KF")}
     env["KF_DATA_DIR"] = str(data_dir)
+    # The session's one ONNX export (tests/integration/test_query_embedding.py tests exporting).
+    env["KF_MODEL_CACHE_DIR"] = str(shared_model_cache())
     return env
 
 
@@ -100,6 +104,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def serve(data_dir: Path) -> Iterator[Serve]:
+    shared_query_embedder()  # the export exists before the server looks for it
     running = Serve(data_dir, data_dir.parent / "serve-1.log")
     yield running
     if running.process.poll() is None:

@@ -11,21 +11,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config.root import Container, Endpoints
-from config.settings import Settings
+from config.root import Container
 from domain.document import Stage
 from infra.bus import Bus
 from infra.envelope import Envelope
 from projections.base import OutOfOrderError
 from projections.catalog import CatalogView
 from projections.runner import ProjectorRunner
+from tests.read_models import envelopes, reset, rows
 from tests.redelivery import deliver_with_repeats
 
 
 @pytest.fixture(scope="module")
-def container(settings_factory: Callable[..., Settings]) -> Iterator[Container]:
-    settings = settings_factory()
-    built = Container(settings, Endpoints(settings.database.url, settings.nats.url))
+def container(make_container: Callable[..., Container]) -> Iterator[Container]:
+    built = make_container()
     tenant = str(uuid.uuid4())
     documents = built.documents
     for i in range(6):
@@ -49,28 +48,25 @@ def container(settings_factory: Callable[..., Settings]) -> Iterator[Container]:
         if i == 4:
             documents.delete_document(tenant_id=tenant, actor="key:t", document_id=result.id)
     yield built
-    built.close()
+
+
+def _view(container: Container) -> CatalogView:
+    view = container.views["catalog"]
+    assert isinstance(view, CatalogView)
+    return view
 
 
 def _envelopes(container: Container) -> list[Envelope]:
-    return [e for batch in container.event_logs["documents"].read_all(0) for e in batch]
-
-
-def _reset(view: CatalogView) -> None:
-    with view.datastore.transaction(commit=True) as curs:
-        curs.execute("TRUNCATE catalog_documents")
-        curs.execute("DELETE FROM catalog_tracking WHERE application_name = 'documents'")
-    view.refresh_positions()
+    return envelopes(container, "documents")
 
 
 def _rows(view: CatalogView) -> list[dict[str, Any]]:
-    with view.datastore.get_connection() as conn:
-        return list(conn.execute("SELECT * FROM catalog_documents ORDER BY document_id").fetchall())
+    return rows(view)["catalog_documents"]
 
 
 def test_feeding_the_same_events_twice_changes_nothing(container: Container) -> None:
-    view = container.catalog
-    _reset(view)
+    view = _view(container)
+    reset(view)
     envelopes = _envelopes(container)
     assert view.apply_batch(envelopes) == len(envelopes)
     once = _rows(view)
@@ -90,20 +86,20 @@ def test_any_redelivery_pattern_yields_the_same_rows(
     container: Container, data: st.DataObject
 ) -> None:
     """Batches that repeat earlier events (as redelivery does) end in the same rows."""
-    view = container.catalog
+    view = _view(container)
     envelopes = _envelopes(container)
-    _reset(view)
+    reset(view)
     view.apply_batch(envelopes)
     expected = _rows(view)
-    _reset(view)
+    reset(view)
     deliver_with_repeats(view, envelopes, data)
     assert _rows(view) == expected
 
 
 def test_an_event_out_of_order_is_refused_and_nothing_is_written(container: Container) -> None:
-    view = container.catalog
+    view = _view(container)
     envelopes = _envelopes(container)
-    _reset(view)
+    reset(view)
     first_uploaded = envelopes[0]
     parsed = next(
         e
@@ -121,8 +117,8 @@ def test_an_event_out_of_order_is_refused_and_nothing_is_written(container: Cont
 
 def test_runner_catches_up_from_the_event_store_without_the_stream(container: Container) -> None:
     """Nothing was ever published (no relay ran): the runner still builds the catalog."""
-    view = container.catalog
-    _reset(view)
+    view = _view(container)
+    reset(view)
     head = container.documents.head_position()
 
     async def scenario() -> None:

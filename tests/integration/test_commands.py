@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 
 from commands.base import ConcurrencyConflictError
 from commands.documents import DocumentsApp
-from config.root import Container, Endpoints
-from config.settings import Settings
+from config.root import Container
 from domain.document import (
     DocumentNotFoundError,
     EmptyFileError,
@@ -28,11 +27,9 @@ PDF_BYTES = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 
 @pytest.fixture(scope="module")
-def container(settings_factory: Callable[..., Settings]) -> Iterator[Container]:
-    settings = settings_factory(api={"max_upload_bytes": 1000})
-    built = Container(settings, Endpoints(settings.database.url, settings.nats.url))
+def container(make_container: Callable[..., Container]) -> Iterator[Container]:
+    built = make_container(api={"max_upload_bytes": 1000})
     yield built
-    built.close()
 
 
 def _tenant() -> str:

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config.root import Container, Endpoints
-from config.settings import Settings
+from config.root import Container
 from infra.envelope import Envelope
 from projections.base import OutOfOrderError
 from projections.conversations import ConversationsView
+from tests.read_models import envelopes, reset, rows
 from tests.redelivery import deliver_with_repeats
 
 TENANT = str(uuid.uuid4())
@@ -42,9 +42,8 @@ def _answer(turn: int) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def container(settings_factory: Callable[..., Settings]) -> Iterator[Container]:
-    settings = settings_factory()
-    built = Container(settings, Endpoints(settings.database.url, settings.nats.url))
+def container(make_container: Callable[..., Container]) -> Iterator[Container]:
+    built = make_container()
     app = built.conversations
     question = {"model": "extractive", "mode": "hybrid", "k": 5, "flags": [], "history_turns": 0}
     for i in range(3):
@@ -69,34 +68,26 @@ def container(settings_factory: Callable[..., Settings]) -> Iterator[Container]:
         question="pending?", prompt_sha256=None, **question,
     )  # fmt: skip
     yield built
-    built.close()
+
+
+def _view(container: Container) -> ConversationsView:
+    view = container.views["conversations"]
+    assert isinstance(view, ConversationsView)
+    return view
 
 
 def _envelopes(container: Container) -> list[Envelope]:
-    return [e for batch in container.event_logs["conversations"].read_all(0) for e in batch]
-
-
-def _reset(view: ConversationsView) -> None:
-    with view.datastore.transaction(commit=True) as curs:
-        curs.execute("TRUNCATE conversations, conversation_turns")
-        curs.execute("DELETE FROM conversations_tracking WHERE application_name = 'conversations'")
-    view.refresh_positions()
+    return envelopes(container, "conversations")
 
 
 def _rows(view: ConversationsView) -> list[list[dict[str, Any]]]:
-    with view.datastore.get_connection() as conn:
-        return [
-            list(conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall())
-            for table, order in (
-                ("conversations", "conversation_id"),
-                ("conversation_turns", "conversation_id, turn"),
-            )
-        ]
+    found = rows(view)
+    return [found["conversations"], found["conversation_turns"]]
 
 
 def test_feeding_the_same_events_twice_changes_nothing(container: Container) -> None:
-    view = container.conversations_view
-    _reset(view)
+    view = _view(container)
+    reset(view)
     envelopes = _envelopes(container)
     assert view.apply_batch(envelopes) == len(envelopes)
     once = _rows(view)
@@ -120,12 +111,12 @@ def test_feeding_the_same_events_twice_changes_nothing(container: Container) -> 
 def test_any_redelivery_pattern_yields_the_same_rows(
     container: Container, data: st.DataObject
 ) -> None:
-    view = container.conversations_view
+    view = _view(container)
     envelopes = _envelopes(container)
-    _reset(view)
+    reset(view)
     view.apply_batch(envelopes)
     expected = _rows(view)
-    _reset(view)
+    reset(view)
     deliver_with_repeats(view, envelopes, data)
     assert _rows(view) == expected
 
@@ -133,9 +124,9 @@ def test_any_redelivery_pattern_yields_the_same_rows(
 def test_an_answer_before_its_question_is_refused_and_nothing_is_written(
     container: Container,
 ) -> None:
-    view = container.conversations_view
+    view = _view(container)
     envelopes = _envelopes(container)
-    _reset(view)
+    reset(view)
     started, answered = envelopes[0], envelopes[2]
     assert (started.event_type, answered.event_type) == (
         "Conversation.Started",

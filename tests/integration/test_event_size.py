@@ -8,9 +8,8 @@ from collections.abc import Callable, Iterator
 import pymupdf
 import pytest
 
-from config.root import Container, Endpoints
+from config.root import Container
 from config.runtime import build_stages
-from config.settings import Settings
 from infra.embedding import SentenceTransformerEmbedder
 from processors.stages import DocumentRef, Outcome
 
@@ -36,11 +35,9 @@ def _five_hundred_page_pdf() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def container(settings_factory: Callable[..., Settings]) -> Iterator[Container]:
-    settings = settings_factory()
-    built = Container(settings, Endpoints(settings.database.url, settings.nats.url))
+def container(make_container: Callable[..., Container]) -> Iterator[Container]:
+    built = make_container()
     yield built
-    built.close()
 
 
 @pytest.mark.timeout(300)

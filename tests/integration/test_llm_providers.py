@@ -16,7 +16,7 @@ from infra.llm.extractive import LABEL, ExtractiveProvider
 from infra.llm.openai_provider import OpenAIProvider
 from infra.llm.pricing import Price, PriceTable
 from infra.llm.router import RetryPolicy, Route, Router
-from projections.search_index import Bm25Encoder
+from infra.search_index import Bm25Encoder
 from tests.fakes.llm_servers import ANSWER_WORDS, FakeServer, start
 
 REQUEST = CompletionRequest(

@@ -6,15 +6,13 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from config.root import Container, Endpoints
-from config.settings import Settings
+from config.root import Container
 from infra.embedding import OnnxEmbedder, SentenceTransformerEmbedder
-from tests.harness import shared_query_embedder
+from tests.harness import shared_model_cache, shared_query_embedder
 from tests.shared_data import SCIFACT
 
 
@@ -39,12 +37,15 @@ def test_onnx_vectors_equal_the_torch_vectors_one_by_one_and_in_padded_batches(
     assert onnx.embed([]).shape == (0, 384)
 
 
-def test_the_export_is_made_once_and_reused(tmp_path: Path) -> None:
-    first = OnnxEmbedder(tmp_path)
+def test_the_export_is_made_once_and_reused() -> None:
+    """The session's export (made by whoever needed it first) is found, not made again."""
+    first = shared_query_embedder()
+    cache = shared_model_cache()
     written = first.path.stat().st_mtime_ns
-    second = OnnxEmbedder(tmp_path)
+    second = OnnxEmbedder(cache)
     assert second.path == first.path and second.path.stat().st_mtime_ns == written
-    assert [p.name for p in tmp_path.iterdir()] == [first.path.name]  # no partial files left
+    assert [p.name for p in cache.iterdir()] == [first.path.name]  # no partial files left
+    assert first.path.name.startswith("all-MiniLM-L6-v2-") and first.path.suffix == ".onnx"
     assert np.array_equal(first.embed(["same vector"]), second.embed(["same vector"]))
 
 
@@ -61,14 +62,12 @@ def test_embedding_queries_does_not_load_torch() -> None:
     assert done.stdout.strip() == "False"
 
 
-def test_the_api_uses_the_configured_model_cache(settings_factory: Callable[..., Settings]) -> None:
+def test_the_api_uses_the_configured_model_cache(
+    make_container: Callable[..., Container],
+) -> None:
     """An image can carry the export (KF_MODEL_CACHE_DIR); nothing is exported at start then."""
     cache = shared_query_embedder().path.parent
-    settings = settings_factory(search={"model_cache_dir": str(cache)})
-    container = Container(settings, Endpoints(settings.database.url, settings.nats.url))
-    try:
-        embedder = container.query_embedder()
-        assert isinstance(embedder, OnnxEmbedder) and embedder.path.parent == cache
-        assert not (settings.data_dir.resolve() / "models").exists()
-    finally:
-        container.close()
+    container = make_container(search={"model_cache_dir": str(cache)})
+    embedder = container.query_embedder()
+    assert isinstance(embedder, OnnxEmbedder) and embedder.path.parent == cache
+    assert not (container.settings.data_dir.resolve() / "models").exists()

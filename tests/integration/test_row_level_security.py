@@ -15,15 +15,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from infra.db import READER_ROLE, TenantReads, migrate, reader_url, set_reader_password
+from config.schema import migrate
+from infra.db import READER_ROLE, TenantReads, reader_url
 
 TENANT_A, TENANT_B = "tenant-a", "tenant-b"
 
 
 @pytest.fixture(scope="module")
 def owner_url(database_url: str) -> str:
-    migrate(database_url)
-    return database_url
+    return database_url  # migrated by the fixture
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,8 @@ def test_a_role_that_bypasses_row_security_is_refused(owner_url: str) -> None:
 
 
 def test_a_configured_reader_password_is_set_and_used(owner_url: str) -> None:
-    set_reader_password(owner_url, "reader-pass-for-tests")
+    """``kf migrate`` gives kf_reader the configured password (and creates nothing else)."""
+    assert migrate(owner_url, reader_password="reader-pass-for-tests") == []
     try:
         with psycopg.connect(owner_url, autocommit=True) as conn:
             row = conn.execute(

@@ -10,16 +10,12 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient
 
-from config.root import Container, Endpoints
+from config.root import Container
 from config.runtime import build_stages
-from config.settings import Settings
 from infra.embedding import MODEL_NAME, SentenceTransformerEmbedder
 from infra.envelope import Envelope
-from processors.stages import DocumentRef
-from projections.fulltext import FulltextView
-from projections.rebuild import same_points
-from projections.search import IndexHolder, SearchService, SearchSettings, SearchView
-from projections.search_index import (
+from infra.index_home import IndexHolder, same_points
+from infra.search_index import (
     EdgeSearchIndex,
     Filters,
     Fusion,
@@ -27,6 +23,11 @@ from projections.search_index import (
     IndexSpec,
     ServerSearchIndex,
 )
+from processors.stages import DocumentRef
+from projections.base import ProjectionView
+from projections.fulltext import FulltextView
+from projections.search import SearchService, SearchSettings
+from tests.read_models import copy_of, envelopes, rows
 
 TEXTS = {
     "tenant-1": [
@@ -43,10 +44,9 @@ FUSION = Fusion(k=60, dense_weight=1.0, sparse_weight=1.0, prefetch=50)
 
 @pytest.fixture(scope="module")
 def container(
-    settings_factory: Callable[..., Settings], embedder: SentenceTransformerEmbedder
+    make_container: Callable[..., Container], embedder: SentenceTransformerEmbedder
 ) -> Iterator[Container]:
-    settings = settings_factory()
-    built = Container(settings, Endpoints(settings.database.url, settings.nats.url))
+    built = make_container()
     stages = build_stages(built)
     stages._embedder_factory = lambda: embedder
     for tenant, texts in TEXTS.items():
@@ -63,28 +63,14 @@ def container(
             stages.chunk(ref)
             stages.embed([ref])
     yield built
-    built.close()
 
 
 def _envelopes(container: Container) -> list[Envelope]:
-    return [e for batch in container.event_logs["documents"].read_all(0) for e in batch]
+    return envelopes(container, "documents")
 
 
-def _search_view(container: Container, index: Any, name: str) -> SearchView:
-    table = f"search_documents_{name}"
-    with container.catalog.datastore.transaction(commit=True) as curs:
-        curs.execute(f"DROP TABLE IF EXISTS {table}")
-        curs.execute(f"CREATE TABLE {table} (LIKE search_documents INCLUDING ALL)")
-    return SearchView(
-        container.catalog.datastore,
-        IndexHolder(lambda: index),
-        container.blobs,
-        container.bm25,
-        model=MODEL_NAME,
-        dimension=384,
-        table=table,
-        name=f"search_{name}",
-    )
+def _search_view(container: Container, index: Any, name: str) -> ProjectionView:
+    return copy_of(container, "search", f"_{name}", index=IndexHolder(lambda: index))
 
 
 def test_search_projection_fed_twice_leaves_identical_points(
@@ -98,7 +84,7 @@ def test_search_projection_fed_twice_leaves_identical_points(
     view.apply_batch(envelopes)
     assert view.apply_batch(envelopes) == 0  # the second delivery is skipped by position
     # Even forced through the handlers again (positions reset), the points stay the same.
-    with container.catalog.datastore.transaction(commit=True) as curs:
+    with container.parts.datastore.transaction(commit=True) as curs:
         view.set_position(curs, "documents", 0)
     view.apply_batch(envelopes)
     assert once.count() == twice.count() == 4
@@ -106,36 +92,18 @@ def test_search_projection_fed_twice_leaves_identical_points(
 
 
 def test_fulltext_projection_fed_twice_leaves_identical_rows(container: Container) -> None:
-    envelopes = _envelopes(container)
-    with container.catalog.datastore.transaction(commit=True) as curs:
-        for table in ("fulltext_chunks_t", "fulltext_documents_t"):
-            curs.execute(f"DROP TABLE IF EXISTS {table}")
-        curs.execute("CREATE TABLE fulltext_chunks_t (LIKE fulltext_chunks INCLUDING ALL)")
-        curs.execute("CREATE TABLE fulltext_documents_t (LIKE fulltext_documents INCLUDING ALL)")
-        for table in ("fulltext_chunks_t", "fulltext_documents_t"):
-            curs.execute("SELECT kf_protect_tenant_table(%s::regclass)", (table,))
-    view = FulltextView(
-        container.catalog.datastore,
-        container.blobs,
-        chunks_table="fulltext_chunks_t",
-        documents_table="fulltext_documents_t",
-        name="fulltext_t",
-    )
-    view.reads = container.tenant_reads
+    fed = _envelopes(container)
+    view = copy_of(container, "fulltext", "_t")
+    assert isinstance(view, FulltextView)
 
-    def rows() -> list[dict[str, Any]]:
-        with container.catalog.datastore.get_connection() as conn:
-            return list(
-                conn.execute(
-                    "SELECT * FROM fulltext_chunks_t ORDER BY document_id, chunk_index"
-                ).fetchall()
-            )
+    def chunks() -> list[dict[str, Any]]:
+        return rows(view)["fulltext_chunks"]
 
-    view.apply_batch(envelopes)
-    first = rows()
-    assert view.apply_batch(envelopes) == 0
-    assert view.apply_batch(envelopes[:2]) == 0
-    assert rows() == first and len(first) == 4
+    view.apply_batch(fed)
+    first = chunks()
+    assert view.apply_batch(fed) == 0
+    assert view.apply_batch(fed[:2]) == 0
+    assert chunks() == first and len(first) == 4
     hits = view.search("tenant-1", "harbour", filters=Filters(), limit=10)
     assert [h.filename for h in hits] == ["The harbou.txt"]
     assert "<mark>harbour</mark>" in hits[0].snippet
@@ -186,7 +154,7 @@ def test_bm25_idf_is_computed_per_tenant(container: Container, tmp_path: Path) -
     view.apply_batch(tenant_one)
     query = container.bm25.query("harbour")
     alone = index.query("tenant-1", dense=None, sparse=query, filters=Filters(), limit=5).sparse
-    with container.catalog.datastore.transaction(commit=True) as curs:
+    with container.parts.datastore.transaction(commit=True) as curs:
         view.set_position(curs, "documents", 0)
     view.apply_batch([e for e in envelopes if e.tenant_id == "tenant-2"])
     shared = index.query("tenant-1", dense=None, sparse=query, filters=Filters(), limit=5).sparse
@@ -197,20 +165,20 @@ def test_bm25_idf_is_computed_per_tenant(container: Container, tmp_path: Path) -
 
 
 def test_a_model_change_is_refused_at_start(container: Container) -> None:
-    with container.catalog.datastore.transaction(commit=True) as curs:
+    with container.parts.datastore.transaction(commit=True) as curs:
         curs.execute(
             "UPDATE search_index_meta SET model = 'older-model' WHERE index_name = 'search'"
         )
     try:
         container.check_index_spec()  # records the spec on first use...
-        with container.catalog.datastore.transaction(commit=True) as curs:
+        with container.parts.datastore.transaction(commit=True) as curs:
             curs.execute(
                 "UPDATE search_index_meta SET model = 'older-model' WHERE index_name = 'search'"
             )
         with pytest.raises(IndexMismatchError, match="older-model"):
             container.check_index_spec()  # ...and refuses another one afterwards
     finally:
-        with container.catalog.datastore.transaction(commit=True) as curs:
+        with container.parts.datastore.transaction(commit=True) as curs:
             curs.execute(
                 "UPDATE search_index_meta SET model = %s WHERE index_name = 'search'", (MODEL_NAME,)
             )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from infra.search_index import Bm25Encoder, Fusion, Hit, Legs, fuse
 from projections.highlight import escape_headline, snippet
-from projections.search_index import Bm25Encoder, Fusion, Hit, Legs, fuse
 
 
 def _hits(ids: list[str]) -> list[Hit]:

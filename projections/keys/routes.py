@@ -6,24 +6,19 @@ from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from domain.access import ApiKeyNotFoundError
 from infra.web import ERROR_RESPONSES, Admin, ApiError, ErrorBody
 from projections.base import InvalidCursorError
-from projections.keys import KeyEntry, KeysView
-from read_api.deps import MinPosition, Models
+from projections.http import MinPosition, Models, view_of
+from projections.keys.view import KeyEntry, KeysView
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
-def _keys(request: Request) -> KeysView:
-    keys: KeysView = request.app.state.keys
-    return keys
-
-
-Keys = Annotated[KeysView, Depends(_keys)]
+Keys = Annotated[KeysView, Depends(view_of("keys", KeysView))]
 
 
 class KeyOut(BaseModel):

@@ -1,19 +1,34 @@
-"""Dependencies of the read API's routers, taken from the app the composition root built."""
+"""What read models' routers share: their view from the app, read-your-writes waits, status.
+
+The composition root puts every read model's view in ``app.state.views`` (by
+name) and the event logs' heads in ``app.state.event_logs``; routers take them
+through these dependencies, never by building anything.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Query, Request
 
 from infra.web import ApiError
-from projections.catalog import CatalogView
+from projections.base import ProjectionView
 from projections.status import ComponentStatus
 
+V = TypeVar("V", bound=ProjectionView)
 
-def _catalog(request: Request) -> CatalogView:
-    catalog: CatalogView = request.app.state.catalog
-    return catalog
+
+def view_of(name: str, kind: type[V]) -> Callable[[Request], V]:
+    """A dependency giving the live view of the read model ``name``."""
+
+    def dependency(request: Request) -> V:
+        view = request.app.state.views[name]
+        if not isinstance(view, kind):
+            raise TypeError(f"the {name} read model's view is a {type(view).__name__}")
+        return view
+
+    return dependency
 
 
 class ReadModels:
@@ -54,5 +69,4 @@ MinPosition = Annotated[
     int | None,
     Query(ge=0, description="Wait (bounded) until the read model has applied this position."),
 ]
-Catalog = Annotated[CatalogView, Depends(_catalog)]
 Models = Annotated[ReadModels, Depends(ReadModels)]

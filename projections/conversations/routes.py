@@ -12,24 +12,19 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from domain.conversation import ConversationNotFoundError, reviews_all, visible_to
 from infra.web import ERROR_RESPONSES, Admin, ApiError, ErrorBody, Viewer
 from projections.base import InvalidCursorError
-from projections.conversations import ConversationEntry, ConversationsView, TurnEntry
-from read_api.deps import MinPosition, Models
+from projections.conversations.view import ConversationEntry, ConversationsView, TurnEntry
+from projections.http import MinPosition, Models, view_of
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 
-def _view(request: Request) -> ConversationsView:
-    view: ConversationsView = request.app.state.conversation_transcripts
-    return view
-
-
-Transcripts = Annotated[ConversationsView, Depends(_view)]
+Transcripts = Annotated[ConversationsView, Depends(view_of("conversations", ConversationsView))]
 
 
 class ConversationOut(BaseModel):

@@ -16,11 +16,11 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
 from domain.media import SUPPORTED_MEDIA_TYPES
+from infra.search_index import Filters
 from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, Viewer
-from projections.fulltext import FulltextView
-from projections.search import SearchService
-from projections.search_index import Filters
-from read_api.deps import Models
+from projections.fulltext.view import FulltextView
+from projections.http import Models
+from projections.search.view import SearchService
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
@@ -133,7 +133,7 @@ def _run(
     started = time.perf_counter()
     if body.mode == "exact":
         models.wait("fulltext", "documents", body.min_position)
-        fulltext: FulltextView = request.app.state.fulltext
+        fulltext: FulltextView = request.app.state.views["fulltext"]
         exact = fulltext.search(
             principal_tenant, query, filters=filters, limit=body.k, offset=body.offset
         )

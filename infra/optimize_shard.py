@@ -1,6 +1,6 @@
 """Build an edge shard's HNSW and sparse indexes, in a process of its own.
 
-``python -m projections.optimize_shard PATH`` opens the shard at PATH, runs the
+``python -m infra.optimize_shard PATH`` opens the shard at PATH, runs the
 engine's optimizers until nothing is left to do, flushes and closes it. The
 engine holds Python's GIL for the whole optimisation (minutes at 100k points),
 so it must not run inside a process that serves requests; a rebuild runs this

@@ -1,4 +1,4 @@
-"""Document catalog queries over HTTP."""
+"""The catalog over HTTP: ``GET /v1/documents`` and ``GET /v1/documents/{id}``."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from domain.document import DocumentNotFoundError
 from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, Viewer
-from projections.catalog import CatalogEntry, InvalidCursorError
-from read_api.deps import Catalog, MinPosition, Models
+from projections.catalog.view import CatalogEntry, CatalogView, InvalidCursorError
+from projections.http import MinPosition, Models, view_of
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
+Catalog = Annotated[CatalogView, Depends(view_of("catalog", CatalogView))]
 
 Status = Literal["uploaded", "parsed", "chunked", "embedded", "failed", "deleted"]
 

@@ -1,0 +1,90 @@
+"""What document events do to the catalog: one row per document, its status and counts.
+
+Each handler checks the aggregate version it expects, so an event applied out
+of order fails loudly instead of corrupting a row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from domain.document import Document
+from infra.envelope import Envelope
+from projections.base import Projection, handles
+from projections.rows import Rows
+
+TABLE = "catalog_documents"
+
+
+class CatalogProjection(Projection):
+    name = "catalog"
+    tables = {TABLE: ("tenant_id", "document_id")}
+
+    def _update(self, rows: Rows, envelope: Envelope, values: dict[str, Any]) -> None:
+        key = {"tenant_id": envelope.tenant_id, "document_id": UUID(envelope.aggregate_id)}
+        self.advance(rows, TABLE, key, envelope, values)
+
+    @handles(Document.Uploaded)
+    def _uploaded(self, rows: Rows, envelope: Envelope) -> None:
+        data = envelope.data
+        rows.insert(
+            TABLE,
+            {
+                "tenant_id": envelope.tenant_id,
+                "document_id": UUID(envelope.aggregate_id),
+                "filename": data["filename"],
+                "media_type": data["media_type"],
+                "size_bytes": data["size_bytes"],
+                "content_sha256": data["content_sha256"],
+                "status": "uploaded",
+                "warnings": [],
+                "uploaded_by": envelope.actor,
+                "uploaded_at": envelope.occurred_at,
+                "updated_at": envelope.occurred_at,
+                "version": envelope.aggregate_version,
+                "position": envelope.position,
+            },
+        )
+
+    @handles(Document.Parsed)
+    def _parsed(self, rows: Rows, envelope: Envelope) -> None:
+        data = envelope.data
+        self._update(
+            rows,
+            envelope,
+            {
+                "status": "parsed",
+                "page_count": data["page_count"],
+                "char_count": data["char_count"],
+                "warnings": list(data["warnings"]),
+            },
+        )
+
+    @handles(Document.Chunked)
+    def _chunked(self, rows: Rows, envelope: Envelope) -> None:
+        self._update(
+            rows, envelope, {"status": "chunked", "chunk_count": envelope.data["chunk_count"]}
+        )
+
+    @handles(Document.Embedded)
+    def _embedded(self, rows: Rows, envelope: Envelope) -> None:
+        self._update(rows, envelope, {"status": "embedded"})
+
+    @handles(Document.Failed)
+    def _failed(self, rows: Rows, envelope: Envelope) -> None:
+        data = envelope.data
+        self._update(
+            rows,
+            envelope,
+            {
+                "status": "failed",
+                "failure_stage": data["stage"],
+                "failure_code": data["code"],
+                "failure_reason": data["reason"],
+            },
+        )
+
+    @handles(Document.Deleted)
+    def _deleted(self, rows: Rows, envelope: Envelope) -> None:
+        self._update(rows, envelope, {"status": "deleted", "deleted_at": envelope.occurred_at})

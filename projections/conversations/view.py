@@ -1,0 +1,166 @@
+"""Reading conversations back: the newest first, and transcripts with their citations.
+
+A citation row names the chunk it cites, not its text: ``get`` reads the text
+from the full-text read model at query time, within the same tenant-scoped
+transaction, so a document deleted since the answer is still named in the
+transcript, but its passages are not shown again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from psycopg import Connection
+from psycopg.rows import DictRow
+
+from projections.base import ProjectionView
+
+
+@dataclass(frozen=True)
+class ConversationEntry:
+    conversation_id: UUID
+    tenant_id: str
+    title: str
+    origin: str
+    started_by: str
+    started_at: datetime
+    updated_at: datetime
+    turn_count: int
+    version: int
+    position: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ConversationEntry:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class TurnEntry:
+    turn: int
+    question: str
+    asked_by: str
+    asked_at: datetime
+    requested_model: str
+    mode: str
+    k: int
+    flags: list[str]
+    prompt_sha256: str | None
+    history_turns: int
+    status: str
+    answer: str | None
+    # n, chunk_id, document_id, filename, page, chunk_index, score, and the
+    # chunk's text (None once the document is deleted)
+    citations: list[dict[str, Any]]
+    prompt_template: str | None
+    provider: str | None
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: Decimal | None
+    latency_ms: float | None
+    failure_code: str | None
+    failure_reason: str | None
+    answered_at: datetime | None
+    position: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TurnEntry:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Transcript:
+    conversation: ConversationEntry
+    turns: list[TurnEntry]
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    entries: list[ConversationEntry]
+    next_cursor: str | None
+
+
+class ConversationsView(ProjectionView):
+    """Transcripts' queries (rows written by ``ConversationsProjection``)."""
+
+    # ----------------------------------------------------------------- queries
+
+    def page(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        started_by: str | None = None,
+    ) -> ConversationPage:
+        """Newest first; only ``started_by``'s when given."""
+        rows, next_cursor = self.newest_first(
+            tenant_id,
+            "conversations",
+            ("started_at", "conversation_id"),
+            limit=limit,
+            cursor=cursor,
+            where=() if started_by is None else ("started_by = %s",),
+            params=() if started_by is None else (started_by,),
+        )
+        entries = [ConversationEntry.from_row(r) for r in rows]
+        return ConversationPage(entries, next_cursor)
+
+    def get(self, tenant_id: str, conversation_id: UUID) -> Transcript | None:
+        with self.tenant_reads(tenant_id) as conn:
+            row = conn.execute(
+                "SELECT * FROM conversations WHERE tenant_id = %s AND conversation_id = %s",
+                (tenant_id, conversation_id),
+            ).fetchone()
+            if row is None:
+                return None
+            turns = conn.execute(
+                "SELECT * FROM conversation_turns WHERE tenant_id = %s AND conversation_id = %s"
+                " ORDER BY turn",
+                (tenant_id, conversation_id),
+            ).fetchall()
+            texts = _chunk_texts(conn, tenant_id, turns)
+        for turn in turns:
+            turn["citations"] = [
+                {**c, "text": texts.get((c["document_id"], c["chunk_index"]))}
+                for c in turn["citations"]
+            ]
+        return Transcript(ConversationEntry.from_row(row), [TurnEntry.from_row(t) for t in turns])
+
+    def prompt(self, tenant_id: str, conversation_id: UUID, turn: int) -> Prompt | None:
+        """The messages a turn's model was given, from the blob store (None if unrecorded)."""
+        with self.tenant_reads(tenant_id) as conn:
+            row = conn.execute(
+                "SELECT b.sha256, b.content FROM conversation_turns t"
+                " JOIN blobs b ON b.tenant_id = t.tenant_id AND b.sha256 = t.prompt_sha256"
+                " WHERE t.tenant_id = %s AND t.conversation_id = %s AND t.turn = %s",
+                (tenant_id, conversation_id, turn),
+            ).fetchone()
+        return Prompt(row["sha256"], bytes(row["content"])) if row else None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    sha256: str
+    content: bytes  # JSON [{role, content}], exactly as sent
+
+
+def _chunk_texts(
+    conn: Connection[DictRow], tenant_id: str, turns: list[DictRow]
+) -> dict[tuple[str, int], str]:
+    """The current text of every cited chunk, by (document id, chunk index)."""
+    keys = {(c["document_id"], int(c["chunk_index"])) for t in turns for c in t["citations"]}
+    if not keys:
+        return {}
+    documents, indexes = zip(*keys, strict=True)
+    rows = conn.execute(
+        "SELECT document_id, chunk_index, text FROM fulltext_chunks WHERE tenant_id = %s"
+        " AND (document_id, chunk_index) IN"
+        " (SELECT * FROM unnest(%s::uuid[], %s::integer[]))",
+        (tenant_id, list(documents), list(indexes)),
+    ).fetchall()
+    return {(str(r["document_id"]), int(r["chunk_index"])): r["text"] for r in rows}
