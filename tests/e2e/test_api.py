@@ -16,6 +16,7 @@ from config.settings import Settings
 from domain.access import Role
 from infra.embedding import SentenceTransformerEmbedder
 from tests.harness import RunningSystem
+from tests.http import assert_error
 
 LIMIT = 4096
 
@@ -41,15 +42,6 @@ def _key(system: RunningSystem, role: Role, **kwargs: Any) -> tuple[uuid.UUID, s
         tenant_id=system.tenant_id, actor="test", name=f"{role.value} key", role=role, **kwargs
     )
     return result.id, token
-
-
-def _error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["message"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
 
 
 def _post(
@@ -104,17 +96,19 @@ def test_identical_bytes_return_the_existing_document(client: httpx.Client) -> N
 
 
 def test_empty_file_is_422(client: httpx.Client) -> None:
-    _error(_post(client, b""), 422, "empty_file")
+    assert_error(_post(client, b""), 422, "empty_file")
 
 
 def test_unsupported_type_is_415_whatever_the_declared_type(client: httpx.Client) -> None:
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
-    body = _error(_post(client, png, "scan.pdf", "application/pdf"), 415, "unsupported_media_type")
+    body = assert_error(
+        _post(client, png, "scan.pdf", "application/pdf"), 415, "unsupported_media_type"
+    )
     assert "application/pdf" in body["message"]
 
 
 def test_oversized_upload_is_413_with_and_without_content_length(client: httpx.Client) -> None:
-    _error(_post(client, b"a" * (LIMIT + 1)), 413, "file_too_large")
+    assert_error(_post(client, b"a" * (LIMIT + 1)), 413, "file_too_large")
     big = b"a" * (2 * 1024 * 1024)  # past the multipart slack too
 
     def chunks() -> Iterator[bytes]:
@@ -131,11 +125,11 @@ def test_oversized_upload_is_413_with_and_without_content_length(client: httpx.C
         content=chunks(),
         headers={"Content-Type": "multipart/form-data; boundary=kfboundary"},
     )
-    _error(response, 413, "file_too_large")
+    assert_error(response, 413, "file_too_large")
 
 
 def test_missing_file_field_is_422(client: httpx.Client) -> None:
-    _error(client.post("/v1/documents", data={"note": "no file"}), 422, "invalid_request")
+    assert_error(client.post("/v1/documents", data={"note": "no file"}), 422, "invalid_request")
 
 
 def test_tenant_comes_from_the_key_not_the_body(
@@ -170,7 +164,7 @@ def test_tenant_comes_from_the_key_not_the_body(
 def test_requests_without_a_valid_key_get_401(system: RunningSystem, header: str | None) -> None:
     headers = {"Authorization": header} if header else {}
     response = httpx.get(f"{system.base_url}/v1/documents", headers=headers)
-    _error(response, 401, "unauthenticated")
+    assert_error(response, 401, "unauthenticated")
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
@@ -181,7 +175,7 @@ def test_a_revoked_key_gets_401_on_the_very_next_request(system: RunningSystem) 
         system.container.access.revoke_api_key(
             tenant_id=system.tenant_id, actor="test", key_id=key_id
         )
-        _error(client.get("/v1/documents"), 401, "unauthenticated")
+        assert_error(client.get("/v1/documents"), 401, "unauthenticated")
 
 
 def test_an_expired_key_gets_401(system: RunningSystem) -> None:
@@ -189,15 +183,15 @@ def test_an_expired_key_gets_401(system: RunningSystem) -> None:
     with system.client(token) as client:
         assert client.get("/v1/documents").status_code == 200
         time.sleep(1.2)
-        _error(client.get("/v1/documents"), 401, "unauthenticated")
+        assert_error(client.get("/v1/documents"), 401, "unauthenticated")
 
 
 def test_a_viewer_cannot_upload_or_delete(system: RunningSystem) -> None:
     _, token = _key(system, Role.VIEWER)
     with system.client(token) as client:
-        _error(_post(client, b"viewer upload"), 403, "forbidden")
-        _error(client.delete(f"/v1/documents/{uuid.uuid4()}"), 403, "forbidden")
-        _error(client.get("/v1/projections"), 403, "forbidden")
+        assert_error(_post(client, b"viewer upload"), 403, "forbidden")
+        assert_error(client.delete(f"/v1/documents/{uuid.uuid4()}"), 403, "forbidden")
+        assert_error(client.get("/v1/projections"), 403, "forbidden")
         assert client.get("/v1/documents").status_code == 200
 
 
@@ -224,17 +218,23 @@ def test_listing_is_newest_first_and_pages_with_a_cursor(client: httpx.Client) -
 
 
 def test_bad_paging_parameters_are_422(client: httpx.Client) -> None:
-    _error(client.get("/v1/documents", params={"cursor": "!!not-ours!!"}), 422, "invalid_cursor")
-    _error(client.get("/v1/documents", params={"limit": 0}), 422, "invalid_request")
-    _error(client.get("/v1/documents", params={"limit": 10_000}), 422, "invalid_request")
-    _error(client.get("/v1/documents", params={"status": "imaginary"}), 422, "invalid_request")
-    _error(client.get("/v1/documents", params={"min_position": 10**12}), 422, "invalid_position")
-    _error(client.get("/v1/documents/not-a-uuid"), 422, "invalid_request")
+    assert_error(
+        client.get("/v1/documents", params={"cursor": "!!not-ours!!"}), 422, "invalid_cursor"
+    )
+    assert_error(client.get("/v1/documents", params={"limit": 0}), 422, "invalid_request")
+    assert_error(client.get("/v1/documents", params={"limit": 10_000}), 422, "invalid_request")
+    assert_error(
+        client.get("/v1/documents", params={"status": "imaginary"}), 422, "invalid_request"
+    )
+    assert_error(
+        client.get("/v1/documents", params={"min_position": 10**12}), 422, "invalid_position"
+    )
+    assert_error(client.get("/v1/documents/not-a-uuid"), 422, "invalid_request")
 
 
 def test_unknown_and_foreign_documents_are_404(system: RunningSystem, client: httpx.Client) -> None:
-    _error(client.get(f"/v1/documents/{uuid.uuid4()}"), 404, "document_not_found")
-    _error(client.delete(f"/v1/documents/{uuid.uuid4()}"), 404, "document_not_found")
+    assert_error(client.get(f"/v1/documents/{uuid.uuid4()}"), 404, "document_not_found")
+    assert_error(client.delete(f"/v1/documents/{uuid.uuid4()}"), 404, "document_not_found")
     other = system.container.access.create_tenant(
         name=f"other-{uuid.uuid4().hex[:8]}", actor="test"
     )
@@ -243,18 +243,18 @@ def test_unknown_and_foreign_documents_are_404(system: RunningSystem, client: ht
     )
     mine = _post(client, f"mine {uuid.uuid4()}".encode()).json()
     with system.client(token) as stranger:
-        _error(
+        assert_error(
             stranger.get(f"/v1/documents/{mine['id']}", params={"min_position": mine["position"]}),
             404,
             "document_not_found",
         )
-        _error(stranger.delete(f"/v1/documents/{mine['id']}"), 404, "document_not_found")
+        assert_error(stranger.delete(f"/v1/documents/{mine['id']}"), 404, "document_not_found")
         assert mine["id"] not in [d["id"] for d in stranger.get("/v1/documents").json()["items"]]
 
 
 def test_unknown_route_and_method_have_error_codes(client: httpx.Client) -> None:
-    _error(client.get("/v1/nothing-here"), 404, "not_found")
-    _error(client.put("/v1/documents"), 405, "method_not_allowed")
+    assert_error(client.get("/v1/nothing-here"), 404, "not_found")
+    assert_error(client.put("/v1/documents"), 405, "method_not_allowed")
 
 
 # ------------------------------------------------------------------ delete

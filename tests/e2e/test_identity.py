@@ -22,6 +22,7 @@ from domain.access import Role
 from infra.embedding import SentenceTransformerEmbedder
 from infra.tokens import SECRET_FILE
 from tests.harness import RunningSystem
+from tests.http import assert_error
 
 EXTERNAL_ISSUER = "https://idp.example.test"
 EXTERNAL_AUDIENCE = "knowledge-foundry"
@@ -84,13 +85,6 @@ def _key(system: RunningSystem, role: Role, **kwargs: Any) -> tuple[uuid.UUID, s
     return result.id, token
 
 
-def _error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    # The OpenAI-compatible routes answer in OpenAI's shape, with the same codes.
-    assert body.get("error", body)["code"] == code, response.text
-
-
 def _secret(system: RunningSystem) -> bytes:
     return (system.settings.data_dir.resolve() / SECRET_FILE).read_text().strip().encode()
 
@@ -133,7 +127,7 @@ def test_admin_issues_lists_and_revokes_keys(system: RunningSystem, admin: httpx
     revoked = admin.delete(f"/v1/keys/{issued['id']}")
     assert revoked.status_code == 200 and revoked.json()["changed"] is True
     # The very next request with the key is refused, before any projection moves.
-    _error(_get_as(system, issued["key"]), 401, "unauthenticated")
+    assert_error(_get_as(system, issued["key"]), 401, "unauthenticated")
     again = admin.delete(f"/v1/keys/{issued['id']}")
     assert again.status_code == 200 and again.json()["changed"] is False
 
@@ -190,8 +184,8 @@ def test_other_tenants_keys_cannot_be_seen_or_revoked(
     result, other_key = access.issue_api_key(
         tenant_id=str(other.id), actor="test", name="theirs", role=Role.ADMIN
     )
-    _error(admin.delete(f"/v1/keys/{result.id}"), 404, "api_key_not_found")
-    _error(
+    assert_error(admin.delete(f"/v1/keys/{result.id}"), 404, "api_key_not_found")
+    assert_error(
         admin.get(f"/v1/keys/{result.id}", params={"min_position": result.position}),
         404,
         "api_key_not_found",
@@ -205,7 +199,7 @@ def test_expired_key_gets_401(system: RunningSystem, admin: httpx.Client) -> Non
     key = issued.json()["key"]
     assert _get_as(system, key).status_code == 200
     time.sleep(2.0)
-    _error(_get_as(system, key), 401, "unauthenticated")
+    assert_error(_get_as(system, key), 401, "unauthenticated")
 
 
 # -------------------------------------------------------------------- tokens
@@ -223,12 +217,14 @@ def test_a_key_exchanged_for_a_token_works_until_the_key_is_revoked(
 
     assert _get_as(system, body["access_token"]).status_code == 200
     with system.client(body["access_token"]) as as_viewer:
-        _error(as_viewer.post("/v1/keys", json={"name": "n", "role": "admin"}), 403, "forbidden")
+        assert_error(
+            as_viewer.post("/v1/keys", json={"name": "n", "role": "admin"}), 403, "forbidden"
+        )
         # A token cannot be exchanged for another (that would outlive revocation).
-        _error(as_viewer.post("/v1/auth/token"), 403, "api_key_required")
+        assert_error(as_viewer.post("/v1/auth/token"), 403, "api_key_required")
 
     system.container.access.revoke_api_key(tenant_id=system.tenant_id, actor="test", key_id=key_id)
-    _error(_get_as(system, body["access_token"]), 401, "unauthenticated")
+    assert_error(_get_as(system, body["access_token"]), 401, "unauthenticated")
 
 
 def test_a_token_never_outlives_its_key(system: RunningSystem, admin: httpx.Client) -> None:
@@ -314,7 +310,7 @@ def test_tampered_tokens_get_401(system: RunningSystem, tamper: str) -> None:
         token = f"{header}.{_b64(json.dumps(raised).encode())}.{signature}"
     elif tamper == "garbage":
         token = "a.b.c"
-    _error(_get_as(system, token), 401, "unauthenticated")
+    assert_error(_get_as(system, token), 401, "unauthenticated")
 
 
 def _external_token(idp_key: tuple[bytes, Path], **changes: Any) -> str:
@@ -340,7 +336,7 @@ def test_external_issuer_tokens_are_accepted_with_their_role(
     token = _external_token(idp_key)
     assert _get_as(system, token).status_code == 200
     with system.client(token) as c:
-        _error(c.get("/v1/keys"), 403, "forbidden")
+        assert_error(c.get("/v1/keys"), 403, "forbidden")
     impostor, _ = _rsa_pair(tmp_path, "impostor")
     for refused in (
         _external_token(idp_key, kf_tenant="no-such-tenant"),
@@ -348,7 +344,7 @@ def test_external_issuer_tokens_are_accepted_with_their_role(
         _external_token(idp_key, aud="other"),
         _external_token((impostor, Path())),
     ):
-        _error(_get_as(system, refused), 401, "unauthenticated")
+        assert_error(_get_as(system, refused), 401, "unauthenticated")
 
 
 def test_auth_failures_are_counted_by_reason(system: RunningSystem) -> None:
@@ -417,4 +413,4 @@ def test_each_role_against_each_route(
         assert response.status_code not in {401, 403}, response.text
         assert response.status_code < 500, response.text
     else:
-        _error(response, 403, "forbidden")
+        assert_error(response, 403, "forbidden")

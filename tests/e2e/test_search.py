@@ -19,6 +19,7 @@ from domain.access import Role
 from infra.embedding import SentenceTransformerEmbedder
 from projections.read_models import names
 from tests.harness import RunningSystem
+from tests.http import assert_error
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -97,11 +98,6 @@ def tenants(system: RunningSystem, documents_dir: Path) -> dict[str, Any]:
 
 def _search(client: httpx.Client, **params: Any) -> httpx.Response:
     return client.get("/v1/search", params=params)
-
-
-def _error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["code"] == code
 
 
 # ----------------------------------------------------------------- modes
@@ -231,18 +227,18 @@ def test_bad_queries_get_4xx_with_codes(
     system: RunningSystem, params: dict[str, Any], code: str
 ) -> None:
     with system.client() as client:
-        _error(_search(client, **params), 422, code)
+        assert_error(_search(client, **params), 422, code)
 
 
 def test_invalid_utf8_and_malformed_bodies_are_4xx(system: RunningSystem) -> None:
     with system.client() as client:
-        _error(client.get("/v1/search?q=%FF%FE%FD&mode=keyword"), 400, "invalid_utf8")
+        assert_error(client.get("/v1/search?q=%FF%FE%FD&mode=keyword"), 400, "invalid_utf8")
         malformed = client.post(
             "/v1/search",
             content=b'{"query": "x", "k":',
             headers={"Content-Type": "application/json"},
         )
-        _error(malformed, 422, "invalid_request")
+        assert_error(malformed, 422, "invalid_request")
         bad_bytes = client.post(
             "/v1/search",
             content=b'{"query": "\xff\xfe"}',
@@ -252,7 +248,7 @@ def test_invalid_utf8_and_malformed_bodies_are_4xx(system: RunningSystem) -> Non
         wrong_shape = client.post(
             "/v1/search", json={"query": "x", "filters": {"document_ids": "abc"}}
         )
-        _error(wrong_shape, 422, "invalid_request")
+        assert_error(wrong_shape, 422, "invalid_request")
 
 
 # ------------------------------------------------------------ delete
@@ -372,17 +368,19 @@ def test_no_document_key_or_catalog_request_crosses_tenants(
             listed = {item["id"] for item in response.json()["items"]}
             assert listed and not listed & set(tenants["ids"][them])
         elif action == "get_document":
-            _error(client.get(f"/v1/documents/{other_document}"), 404, "document_not_found")
+            assert_error(client.get(f"/v1/documents/{other_document}"), 404, "document_not_found")
         elif action == "delete_document":
-            _error(client.delete(f"/v1/documents/{other_document}"), 404, "document_not_found")
+            assert_error(
+                client.delete(f"/v1/documents/{other_document}"), 404, "document_not_found"
+            )
         elif action == "list_keys":
             listed = {item["id"] for item in client.get("/v1/keys").json()["items"]}
             assert set(admin_keys["owned"][me]) <= listed
             assert not listed & set(admin_keys["owned"][them])
         elif action == "get_key":
-            _error(client.get(f"/v1/keys/{other_key}"), 404, "api_key_not_found")
+            assert_error(client.get(f"/v1/keys/{other_key}"), 404, "api_key_not_found")
         elif action == "revoke_key":
-            _error(client.delete(f"/v1/keys/{other_key}"), 404, "api_key_not_found")
+            assert_error(client.delete(f"/v1/keys/{other_key}"), 404, "api_key_not_found")
         else:
             response = client.post(
                 "/v1/search",
@@ -485,7 +483,7 @@ def test_a_tenant_rebuild_touches_only_that_tenant(
     system: RunningSystem, tenants: dict[str, Any]
 ) -> None:
     with system.client(tenants["key_b"]) as b_admin_attempt:
-        _error(
+        assert_error(
             b_admin_attempt.post("/v1/admin/rebuilds", json={"projection": "all"}), 403, "forbidden"
         )
     with system.client() as client:
