@@ -60,7 +60,7 @@ def _fill(conn: psycopg.Connection[tuple[object, ...]], table: str) -> None:
         "jsonb": "[]",
         "timestamp with time zone": "2026-01-01T00:00:00Z",
     }
-    for tenant in (TENANT_A, TENANT_B):
+    for n, tenant in enumerate((TENANT_A, TENANT_B), start=1):
         names, values = [], []
         for name, data_type in columns:
             names.append(sql.Identifier(str(name)))
@@ -70,6 +70,8 @@ def _fill(conn: psycopg.Connection[tuple[object, ...]], table: str) -> None:
                 values.append(str(uuid.uuid4()))
             elif name in {"sha256", "content_sha256"}:
                 values.append(uuid.uuid4().hex)
+            elif data_type in ("bigint", "integer"):
+                values.append(n)  # distinct per tenant: some tables have unique positions
             else:
                 values.append(samples[str(data_type)])
         conn.execute(
