@@ -383,6 +383,7 @@ ROUTES: dict[tuple[str, str], tuple[Role, dict[str, Any]]] = {
     ("GET", "/v1/models"): (Role.VIEWER, {}),
     ("POST", "/v1/admin/rebuilds"): (Role.ADMIN, {"json": {"projection": "nothing"}}),
     ("GET", "/v1/admin/rebuilds/{rebuild_id}"): (Role.ADMIN, {}),
+    ("GET", "/v1/audit/events"): (Role.ADMIN, {}),
 }
 
 

@@ -1,0 +1,19 @@
+"""The audit trail: every event of every context, who did what to which resource and when.
+
+``GET /v1/audit/events`` (admins), filtered by actor, action (with wildcards),
+resource, time and request id, newest first.
+"""
+
+from projections.audit.projection import AuditProjection
+from projections.audit.routes import router
+from projections.audit.view import AuditEntry, AuditFilter, AuditPage, AuditView
+from projections.slice import ReadModel
+
+READ_MODEL = ReadModel(
+    projection=AuditProjection,
+    view=AuditView,
+    migration="0006_audit.sql",
+    router=router,
+)
+
+__all__ = ["READ_MODEL", "AuditEntry", "AuditFilter", "AuditPage", "AuditProjection", "AuditView"]

@@ -1,0 +1,112 @@
+"""What every event of every context becomes in the audit trail: who did what, to what, when.
+
+One entry per event (``EVERY_EVENT``): the action (the event's type), the
+resource (the aggregate's type, id and version), the context and position,
+when, the actor and the role it acted with, where the command came from when
+the event says so, and a summary of the change: the names of every field the
+event carries, with the values of those that are neither content nor secrets.
+Document text, file names, titles, questions, answers, failure messages and
+secret digests are named, never shown. An actor's role is the one its key was
+issued with (``audit_actors``, kept from ``ApiKey.Issued``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from infra.envelope import Envelope
+from projections.base import EVERY_EVENT, Projection, handles
+from projections.rows import Rows
+
+ENTRIES = "audit_events"
+ACTORS = "audit_actors"
+ENTRY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://knowledge-foundry/audit-entries")
+
+# Fields whose values an audit entry shows; every other field is only named.
+SHOWN = frozenset(
+    {
+        # documents
+        "media_type", "declared_type", "size_bytes", "content_sha256", "page_count",
+        "char_count", "parser", "chunk_count", "chunk_tokens", "overlap_tokens", "tokenizer",
+        "model", "dimension", "stage", "code",
+        # access
+        "name", "role", "expires_at", "origin",
+        # conversations
+        "turn", "mode", "k", "history_turns", "provider", "prompt_template",
+        "usage", "cost_usd", "latency_ms",
+    }
+)  # fmt: skip
+
+
+def entry_id(envelope: Envelope) -> uuid.UUID:
+    """An entry's id, the same whenever its event is applied (replays, rebuilds)."""
+    return uuid.uuid5(ENTRY_NAMESPACE, envelope.message_id)
+
+
+def summary(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "fields": sorted(data),
+        "values": {field: data[field] for field in sorted(data) if field in SHOWN},
+    }
+
+
+class AuditProjection(Projection):
+    name = "audit"
+    tables = {ENTRIES: ("tenant_id", "entry_id"), ACTORS: ("tenant_id", "actor")}
+
+    def __init__(self, *, variant: str = "") -> None:
+        super().__init__(variant=variant)
+        # Roles never change for a key: what was read once is kept for the process.
+        self._roles: dict[tuple[str, str], str | None] = {}
+
+    def _role(self, rows: Rows, tenant_id: str, actor: str) -> str | None:
+        key = (tenant_id, actor)
+        if key not in self._roles:
+            found = rows.select(ACTORS, {"tenant_id": tenant_id, "actor": actor})
+            if not found:
+                return None  # not a key (a worker, the CLI, a token's subject) or not yet known
+            self._roles[key] = found[0]["role"]
+        return self._roles[key]
+
+    @handles(EVERY_EVENT)
+    def _recorded(self, rows: Rows, envelope: Envelope) -> None:
+        data = envelope.data
+        if envelope.event_type == "ApiKey.Issued":
+            actor = f"key:{envelope.aggregate_id}"
+            rows.insert(
+                ACTORS,
+                {
+                    "tenant_id": envelope.tenant_id,
+                    "actor": actor,
+                    "role": data["role"],
+                    "position": envelope.position,
+                },
+            )
+            self._roles[(envelope.tenant_id, actor)] = data["role"]
+        resource_type, _, _ = envelope.event_type.partition(".")
+        rows.insert(
+            ENTRIES,
+            {
+                "tenant_id": envelope.tenant_id,
+                "entry_id": entry_id(envelope),
+                "context": envelope.context,
+                "position": envelope.position,
+                "occurred_at": envelope.occurred_at,
+                "actor": envelope.actor,
+                "actor_role": self._role(rows, envelope.tenant_id, envelope.actor),
+                "action": envelope.event_type,
+                "resource_type": resource_type,
+                "resource_id": uuid.UUID(envelope.aggregate_id),
+                "resource_version": envelope.aggregate_version,
+                "request_id": None,
+                "client_address": _client(data.get("origin")),
+                "user_agent": None,
+                "changes": summary(data),
+            },
+        )
+
+
+def _client(origin: Any) -> str | None:
+    """Where a command came from, when its event says: a client address or ``cli:<host>``."""
+    return str(origin) if origin else None

@@ -1,0 +1,94 @@
+"""Reading the audit trail: a tenant's entries newest first, filtered, keyset-paged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from projections.base import ProjectionView
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    entry_id: UUID
+    tenant_id: str
+    context: str
+    position: int
+    occurred_at: datetime
+    actor: str
+    actor_role: str | None
+    action: str
+    resource_type: str
+    resource_id: UUID
+    resource_version: int
+    request_id: str | None
+    client_address: str | None
+    user_agent: str | None
+    changes: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> AuditEntry:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    entries: list[AuditEntry]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    actor: str | None = None
+    action: str | None = None  # an event type; ``*`` matches any run of characters
+    resource_type: str | None = None
+    resource_id: UUID | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+    request_id: str | None = None
+
+
+def like_pattern(action: str) -> str:
+    """``Document.*`` as a LIKE pattern (``%`` and ``_`` taken literally)."""
+    escaped = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+class AuditView(ProjectionView):
+    """The audit trail's queries (rows written by ``AuditProjection``)."""
+
+    def page(
+        self, tenant_id: str, match: AuditFilter, *, limit: int, cursor: str | None = None
+    ) -> AuditPage:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("actor", match.actor),
+            ("resource_type", match.resource_type),
+            ("resource_id", match.resource_id),
+            ("request_id", match.request_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if match.action is not None:
+            where.append("action LIKE %s ESCAPE '\\'")
+            params.append(like_pattern(match.action))
+        if match.since is not None:
+            where.append("occurred_at >= %s")
+            params.append(match.since)
+        if match.until is not None:
+            where.append("occurred_at < %s")
+            params.append(match.until)
+        rows, next_cursor = self.newest_first(
+            tenant_id,
+            "audit_events",
+            ("occurred_at", "entry_id"),
+            limit=limit,
+            cursor=cursor,
+            where=where,
+            params=params,
+        )
+        return AuditPage([AuditEntry.from_row(r) for r in rows], next_cursor)

@@ -1,0 +1,173 @@
+"""The audit trail end to end: every event of the tenant as an entry, filtered and paged.
+
+The first read model of the audit issue, and the proof that a read model is a
+slice: projections/audit, migrations/0006_audit.sql and one line of
+projections/read_models.py; the composition root, the CLI, the rebuild API and
+the harness learned of it from the list.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from domain.access import Role
+from tests.harness import RunningSystem
+from tests.http import assert_error
+
+SECRET_NAME = f"confidential-{uuid.uuid4().hex}.md"
+QUESTION = f"What does the {uuid.uuid4().hex} clause say?"
+
+
+@pytest.fixture(scope="module")
+def trail(system: RunningSystem) -> dict[str, Any]:
+    """A document uploaded and deleted, a key issued and revoked, a question asked."""
+    with system.client() as admin:
+        uploaded = admin.post(
+            "/v1/documents",
+            files={"file": (SECRET_NAME, b"# Terms\n\nThe clause says nothing.", "text/markdown")},
+        ).json()
+        system.wait_final(admin, [uploaded["id"]])
+        deleted = admin.delete(f"/v1/documents/{uploaded['id']}")
+        assert deleted.status_code == 202, deleted.text
+        issued = admin.post("/v1/keys", json={"name": "auditor robot", "role": "viewer"}).json()
+        admin.delete(f"/v1/keys/{issued['id']}")
+        conversation = admin.post("/v1/conversations", json={"title": "terms"}).json()
+        asked = admin.post(
+            f"/v1/conversations/{conversation['id']}/questions", json={"question": QUESTION}
+        )
+        assert asked.status_code == 200, asked.text
+    heads = {c: log.head() for c, log in system.container.event_logs.items()}
+    view = system.container.views["audit"]
+    for context, head in heads.items():
+        assert view.wait_for(context, head, 30), context
+    return {"document": uploaded["id"], "key": issued["id"], "conversation": conversation["id"]}
+
+
+def _all(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        paging = {"limit": 7} if cursor is None else {"limit": 7, "cursor": cursor}
+        page = client.get("/v1/audit/events", params={**params, **paging})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        items.extend(body["items"])
+        if body["next_cursor"] is None:
+            return items
+        cursor = body["next_cursor"]
+
+
+def test_every_event_of_the_tenant_is_an_entry_newest_first(
+    system: RunningSystem, trail: dict[str, Any]
+) -> None:
+    with system.client() as admin:
+        entries = _all(admin)
+    tenant = system.tenant_id
+    expected = sum(
+        1
+        for log in system.container.event_logs.values()
+        for batch in log.read_all(0)
+        for e in batch
+        if e.tenant_id == tenant
+    )
+    assert len(entries) == expected
+    assert len({e["id"] for e in entries}) == expected
+    times = [e["occurred_at"] for e in entries]
+    assert times == sorted(times, reverse=True)
+    document = [e for e in entries if e["resource"]["id"] == trail["document"]]
+    assert [e["action"] for e in reversed(document)] == [
+        "Document.Uploaded", "Document.Parsed", "Document.Chunked", "Document.Embedded",
+        "Document.Deleted",
+    ]  # fmt: skip
+    uploaded = document[-1]
+    admin_key = system.admin_key.split("_")[1]
+    assert uploaded["actor"] == f"key:{uuid.UUID(admin_key)}" and uploaded["actor_role"] == "admin"
+    assert uploaded["resource"] == {"type": "Document", "id": trail["document"], "version": 1}
+    assert uploaded["context"] == "documents" and uploaded["tenant_id"] == tenant
+    assert "filename" in uploaded["changes"]["fields"]
+    assert uploaded["changes"]["values"]["media_type"] == "text/markdown"
+    worker_step = next(e for e in document if e["action"] == "Document.Parsed")
+    assert worker_step["actor"].startswith("worker:") and worker_step["actor_role"] is None
+    issued = next(
+        e for e in entries if e["action"] == "ApiKey.Issued" and e["resource"]["id"] == trail["key"]
+    )
+    assert issued["changes"]["values"]["role"] == "viewer" and issued["client_address"]
+
+
+def test_content_and_secrets_are_named_but_never_shown(
+    system: RunningSystem, trail: dict[str, Any]
+) -> None:
+    with system.client() as admin:
+        raw = admin.get("/v1/audit/events", params={"limit": 500}).text
+    assert SECRET_NAME not in raw and QUESTION not in raw
+    assert "secret_sha256" in raw  # the field is named...
+    digests = [
+        e.data["secret_sha256"]
+        for batch in system.container.event_logs["access"].read_all(0)
+        for e in batch
+        if e.event_type == "ApiKey.Issued"
+    ]
+    assert digests and not any(d in raw for d in digests)  # ...its value never shown
+
+
+def test_filters_by_action_wildcard_resource_actor_and_time(
+    system: RunningSystem, trail: dict[str, Any]
+) -> None:
+    with system.client() as admin:
+        documents = _all(admin, action="Document.*")
+        assert documents and {e["action"].split(".")[0] for e in documents} == {"Document"}
+        keys = _all(admin, action="ApiKey.Revoked", resource_id=trail["key"])
+        assert [e["action"] for e in keys] == ["ApiKey.Revoked"]
+        conversation = _all(admin, resource_type="Conversation")
+        assert {e["resource"]["id"] for e in conversation} >= {trail["conversation"]}
+        workers = [e for e in documents if e["actor"].startswith("worker:")]
+        by_actor = _all(admin, actor=workers[0]["actor"])
+        assert by_actor and {e["actor"] for e in by_actor} == {workers[0]["actor"]}
+        newest = documents[0]["occurred_at"]
+        since = _all(admin, action="Document.*", since=newest)
+        assert [e["id"] for e in since] == [
+            e["id"] for e in documents if e["occurred_at"] >= newest
+        ]
+        future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        assert _all(admin, since=future) == []
+        assert _all(admin, action="Document_Uploaded") == []  # "_" is not a wildcard
+        assert_error(
+            admin.get("/v1/audit/events", params={"since": future, "until": newest}),
+            422,
+            "invalid_filter",
+        )
+        assert_error(
+            admin.get("/v1/audit/events", params={"cursor": "nope"}), 422, "invalid_cursor"
+        )
+
+
+def test_only_admins_read_the_trail_and_only_their_tenants(
+    system: RunningSystem, trail: dict[str, Any]
+) -> None:
+    for role in (Role.VIEWER, Role.EDITOR):
+        _, token = system.container.access.issue_api_key(
+            tenant_id=system.tenant_id, actor="test", name=f"{role.value}", role=role
+        )
+        with system.client(token) as client:
+            assert_error(client.get("/v1/audit/events"), 403, "forbidden")
+    other = system.container.access.create_tenant(
+        name=f"audit-{uuid.uuid4().hex[:8]}", actor="test"
+    )
+    _, token = system.container.access.issue_api_key(
+        tenant_id=str(other.id), actor="test", name="other admin", role=Role.ADMIN
+    )
+    deadline = time.monotonic() + 30
+    with system.client(token) as client:
+        while True:
+            items = client.get("/v1/audit/events").json()["items"]
+            if items or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert items and {e["tenant_id"] for e in items} == {str(other.id)}
+    assert trail["document"] not in {e["resource"]["id"] for e in items}
