@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import nats
 import pytest
 
-from config.root import Container, Endpoints
+from config.root import Container
 from config.settings import Settings
 from infra.bus import Bus
 from infra.envelope import Envelope
@@ -18,16 +18,14 @@ from infra.relay import Relay, relay_tracking
 
 
 @pytest.fixture
-def setup(settings_factory: Callable[..., Settings]) -> Iterator[tuple[Container, Settings]]:
+def setup(make_container: Callable[..., Container]) -> tuple[Container, Settings]:
     # A fresh stream per test; a short duplicate window proves resumption does
     # not lean on JetStream's deduplication.
     tag = uuid.uuid4().hex[:8]
-    settings = settings_factory(
+    container = make_container(
         nats={"stream": f"KFR_{tag}", "subject_prefix": f"kfr{tag}", "duplicate_window_s": 1}
     )
-    container = Container(settings, Endpoints(settings.database.url, settings.nats.url))
-    yield container, settings
-    container.close()
+    return container, container.settings
 
 
 def _upload_many(container: Container, count: int) -> None:
