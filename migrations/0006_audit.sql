@@ -9,7 +9,6 @@ CREATE TABLE IF NOT EXISTS audit_events (
     position          bigint      NOT NULL,
     occurred_at       timestamptz NOT NULL,
     actor             text        NOT NULL,
-    actor_role        text,
     action            text        NOT NULL,   -- the event type, e.g. Document.Uploaded
     resource_type     text        NOT NULL,
     resource_id       uuid        NOT NULL,
@@ -28,7 +27,8 @@ CREATE INDEX IF NOT EXISTS audit_events_by_actor
 CREATE INDEX IF NOT EXISTS audit_events_by_resource
     ON audit_events (tenant_id, resource_id, occurred_at DESC, entry_id DESC);
 
--- The role each key was issued with, so an entry can say what its actor was.
+-- The role each key was issued with, joined to entries when they are read (an
+-- entry never depends on whether its actor's key was projected before it).
 CREATE TABLE IF NOT EXISTS audit_actors (
     tenant_id  text    NOT NULL,
     actor      text    NOT NULL,

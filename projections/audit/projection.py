@@ -7,7 +7,10 @@ the event says so, and a summary of the change: the names of every field the
 event carries, with the values of those that are neither content nor secrets.
 Document text, file names, titles, questions, answers, failure messages and
 secret digests are named, never shown. An actor's role is the one its key was
-issued with (``audit_actors``, kept from ``ApiKey.Issued``).
+issued with (``audit_actors``, kept from ``ApiKey.Issued``), looked up when the
+trail is read: the projector sees each context in order but not the contexts
+relative to each other (a rebuild replays them one after another), so no entry
+may depend on whether the key's issue was applied before the entry's event.
 """
 
 from __future__ import annotations
@@ -55,35 +58,19 @@ class AuditProjection(Projection):
     name = "audit"
     tables = {ENTRIES: ("tenant_id", "entry_id"), ACTORS: ("tenant_id", "actor")}
 
-    def __init__(self, *, variant: str = "") -> None:
-        super().__init__(variant=variant)
-        # Roles never change for a key: what was read once is kept for the process.
-        self._roles: dict[tuple[str, str], str | None] = {}
-
-    def _role(self, rows: Rows, tenant_id: str, actor: str) -> str | None:
-        key = (tenant_id, actor)
-        if key not in self._roles:
-            found = rows.select(ACTORS, {"tenant_id": tenant_id, "actor": actor})
-            if not found:
-                return None  # not a key (a worker, the CLI, a token's subject) or not yet known
-            self._roles[key] = found[0]["role"]
-        return self._roles[key]
-
     @handles(EVERY_EVENT)
     def _recorded(self, rows: Rows, envelope: Envelope) -> None:
         data = envelope.data
         if envelope.event_type == "ApiKey.Issued":
-            actor = f"key:{envelope.aggregate_id}"
             rows.insert(
                 ACTORS,
                 {
                     "tenant_id": envelope.tenant_id,
-                    "actor": actor,
+                    "actor": f"key:{envelope.aggregate_id}",
                     "role": data["role"],
                     "position": envelope.position,
                 },
             )
-            self._roles[(envelope.tenant_id, actor)] = data["role"]
         resource_type, _, _ = envelope.event_type.partition(".")
         rows.insert(
             ENTRIES,
@@ -94,7 +81,6 @@ class AuditProjection(Projection):
                 "position": envelope.position,
                 "occurred_at": envelope.occurred_at,
                 "actor": envelope.actor,
-                "actor_role": self._role(rows, envelope.tenant_id, envelope.actor),
                 "action": envelope.event_type,
                 "resource_type": resource_type,
                 "resource_id": uuid.UUID(envelope.aggregate_id),

@@ -18,7 +18,7 @@ class AuditEntry:
     position: int
     occurred_at: datetime
     actor: str
-    actor_role: str | None
+    actor_role: str | None  # the role the actor's key was issued with (None: not a key)
     action: str
     resource_type: str
     resource_id: UUID
@@ -91,4 +91,16 @@ class AuditView(ProjectionView):
             where=where,
             params=params,
         )
-        return AuditPage([AuditEntry.from_row(r) for r in rows], next_cursor)
+        roles = self._roles(tenant_id, {row["actor"] for row in rows})
+        entries = [AuditEntry.from_row({**r, "actor_role": roles.get(r["actor"])}) for r in rows]
+        return AuditPage(entries, next_cursor)
+
+    def _roles(self, tenant_id: str, actors: set[str]) -> dict[str, str]:
+        if not actors:
+            return {}
+        with self.tenant_reads(tenant_id) as conn:
+            found = conn.execute(
+                "SELECT actor, role FROM audit_actors WHERE tenant_id = %s AND actor = ANY(%s)",
+                (tenant_id, sorted(actors)),
+            ).fetchall()
+        return {row["actor"]: row["role"] for row in found}

@@ -20,6 +20,7 @@ import httpx
 import psutil
 import pytest
 
+from projections.read_models import names
 from tests.harness import shared_model_cache, shared_query_embedder
 
 pytestmark = pytest.mark.timeout(900)
@@ -175,6 +176,17 @@ def test_rebuild_index_through_the_running_server(serve: Serve, data_dir: Path) 
     assert result["state"] == "done", result
     assert result["matches_live"] is True
     assert result["events"] >= 4 and result["chunks"] >= 1
+    assert {name: r["matches_live"] for name, r in result["results"].items()} == dict.fromkeys(
+        names(), True
+    )
+    one = kf(data_dir, "rebuild-index", "--projection", "keys")
+    assert one["state"] == "done" and one["projections"] == ["keys"] and one["matches_live"]
+    unknown = subprocess.run(
+        [sys.executable, "-m", "config.cli", "rebuild-index", "--projection", "nothing",
+         "--data-dir", str(data_dir)],
+        env=_clean_env(data_dir), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "catalog" in unknown.stderr, unknown.stderr
     key = (data_dir / "admin-key").read_text().strip()
     hits = httpx.get(
         f"{serve.url}/v1/search",

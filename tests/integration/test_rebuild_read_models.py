@@ -36,10 +36,16 @@ def container(
     for name in ("rebuild-one", "rebuild-two"):
         built.access.create_tenant(name=name, actor="cli")
     for n, tenant in enumerate(TENANTS):
+        # Issued first, acting after: read models that follow several contexts are
+        # replayed one context after another, and must not depend on the interleaving.
+        key, _ = built.access.issue_api_key(
+            tenant_id=tenant, actor="cli", name=f"robot {n}", role=Role.EDITOR
+        )
+        actor = f"key:{key.id}"
         for i in range(3):
             uploaded = built.documents.upload_document(
                 tenant_id=tenant,
-                actor="key:t",
+                actor=actor,
                 filename=f"{tenant}-{i}.md",
                 declared_type=None,
                 content=f"# Note {i}\n\nKestrel sightings by {tenant}, number {i}.".encode(),
@@ -50,22 +56,25 @@ def container(
             stages.embed([ref])
             if i == 2:
                 built.documents.delete_document(
-                    tenant_id=tenant, actor="key:t", document_id=ref.document_id
+                    tenant_id=tenant, actor=actor, document_id=ref.document_id
                 )
-        key, _ = built.access.issue_api_key(
-            tenant_id=tenant, actor="cli", name=f"robot {n}", role=Role.EDITOR
-        )
-        if n:
-            built.access.revoke_api_key(tenant_id=tenant, actor="cli", key_id=key.id)
         conversations = built.conversations
-        started = conversations.start_conversation(tenant_id=tenant, actor="key:t", title="q")
+        started = conversations.start_conversation(tenant_id=tenant, actor=actor, title="q")
         conversations.ask(
-            conversations.get_conversation(tenant, started.id), actor="key:t",
+            conversations.get_conversation(tenant, started.id), actor=actor,
             question="where are the kestrels?", model="extractive", mode="hybrid", k=5,
             flags=[], prompt_sha256=None, history_turns=0,
         )  # fmt: skip
+        if n:
+            built.access.revoke_api_key(tenant_id=tenant, actor=actor, key_id=key.id)
+    # As the live projectors see them: every context interleaved in the order written.
+    written = sorted(
+        (e for context in built.event_logs for e in envelopes(built, context)),
+        key=lambda e: e.occurred_at,
+    )
     for view in built.views.values():
-        view.catch_up_from(built.event_logs)
+        for start in range(0, len(written), 5):
+            view.apply_batch(written[start : start + 5])
     yield built
     built.close()
 
