@@ -11,6 +11,7 @@ run ``kf migrate``; a role that would serve an empty search index refuses too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -82,11 +83,27 @@ def fresh_database(services: Services) -> Iterator[str]:
         yield url
 
 
+def _schema(url: str) -> list[tuple[str, str]]:
+    """Every relation, type and function of the database, by kind and name."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT 'relation:' || relkind::text, relname FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'"
+            " UNION ALL SELECT 'type', typname FROM pg_type t"
+            " JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = 'public'"
+            " UNION ALL SELECT 'function', proname FROM pg_proc p"
+            " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'"
+            " ORDER BY 1, 2"
+        ).fetchall()
+    return [(str(kind), str(name)) for kind, name in rows]
+
+
 def _one_round(services: Services, scratch: Path, number: int) -> None:
     tag = uuid.uuid4().hex[:8]
     with services.database() as url:
         created = migrate(url)
         assert "documents_events" in created and "catalog_tracking" in created
+        migrated = _schema(url)
         env = _env(url, services.nats_url, scratch / f"data-{number}", tag)
         logs = [scratch / f"round-{number}-{i}-{args[0]}.log" for i, args in enumerate(ROLES)]
         processes = [_kf(args, env, log) for args, log in zip(ROLES, logs, strict=True)]
@@ -111,11 +128,10 @@ def _one_round(services: Services, scratch: Path, number: int) -> None:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(5)
-            import asyncio
-
             asyncio.run(delete_stream(services.nats_url, f"KFS_{tag}"))
         for i, log in enumerate(logs):
             assert "concurrently" not in log.read_text(errors="replace"), ROLES[i]
+        assert _schema(url) == migrated  # the roles ran no DDL
 
 
 @pytest.mark.slow
