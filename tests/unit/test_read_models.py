@@ -103,6 +103,18 @@ def _advance(document: Document, step: str) -> None:
         document.delete(actor="key:x")
 
 
+def _key(name: str = "k", role: Role = Role.VIEWER, expires_at: datetime | None = None) -> ApiKey:
+    return ApiKey.issue(
+        token=new_key_token(),
+        tenant_id=TENANT,
+        actor="key:admin",
+        name=name,
+        role=role,
+        expires_at=expires_at,
+        now=datetime.now(UTC),
+    )
+
+
 STEPS = st.lists(st.sampled_from(["parsed", "chunked", "embedded", "failed", "deleted"]))
 
 
@@ -201,16 +213,8 @@ def test_the_catch_all_follows_every_context_and_a_specific_handler_wins() -> No
     log = Log()
     document = _document("a.txt")
     _advance(document, "parsed")
-    key = ApiKey.issue(
-        token=new_key_token(),
-        tenant_id=TENANT,
-        actor="key:x",
-        name="k",
-        role=Role.VIEWER,
-        expires_at=None,
-        now=datetime.now(UTC),
-    )
-    key.revoke(actor="key:x")
+    key = _key()
+    key.revoke(actor="key:admin")
     conversation = Conversation.start(tenant_id=TENANT, actor="key:x", title="t")
     envelopes = [
         *log.envelopes("documents", document),
@@ -232,15 +236,7 @@ def test_the_catch_all_follows_every_context_and_a_specific_handler_wins() -> No
 
 def test_events_a_projection_ignores_still_advance_its_position() -> None:
     log = Log()
-    key = ApiKey.issue(
-        token=new_key_token(),
-        tenant_id=TENANT,
-        actor="key:x",
-        name="k",
-        role=Role.ADMIN,
-        expires_at=datetime.now(UTC) + timedelta(days=1),
-        now=datetime.now(UTC),
-    )
+    key = _key(role=Role.ADMIN, expires_at=datetime.now(UTC) + timedelta(days=1))
     envelopes = log.envelopes("access", key)
     tenant_created = Envelope(
         context="access", position=2, event_type="Tenant.Created", topic="t:Tenant.Created",
@@ -346,15 +342,7 @@ def _copy_upload(document: Document) -> Document:
 
 def test_a_key_is_revoked_once_and_a_second_revoke_is_refused() -> None:
     log = Log()
-    key = ApiKey.issue(
-        token=new_key_token(),
-        tenant_id=TENANT,
-        actor="key:admin",
-        name="robot",
-        role=Role.EDITOR,
-        expires_at=None,
-        now=datetime.now(UTC),
-    )
+    key = _key("robot", Role.EDITOR)
     key.revoke(actor="key:admin")
     envelopes = log.envelopes("access", key)
     view = MemoryView(KeysProjection())
