@@ -320,6 +320,7 @@ class Container:
             Role.VIEWER: (limits.viewer.burst, limits.viewer.per_hour),
             Role.EDITOR: (limits.editor.burst, limits.editor.per_hour),
             Role.ADMIN: (limits.admin.burst, limits.admin.per_hour),
+            Role.AUDITOR: (limits.auditor.burst, limits.auditor.per_hour),
         }
         return RoleRateLimits(per_role, (limits.tenant.burst, limits.tenant.per_hour))
 

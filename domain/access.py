@@ -35,13 +35,24 @@ _TOKEN = re.compile(r"^kf_([0-9a-f]{32})_([A-Za-z0-9_-]{32,128})$")
 
 
 class Role(StrEnum):
+    """What a key (or a person) may do. ``viewer`` < ``editor`` < ``admin`` each include
+    the one before; ``auditor`` reads the audit trail and nothing else (admins can too)."""
+
     VIEWER = "viewer"
     EDITOR = "editor"
     ADMIN = "admin"
+    AUDITOR = "auditor"
 
     def allows(self, needed: Role) -> bool:
-        order = (Role.VIEWER, Role.EDITOR, Role.ADMIN)
-        return order.index(self) >= order.index(needed)
+        return needed in _GRANTS[self]
+
+
+_GRANTS: dict[Role, frozenset[Role]] = {
+    Role.VIEWER: frozenset({Role.VIEWER}),
+    Role.EDITOR: frozenset({Role.VIEWER, Role.EDITOR}),
+    Role.ADMIN: frozenset({Role.VIEWER, Role.EDITOR, Role.ADMIN, Role.AUDITOR}),
+    Role.AUDITOR: frozenset({Role.AUDITOR}),
+}
 
 
 def normalise_tenant_name(name: str) -> str:

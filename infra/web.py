@@ -446,6 +446,8 @@ def require(role: Role) -> Callable[[Request, Principal], Awaitable[Principal]]:
     return check
 
 
+Authenticated = Annotated[Principal, Depends(authenticated)]  # any role
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]

@@ -151,7 +151,7 @@ def make_settings(
         # test sends; tests of the limits themselves set small ones.
         "rate_limits": {
             role: {"per_hour": 10_000_000, "burst": 1_000_000}
-            for role in ("viewer", "editor", "admin", "tenant")
+            for role in ("viewer", "editor", "admin", "auditor", "tenant")
         },
     }
     for key, value in overrides.items():

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from commands.auth import Authenticator
 from domain.access import AuthenticationFailed
-from infra.web import ERROR_RESPONSES, ApiError, Viewer, client_address
+from infra.web import ERROR_RESPONSES, ApiError, Authenticated, client_address
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +26,7 @@ class TokenOut(BaseModel):
 
 
 @router.post("/token", response_model=TokenOut, responses=ERROR_RESPONSES)
-def issue_token(principal: Viewer, request: Request) -> TokenOut:
+def issue_token(principal: Authenticated, request: Request) -> TokenOut:
     """Exchange the API key in the Authorization header for a short-lived JWT.
 
     The token has the key's tenant and role, never outlives the key, and stops

@@ -1,6 +1,6 @@
 """The audit trail: every event of every context, who did what to which resource and when.
 
-``GET /v1/audit/events`` (admins), filtered by actor, action (with wildcards),
+``GET /v1/audit/events`` (auditors and admins), filtered by actor, action (with wildcards),
 resource, time and request id, newest first.
 """
 

@@ -1,4 +1,4 @@
-"""The audit trail over HTTP: ``GET /v1/audit/events`` (admins)."""
+"""The audit trail over HTTP: ``GET /v1/audit/events`` (auditors and admins)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from infra.web import ERROR_RESPONSES, Admin, ApiError
+from infra.web import ERROR_RESPONSES, ApiError, Auditor
 from projections.audit.view import AuditEntry, AuditFilter, AuditView
 from projections.base import InvalidCursorError
 from projections.http import view_of
@@ -78,7 +78,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 @router.get("/events", response_model=AuditList, responses=ERROR_RESPONSES)
 def audit_events(
-    principal: Admin,
+    principal: Auditor,
     trail: Trail,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

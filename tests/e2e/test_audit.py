@@ -147,7 +147,7 @@ def test_filters_by_action_wildcard_resource_actor_and_time(
         )
 
 
-def test_only_admins_read_the_trail_and_only_their_tenants(
+def test_auditors_read_the_trail_and_nothing_else_and_only_their_tenants(
     system: RunningSystem, trail: dict[str, Any]
 ) -> None:
     for role in (Role.VIEWER, Role.EDITOR):
@@ -156,6 +156,25 @@ def test_only_admins_read_the_trail_and_only_their_tenants(
         )
         with system.client(token) as client:
             assert_error(client.get("/v1/audit/events"), 403, "forbidden")
+    auditor_id, token = system.container.access.issue_api_key(
+        tenant_id=system.tenant_id, actor="test", name="compliance", role=Role.AUDITOR
+    )
+    with system.client(token) as auditor:
+        read = auditor.get("/v1/audit/events", params={"action": "Document.*"})
+        assert read.status_code == 200 and read.json()["items"], read.text
+        for denied in ("/v1/documents", "/v1/search?q=terms", "/v1/keys", "/v1/conversations"):
+            assert_error(auditor.get(denied), 403, "forbidden")
+        assert_error(
+            auditor.post("/v1/documents", files={"file": ("a.txt", b"x")}), 403, "forbidden"
+        )
+    with system.client() as admin:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            mine = _all(admin, resource_id=str(auditor_id.id))
+            if mine:
+                break
+            time.sleep(0.1)
+    assert [e["changes"]["values"]["role"] for e in mine] == ["auditor"]
     other = system.container.access.create_tenant(
         name=f"audit-{uuid.uuid4().hex[:8]}", actor="test"
     )

@@ -46,7 +46,7 @@ def _key(
     )
 
 
-def test_roles_are_ordered_viewer_editor_admin() -> None:
+def test_roles_are_ordered_viewer_editor_admin_and_the_auditor_stands_apart() -> None:
     allowed = {(have, need) for have in Role for need in Role if have.allows(need)}
     assert allowed == {
         (Role.VIEWER, Role.VIEWER),
@@ -55,6 +55,8 @@ def test_roles_are_ordered_viewer_editor_admin() -> None:
         (Role.ADMIN, Role.VIEWER),
         (Role.ADMIN, Role.EDITOR),
         (Role.ADMIN, Role.ADMIN),
+        (Role.ADMIN, Role.AUDITOR),  # admins read the audit trail too
+        (Role.AUDITOR, Role.AUDITOR),  # auditors read it and nothing else
     }
 
 
