@@ -19,7 +19,10 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier
 
 from domain.errors import ConflictError
+from infra.causation import current as current_cause
 from infra.telemetry import COMMAND_CONFLICTS, EVENTS_APPENDED
+
+METADATA = "metadata"
 
 # The domain's name for it; commands and their callers know it by this one.
 ConcurrencyConflictError = ConflictError
@@ -42,7 +45,17 @@ class ContextApplication(Application[UUID]):
         cls.name = cls.context
 
     def record(self, *aggregates: Aggregate) -> int | None:
-        """Append the aggregates' pending events atomically; the last position or None."""
+        """Append the aggregates' pending events atomically; the last position or None.
+
+        Each event carries, as ``metadata``, what caused the command: the request's
+        id, client address and user agent, or the process (``infra.causation``). It
+        is not a field of the event's class: aggregates never see it, and events
+        stored before it existed simply have none.
+        """
+        cause = current_cause()
+        for aggregate in aggregates:
+            for event in aggregate.pending_events:
+                object.__setattr__(event, METADATA, cause)  # frozen: set before it is stored
         try:
             recordings = self.save(*aggregates)
         except RecordConflictError as exc:

@@ -199,8 +199,10 @@ def _key_json(entry: KeyEntry) -> dict[str, object]:
 def _admin(args: argparse.Namespace, settings: Settings) -> int:
     from domain.access import Role
     from domain.errors import DomainError
+    from infra.causation import set_process
     from projections.keys import KeysView
 
+    set_process(_cli_origin())
     container, endpoints = _with_store(settings)
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
     try:

@@ -27,6 +27,7 @@ from config.schema import migrate, reader_password
 from config.settings import Settings
 from domain.document import Stage
 from infra.bus import Bus
+from infra.causation import set_process
 from infra.relay import Relay
 from projections.runner import ProjectorRunner
 
@@ -194,6 +195,8 @@ def run_worker(settings: Settings, stages: list[str] | None = None) -> None:
 
     from processors.worker import Worker
 
+    set_process(f"worker:{socket.gethostname()}:{os.getpid()}")
+
     async def main(container: Container) -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
@@ -336,6 +339,8 @@ class WorkerSupervisor:
 
 
 def run_serve(settings: Settings) -> None:
+    set_process(f"serve:{socket.gethostname()}:{os.getpid()}")
+
     async def main(container: Container) -> None:
         token = container.bootstrap()[1]
         stop = asyncio.Event()

@@ -8,16 +8,19 @@ whichever way an event reaches it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any
 from uuid import UUID
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 had no metadata; it reads as empty metadata
 # Fields every aggregate event has; they move to the envelope's top level.
-_HEADER_FIELDS = {"originator_id", "originator_version", "timestamp", "tenant_id", "actor"}
+_HEADER_FIELDS = {
+    "originator_id", "originator_version", "timestamp", "tenant_id", "actor", "metadata",
+}  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
@@ -47,6 +50,8 @@ class Envelope:
     actor: str
     timestamp: str
     data: dict[str, Any]
+    # What caused the command: request_id, client_address, user_agent, or process.
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_event(cls, context: str, position: int, topic: str, event: object) -> Envelope:
@@ -64,6 +69,7 @@ class Envelope:
             actor=str(state.get("actor", "")),
             timestamp=_plain(state["timestamp"]),
             data=data,
+            metadata={str(k): str(v) for k, v in (state.get("metadata") or {}).items()},
         )
 
     @property
@@ -82,6 +88,6 @@ class Envelope:
     def from_json(cls, raw: bytes) -> Envelope:
         body = json.loads(raw)
         version = body.pop("envelope_version", None)
-        if version != ENVELOPE_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ValueError(f"unsupported envelope_version {version!r}")
         return cls(**body)

@@ -27,6 +27,7 @@ from domain.access import AuthenticationFailed, KeyToken, Principal, Role, Tenan
 from domain.conversation import QuestionPendingError
 from domain.document import FileTooLargeError, UnsupportedMediaTypeError
 from domain.errors import ConflictError, DomainError, NotFoundError, ValidationError
+from infra.causation import caused_by
 from infra.ratelimit import Bucket, RateLimiter
 from infra.telemetry import AUTH_FAILURES, RATE_LIMITED, REQUEST_LATENCY
 
@@ -198,6 +199,8 @@ class RequestContextMiddleware:
             incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
         )
         scope.setdefault("state", {})["request_id"] = request_id
+        user_agent = dict(scope.get("headers") or ()).get(b"user-agent", b"").decode("latin-1")
+        client = scope.get("client")
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
@@ -218,7 +221,12 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with caused_by(
+                request_id=request_id,
+                client_address=client[0] if client else None,
+                user_agent=user_agent,
+            ):
+                await self.app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"

@@ -72,6 +72,7 @@ class AuditProjection(Projection):
                 },
             )
         resource_type, _, _ = envelope.event_type.partition(".")
+        cause = envelope.metadata
         rows.insert(
             ENTRIES,
             {
@@ -85,14 +86,16 @@ class AuditProjection(Projection):
                 "resource_type": resource_type,
                 "resource_id": uuid.UUID(envelope.aggregate_id),
                 "resource_version": envelope.aggregate_version,
-                "request_id": None,
-                "client_address": _client(data.get("origin")),
-                "user_agent": None,
+                "request_id": cause.get("request_id"),
+                "client_address": cause.get("client_address")
+                or cause.get("process")
+                or _client(data.get("origin")),
+                "user_agent": cause.get("user_agent"),
                 "changes": summary(data),
             },
         )
 
 
 def _client(origin: Any) -> str | None:
-    """Where a command came from, when its event says: a client address or ``cli:<host>``."""
+    """Where a command came from, as events recorded before metadata say it (key events)."""
     return str(origin) if origin else None

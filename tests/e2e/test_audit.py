@@ -22,6 +22,7 @@ from tests.http import assert_error
 
 SECRET_NAME = f"confidential-{uuid.uuid4().hex}.md"
 QUESTION = f"What does the {uuid.uuid4().hex} clause say?"
+REQUEST_ID = f"req-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def trail(system: RunningSystem) -> dict[str, Any]:
         uploaded = admin.post(
             "/v1/documents",
             files={"file": (SECRET_NAME, b"# Terms\n\nThe clause says nothing.", "text/markdown")},
+            headers={"X-Request-ID": REQUEST_ID, "User-Agent": "audit-test/1.0"},
         ).json()
         system.wait_final(admin, [uploaded["id"]])
         deleted = admin.delete(f"/v1/documents/{uploaded['id']}")
@@ -92,8 +94,11 @@ def test_every_event_of_the_tenant_is_an_entry_newest_first(
     assert uploaded["context"] == "documents" and uploaded["tenant_id"] == tenant
     assert "filename" in uploaded["changes"]["fields"]
     assert uploaded["changes"]["values"]["media_type"] == "text/markdown"
+    assert (uploaded["request_id"], uploaded["user_agent"]) == (REQUEST_ID, "audit-test/1.0")
+    assert uploaded["client_address"] == "127.0.0.1"
     worker_step = next(e for e in document if e["action"] == "Document.Parsed")
     assert worker_step["actor"].startswith("worker:") and worker_step["actor_role"] is None
+    assert worker_step["request_id"] is None  # caused by a worker, not by a request
     issued = next(
         e for e in entries if e["action"] == "ApiKey.Issued" and e["resource"]["id"] == trail["key"]
     )
@@ -120,6 +125,10 @@ def test_filters_by_action_wildcard_resource_actor_and_time(
     system: RunningSystem, trail: dict[str, Any]
 ) -> None:
     with system.client() as admin:
+        caused = _all(admin, request_id=REQUEST_ID)
+        assert [(e["action"], e["resource"]["id"]) for e in caused] == [
+            ("Document.Uploaded", trail["document"])
+        ]
         documents = _all(admin, action="Document.*")
         assert documents and {e["action"].split(".")[0] for e in documents} == {"Document"}
         keys = _all(admin, action="ApiKey.Revoked", resource_id=trail["key"])
