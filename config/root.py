@@ -51,6 +51,7 @@ from infra.search_index import (
     SearchIndex,
     point_id,
 )
+from infra.signing import Signer
 from infra.telemetry import render_metrics
 from infra.tokens import TokenService
 from infra.web import (
@@ -59,6 +60,7 @@ from infra.web import (
     Utf8RequestMiddleware,
     install_error_handlers,
 )
+from projections.audit.checkpoints import Checkpointer, CheckpointStore
 from projections.base import ProjectionView
 from projections.fulltext import FulltextView
 from projections.read_models import READ_MODELS
@@ -75,6 +77,8 @@ ADMIN_KEY_FILE = "admin-key"
 # Multipart framing around an upload; the exact file-size check is the command's.
 _MULTIPART_SLACK = 1024 * 1024
 EMBEDDING_DIMENSION = 384
+AUDIT_KEY = "audit-signing-key"
+CHECKPOINTS = "audit-checkpoints"
 
 
 @dataclass
@@ -226,6 +230,30 @@ class Container:
             views=self.views,
         )
         return Rebuilder(context, READ_MODELS)
+
+    # ------------------------------------------------------------- audit trail
+
+    @property
+    def audit_key_path(self) -> Path:
+        configured = self.settings.audit.signing_key_file
+        return Path(configured) if configured else self.settings.data_dir.resolve() / AUDIT_KEY
+
+    def checkpoint_store(self) -> CheckpointStore:
+        configured = self.settings.audit.checkpoint_dir
+        directory = (
+            Path(configured) if configured else self.settings.data_dir.resolve() / CHECKPOINTS
+        )
+        return CheckpointStore(directory)
+
+    def checkpointer(self) -> Checkpointer:
+        audit = self.settings.audit
+        return Checkpointer(
+            self._views_store,
+            self.checkpoint_store(),
+            Signer.load_or_create(self.audit_key_path),
+            every_events=audit.checkpoint_every_events,
+            every_s=audit.checkpoint_every_s,
+        )
 
     def query_embedder(self) -> Embedder:
         """The model for embedding queries in this process (loaded on first use)."""

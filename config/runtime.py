@@ -125,6 +125,16 @@ def _projectors(
     ]
 
 
+def _checkpointing(
+    container: Container, projectors: list[ProjectorRunner], stop: asyncio.Event
+) -> list[Coroutine[Any, Any, None]]:
+    """The audit trail's checkpoints, written where its projector runs (and while it holds it)."""
+    audit = next((p for p in projectors if p.name == "audit"), None)
+    if audit is None:
+        return []
+    return [container.checkpointer().run(stop, audit.active.is_set)]
+
+
 async def _monitor_lag(
     relays: list[Relay], projectors: list[ProjectorRunner], stop: asyncio.Event
 ) -> None:
@@ -222,6 +232,7 @@ def run_projectors(settings: Settings, names: list[str] | None) -> None:
             await _until_stopped(
                 stop,
                 *(p.run(stop) for p in projectors),
+                *_checkpointing(container, projectors, stop),
                 _monitor_lag([], projectors, stop),
                 _ready("project", stop),
             )
@@ -377,6 +388,7 @@ def run_serve(settings: Settings) -> None:
                 supervisor.run(stop),
                 *(r.run(stop) for r in relays),
                 *(p.run(stop) for p in projectors),
+                *_checkpointing(container, projectors, stop),
                 _monitor_lag(relays, projectors, stop),
             )
         finally:

@@ -232,6 +232,15 @@ class LlmSettings(_Section):
         return self
 
 
+class AuditSettings(_Section):
+    # Ed25519 key that signs checkpoints; empty: <data_dir>/audit-signing-key (0600).
+    signing_key_file: str = ""
+    # Where signed checkpoints are written, outside PostgreSQL; empty: <data_dir>/audit-checkpoints.
+    checkpoint_dir: str = ""
+    checkpoint_every_events: int = Field(1000, ge=1, le=10_000_000)
+    checkpoint_every_s: float = Field(300, gt=0)
+
+
 class QaSettings(_Section):
     default_k: int = Field(5, ge=1, le=100)
     max_k: int = Field(20, ge=1, le=100)
@@ -274,6 +283,7 @@ class Settings(_Section):
     rate_limits: RateLimitSettings = RateLimitSettings()
     llm: LlmSettings = LlmSettings()
     qa: QaSettings = QaSettings()
+    audit: AuditSettings = AuditSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @property

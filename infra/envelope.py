@@ -52,9 +52,14 @@ class Envelope:
     data: dict[str, Any]
     # What caused the command: request_id, client_address, user_agent, or process.
     metadata: dict[str, str] = field(default_factory=dict)
+    # SHA-256 of the event's bytes as the event store holds them: what the audit
+    # trail's hash chain covers (decoding, upcasting or erasing cannot change it).
+    stored_sha256: str = ""
 
     @classmethod
-    def from_event(cls, context: str, position: int, topic: str, event: object) -> Envelope:
+    def from_event(
+        cls, context: str, position: int, topic: str, event: object, stored_sha256: str = ""
+    ) -> Envelope:
         state = dict(vars(event))
         data = {k: _plain(v) for k, v in state.items() if k not in _HEADER_FIELDS}
         data.pop("originator_topic", None)
@@ -70,6 +75,7 @@ class Envelope:
             timestamp=_plain(state["timestamp"]),
             data=data,
             metadata={str(k): str(v) for k, v in (state.get("metadata") or {}).items()},
+            stored_sha256=stored_sha256,
         )
 
     @property

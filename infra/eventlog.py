@@ -7,6 +7,7 @@ an event looks the same whichever way it reaches a read model.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from uuid import UUID
 
@@ -23,7 +24,13 @@ class EventLog:
 
     def envelope(self, notification: Notification) -> Envelope:
         event = self._app.mapper.to_domain_event(notification)
-        return Envelope.from_event(self.context, notification.id, notification.topic, event)
+        return Envelope.from_event(
+            self.context,
+            notification.id,
+            notification.topic,
+            event,
+            stored_sha256=hashlib.sha256(notification.state).hexdigest(),
+        )
 
     def read(self, after: int, limit: int) -> Sequence[Envelope]:
         notifications = self._app.recorder.select_notifications(

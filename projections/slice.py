@@ -96,7 +96,7 @@ def _default_view(model: ReadModel, parts: Parts, variant: str) -> ProjectionVie
 class ReadModel:
     projection: type[Projection]
     view: type[ProjectionView]
-    migration: str  # the file under migrations/ that creates its tables
+    migrations: tuple[str, ...]  # the files under migrations/ that make its tables
     router: APIRouter | None = None
     # How a copy is built (default: ``view(parts.datastore, projection(variant))``).
     build: Callable[[Parts, str], ProjectionView] | None = None

@@ -12,7 +12,7 @@ from projections.slice import ReadModel
 READ_MODEL = ReadModel(
     projection=AuditProjection,
     view=AuditView,
-    migration="0006_audit.sql",
+    migrations=("0006_audit.sql", "0007_audit_chain.sql"),
     router=router,
 )
 

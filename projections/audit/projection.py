@@ -11,19 +11,27 @@ issued with (``audit_actors``, kept from ``ApiKey.Issued``), looked up when the
 trail is read: the projector sees each context in order but not the contexts
 relative to each other (a rebuild replays them one after another), so no entry
 may depend on whether the key's issue was applied before the entry's event.
+
+Entries are hash-chained per tenant and context (``chain.py``): each entry
+keeps its index in its chain, the previous entry's hash and its own, and
+``audit_chain_heads`` where each chain stands. Within a context the projector
+applies events in order, so chains are the same however often they are built.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from infra.envelope import Envelope
+from projections.audit.chain import GENESIS, Record, link
 from projections.base import EVERY_EVENT, Projection, handles
 from projections.rows import Rows
 
 ENTRIES = "audit_events"
 ACTORS = "audit_actors"
+HEADS = "audit_chain_heads"
 ENTRY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://knowledge-foundry/audit-entries")
 
 # Fields whose values an audit entry shows; every other field is only named.
@@ -56,7 +64,49 @@ def summary(data: dict[str, Any]) -> dict[str, Any]:
 
 class AuditProjection(Projection):
     name = "audit"
-    tables = {ENTRIES: ("tenant_id", "entry_id"), ACTORS: ("tenant_id", "actor")}
+    tables = {
+        ENTRIES: ("tenant_id", "entry_id"),
+        ACTORS: ("tenant_id", "actor"),
+        HEADS: ("tenant_id", "context"),
+    }
+
+    def __init__(self, *, variant: str = "") -> None:
+        super().__init__(variant=variant)
+        # The batch's chain heads: (tenant, context) -> head row, and which were stored.
+        self._heads: dict[tuple[str, str], dict[str, Any]] = {}
+        self._stored: set[tuple[str, str]] = set()
+
+    def before_batch(self, rows: Rows, envelopes: Sequence[Envelope]) -> None:
+        self._heads, self._stored = {}, set()
+        for tenant_id, context in sorted({(e.tenant_id, e.context) for e in envelopes}):
+            found = rows.select(HEADS, {"tenant_id": tenant_id, "context": context})
+            if found:
+                self._heads[(tenant_id, context)] = found[0]
+                self._stored.add((tenant_id, context))
+
+    def after_batch(self, rows: Rows) -> None:
+        for key, head in self._heads.items():
+            tenant_id, context = key
+            values = {k: head[k] for k in ("entries", "head", "position", "aggregate_id")}
+            if key in self._stored:
+                rows.update(HEADS, {"tenant_id": tenant_id, "context": context}, values)
+            else:
+                rows.insert(HEADS, {"tenant_id": tenant_id, "context": context, **values})
+
+    def _chain(self, envelope: Envelope) -> tuple[int, str, str]:
+        """The entry's index in its chain, the previous entry's hash and its own."""
+        key = (envelope.tenant_id, envelope.context)
+        head = self._heads.get(key)
+        index = (head["entries"] if head else 0) + 1
+        previous = head["head"] if head else GENESIS
+        entry_hash = link(previous, Record.of(envelope))
+        self._heads[key] = {
+            "entries": index,
+            "head": entry_hash,
+            "position": envelope.position,
+            "aggregate_id": uuid.UUID(envelope.aggregate_id),
+        }
+        return index, previous, entry_hash
 
     @handles(EVERY_EVENT)
     def _recorded(self, rows: Rows, envelope: Envelope) -> None:
@@ -73,6 +123,7 @@ class AuditProjection(Projection):
             )
         resource_type, _, _ = envelope.event_type.partition(".")
         cause = envelope.metadata
+        index, previous, entry_hash = self._chain(envelope)
         rows.insert(
             ENTRIES,
             {
@@ -92,6 +143,9 @@ class AuditProjection(Projection):
                 or _client(data.get("origin")),
                 "user_agent": cause.get("user_agent"),
                 "changes": summary(data),
+                "chain_index": index,
+                "previous_hash": previous,
+                "entry_hash": entry_hash,
             },
         )
 

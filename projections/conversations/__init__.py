@@ -15,7 +15,7 @@ from projections.slice import ReadModel
 READ_MODEL = ReadModel(
     projection=ConversationsProjection,
     view=ConversationsView,
-    migration="0005_conversations.sql",
+    migrations=("0005_conversations.sql",),
     router=router,
 )
 

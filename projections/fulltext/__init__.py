@@ -15,7 +15,7 @@ def _build(parts: Parts, variant: str) -> FulltextView:
 READ_MODEL = ReadModel(
     projection=FulltextProjection,
     view=FulltextView,
-    migration="0003_search.sql",
+    migrations=("0003_search.sql",),
     build=_build,
 )
 

@@ -8,7 +8,7 @@ from projections.slice import ReadModel
 READ_MODEL = ReadModel(
     projection=KeysProjection,
     view=KeysView,
-    migration="0004_isolation.sql",
+    migrations=("0004_isolation.sql",),
     router=router,
 )
 

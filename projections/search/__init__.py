@@ -27,7 +27,7 @@ def _build(parts: Parts, variant: str) -> SearchView:
 READ_MODEL = ReadModel(
     projection=SearchProjection,
     view=SearchView,
-    migration="0003_search.sql",
+    migrations=("0003_search.sql",),
     router=router,
     build=_build,
     rebuild=rebuild_search,
