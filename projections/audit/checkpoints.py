@@ -112,7 +112,7 @@ class CheckpointStore:
         folder = self.directory / tenant_id
         if not folder.exists():
             return []
-        return [_parse(path) for path in sorted(folder.glob("*.json"))]
+        return [parse_checkpoint(path) for path in sorted(folder.glob("*.json"))]
 
     def latest(self, tenant_id: str) -> SignedCheckpoint | None:
         found = self.read(tenant_id)
@@ -125,7 +125,7 @@ class BadCheckpointError(ValueError):
         self.path = path
 
 
-def _parse(path: Path) -> SignedCheckpoint:
+def parse_checkpoint(path: Path) -> SignedCheckpoint:
     try:
         body = json.loads(path.read_text())
         raw = body["checkpoint"]

@@ -1,12 +1,18 @@
-"""The audit trail over HTTP: ``GET /v1/audit/events`` (auditors and admins)."""
+"""The audit trail over HTTP (auditors and admins): ``GET /v1/audit/events``, newest first and
+paged, and ``GET /v1/audit/export``, everything that matches, oldest first, streamed."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from infra.web import ERROR_RESPONSES, ApiError, Auditor
@@ -31,6 +37,12 @@ class Changes(BaseModel):
     )
 
 
+class ChainLink(BaseModel):
+    index: int = Field(description="The entry's place in its tenant's chain for its context.")
+    previous_hash: str
+    entry_hash: str
+
+
 class AuditEntryOut(BaseModel):
     id: UUID
     occurred_at: datetime
@@ -45,6 +57,7 @@ class AuditEntryOut(BaseModel):
     client_address: str | None
     user_agent: str | None
     changes: Changes
+    chain: ChainLink | None = Field(description="None for entries projected before chains.")
 
     @classmethod
     def of(cls, entry: AuditEntry) -> AuditEntryOut:
@@ -64,6 +77,13 @@ class AuditEntryOut(BaseModel):
             client_address=entry.client_address,
             user_agent=entry.user_agent,
             changes=Changes(**entry.changes),
+            chain=ChainLink(
+                index=entry.chain_index,
+                previous_hash=entry.previous_hash or "",
+                entry_hash=entry.entry_hash,
+            )
+            if entry.chain_index is not None and entry.entry_hash is not None
+            else None,
         )
 
 
@@ -76,12 +96,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=value.tzinfo or UTC) if value else None
 
 
-@router.get("/events", response_model=AuditList, responses=ERROR_RESPONSES)
-def audit_events(
-    principal: Auditor,
-    trail: Trail,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+def _filters(
     actor: Annotated[str | None, Query(max_length=300, description="e.g. key:<id>")] = None,
     action: Annotated[
         str | None,
@@ -92,8 +107,7 @@ def audit_events(
     since: Annotated[datetime | None, Query(description="From this time on.")] = None,
     until: Annotated[datetime | None, Query(description="Before this time.")] = None,
     request_id: Annotated[str | None, Query(max_length=64)] = None,
-) -> AuditList:
-    """Every recorded event of the tenant, newest first: who did what to which resource."""
+) -> AuditFilter:
     match = AuditFilter(
         actor=actor,
         action=action,
@@ -108,10 +122,91 @@ def audit_events(
     for name, value in (("actor", actor), ("action", action), ("request_id", request_id)):
         if value is not None and not value.isprintable():
             raise ApiError(422, "invalid_filter", f"{name} contains control characters.")
+    return match
+
+
+Filters = Annotated[AuditFilter, Depends(_filters)]
+
+
+@router.get("/events", response_model=AuditList, responses=ERROR_RESPONSES)
+def audit_events(
+    principal: Auditor,
+    trail: Trail,
+    match: Filters,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> AuditList:
+    """Every recorded event of the tenant, newest first: who did what to which resource."""
     try:
         page = trail.page(principal.tenant_id, match, limit=limit, cursor=cursor)
     except InvalidCursorError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from exc
     return AuditList(
         items=[AuditEntryOut.of(e) for e in page.entries], next_cursor=page.next_cursor
+    )
+
+
+CSV_COLUMNS = [
+    "id", "occurred_at", "tenant_id", "actor", "actor_role", "action", "resource_type",
+    "resource_id", "resource_version", "context", "position", "request_id", "client_address",
+    "user_agent", "changed_fields", "changed_values", "chain_index", "previous_hash",
+    "entry_hash",
+]  # fmt: skip
+
+
+def _csv_row(entry: AuditEntry) -> list[Any]:
+    return [
+        entry.entry_id, entry.occurred_at.isoformat(), entry.tenant_id, entry.actor,
+        entry.actor_role, entry.action, entry.resource_type, entry.resource_id,
+        entry.resource_version, entry.context, entry.position, entry.request_id,
+        entry.client_address, entry.user_agent, " ".join(entry.changes.get("fields", [])),
+        json.dumps(entry.changes.get("values", {}), sort_keys=True, default=str),
+        entry.chain_index, entry.previous_hash, entry.entry_hash,
+    ]  # fmt: skip
+
+
+def _lines(entries: Iterator[AuditEntry], export: str) -> Iterator[bytes]:
+    if export == "jsonl":
+        for entry in entries:
+            yield AuditEntryOut.of(entry).model_dump_json().encode() + b"\n"
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for entry in entries:
+        writer.writerow(_csv_row(entry))
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        **ERROR_RESPONSES,
+        200: {
+            "description": "The matching entries, oldest first, streamed.",
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+        },
+    },
+)
+def export_audit_events(
+    principal: Auditor,
+    trail: Trail,
+    match: Filters,
+    export_format: Annotated[
+        Literal["jsonl", "csv"], Query(alias="format", description="jsonl or csv")
+    ] = "jsonl",
+) -> StreamingResponse:
+    """Every matching entry of the tenant, oldest first, as JSON lines or CSV, streamed in
+    constant memory whatever its size."""
+    media = "application/x-ndjson" if export_format == "jsonl" else "text/csv"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return StreamingResponse(
+        _lines(trail.stream(principal.tenant_id, match), export_format),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.{export_format}"'},
     )

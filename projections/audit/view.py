@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,9 @@ class AuditEntry:
     client_address: str | None
     user_agent: str | None
     changes: dict[str, Any]
+    chain_index: int | None
+    previous_hash: str | None
+    entry_hash: str | None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> AuditEntry:
@@ -56,32 +60,38 @@ def like_pattern(action: str) -> str:
     return escaped.replace("*", "%")
 
 
+def _conditions(match: AuditFilter) -> tuple[list[str], list[Any]]:
+    """SQL conditions (constant text with %s) and their parameters for a filter."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("actor", match.actor),
+        ("resource_type", match.resource_type),
+        ("resource_id", match.resource_id),
+        ("request_id", match.request_id),
+    ):
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if match.action is not None:
+        where.append("action LIKE %s ESCAPE '\\'")
+        params.append(like_pattern(match.action))
+    if match.since is not None:
+        where.append("occurred_at >= %s")
+        params.append(match.since)
+    if match.until is not None:
+        where.append("occurred_at < %s")
+        params.append(match.until)
+    return where, params
+
+
 class AuditView(ProjectionView):
     """The audit trail's queries (rows written by ``AuditProjection``)."""
 
     def page(
         self, tenant_id: str, match: AuditFilter, *, limit: int, cursor: str | None = None
     ) -> AuditPage:
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("actor", match.actor),
-            ("resource_type", match.resource_type),
-            ("resource_id", match.resource_id),
-            ("request_id", match.request_id),
-        ):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if match.action is not None:
-            where.append("action LIKE %s ESCAPE '\\'")
-            params.append(like_pattern(match.action))
-        if match.since is not None:
-            where.append("occurred_at >= %s")
-            params.append(match.since)
-        if match.until is not None:
-            where.append("occurred_at < %s")
-            params.append(match.until)
+        where, params = _conditions(match)
         rows, next_cursor = self.newest_first(
             tenant_id,
             "audit_events",
@@ -94,6 +104,22 @@ class AuditView(ProjectionView):
         roles = self._roles(tenant_id, {row["actor"] for row in rows})
         entries = [AuditEntry.from_row({**r, "actor_role": roles.get(r["actor"])}) for r in rows]
         return AuditPage(entries, next_cursor)
+
+    def stream(self, tenant_id: str, match: AuditFilter) -> Iterator[AuditEntry]:
+        """Every matching entry, oldest first, read through a server-side cursor: an export
+        of any size holds one batch of rows in memory at a time."""
+        where, params = _conditions(match)
+        conditions = " AND ".join(["e.tenant_id = %s", *(f"e.{c}" for c in where)])
+        query = (
+            "SELECT e.*, a.role AS actor_role FROM audit_events e"  # noqa: S608 - constant text
+            " LEFT JOIN audit_actors a ON a.tenant_id = e.tenant_id AND a.actor = e.actor"
+            f" WHERE {conditions} ORDER BY e.occurred_at, e.context, e.position"
+        )
+        with self.tenant_reads(tenant_id) as conn, conn.cursor(name="audit_export") as cursor:
+            cursor.itersize = 1000
+            cursor.execute(query, [tenant_id, *params])
+            for row in cursor:
+                yield AuditEntry.from_row(row)
 
     def _roles(self, tenant_id: str, actors: set[str]) -> dict[str, str]:
         if not actors:

@@ -384,6 +384,7 @@ ROUTES: dict[tuple[str, str], tuple[Role | None, dict[str, Any]]] = {
     ("POST", "/v1/admin/rebuilds"): (Role.ADMIN, {"json": {"projection": "nothing"}}),
     ("GET", "/v1/admin/rebuilds/{rebuild_id}"): (Role.ADMIN, {}),
     ("GET", "/v1/audit/events"): (Role.AUDITOR, {}),
+    ("GET", "/v1/audit/export"): (Role.AUDITOR, {"params": {"action": "Nothing.*"}}),
 }
 
 

@@ -9,6 +9,8 @@ verification names what broke, and puts the database back.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
 import json
 import os
@@ -258,19 +260,9 @@ def test_kf_audit_verify_exits_0_when_intact_and_1_naming_the_break(
     container: Container, restore: None
 ) -> None:
     settings = container.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KF")}
-    env.update({
-        "KF_DATABASE_URL": settings.database.url,
-        "KF_DATA_DIR": str(settings.data_dir),
-        "KF__AUDIT__SIGNING_KEY_FILE": settings.audit.signing_key_file,
-        "KF__AUDIT__CHECKPOINT_DIR": settings.audit.checkpoint_dir,
-    })  # fmt: skip
 
     def kf_verify() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "config.cli", "audit", "verify"],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        return _kf(container, "audit", "verify")
 
     intact = kf_verify()
     assert intact.returncode == 0, intact.stdout + intact.stderr
@@ -339,3 +331,62 @@ def test_the_checkpointer_writes_when_due_and_only_while_its_projector_is_active
     latest = store.latest(TENANT)
     assert latest is not None and latest.checkpoint.sequence == before.checkpoint.sequence + 1
     assert _verify(container).uncovered[(TENANT, "documents")] == 0
+
+
+def _kf(
+    container: Container, *args: str, database: bool = True
+) -> subprocess.CompletedProcess[str]:
+    settings = container.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KF")}
+    if database:
+        env.update({
+            "KF_DATABASE_URL": settings.database.url,
+            "KF_DATA_DIR": str(settings.data_dir),
+            "KF__AUDIT__SIGNING_KEY_FILE": settings.audit.signing_key_file,
+            "KF__AUDIT__CHECKPOINT_DIR": settings.audit.checkpoint_dir,
+        })  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "config.cli", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_an_exported_bundle_verifies_offline_and_names_a_changed_byte(
+    container: Container, tmp_path: Path
+) -> None:
+    container.checkpointer().write_due(force=True)
+    out = tmp_path / "bundle"
+    exported = _kf(container, "audit", "export", "--tenant", TENANT_NAME, "--out", str(out))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    summary = json.loads(exported.stdout.splitlines()[-1])
+    assert summary["tenant_id"] == TENANT and summary["events"] == summary["entries"] > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"public-key.pem", "trail.jsonl", "events/documents.jsonl"} <= set(manifest["files"])
+    first = json.loads((out / "events" / "documents.jsonl").read_text().splitlines()[0])
+    assert first["event"]["tenant_id"] == TENANT and first["event"]["event_type"]
+    # Offline: no database, no data directory, nothing but the bundle.
+    intact = _kf(container, "audit", "verify", "--bundle", str(out), database=False)
+    assert intact.returncode == 0, intact.stdout + intact.stderr[-2000:]
+    assert json.loads(intact.stdout.splitlines()[-1])["ok"] is True
+
+    # Change one byte of one event, and (as a careful forger would) the manifest too.
+    events_file = out / "events" / "documents.jsonl"
+    lines = events_file.read_text().splitlines()
+    forged = json.loads(lines[1])
+    state = bytearray(base64.b64decode(forged["state"]))
+    state[-3] ^= 0x01
+    forged["state"] = base64.b64encode(bytes(state)).decode()
+    lines[1] = json.dumps(forged, sort_keys=True)
+    events_file.write_text("\n".join(lines) + "\n")
+    file_changed = _kf(container, "audit", "verify", "--bundle", str(out), database=False)
+    assert file_changed.returncode == 1 and "bundle_file_changed" in file_changed.stdout
+    manifest["files"]["events/documents.jsonl"] = hashlib.sha256(
+        events_file.read_bytes()
+    ).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    broken = _kf(container, "audit", "verify", "--bundle", str(out), database=False)
+    assert broken.returncode == 1
+    assert (
+        f"changed: tenant {TENANT}, context documents, position {forged['position']}"
+        in broken.stdout
+    )
