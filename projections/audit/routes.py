@@ -15,12 +15,13 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from infra.web import ERROR_RESPONSES, ApiError, Auditor
+from domain.document import DocumentNotFoundError
+from infra.web import ERROR_RESPONSES, ApiError, Auditor, ErrorBody, Viewer
 from projections.audit.view import AuditEntry, AuditFilter, AuditView
 from projections.base import InvalidCursorError
 from projections.http import view_of
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(tags=["audit"])
 Trail = Annotated[AuditView, Depends(view_of("audit", AuditView))]
 
 
@@ -128,7 +129,7 @@ def _filters(
 Filters = Annotated[AuditFilter, Depends(_filters)]
 
 
-@router.get("/events", response_model=AuditList, responses=ERROR_RESPONSES)
+@router.get("/v1/audit/events", response_model=AuditList, responses=ERROR_RESPONSES)
 def audit_events(
     principal: Auditor,
     trail: Trail,
@@ -183,7 +184,7 @@ def _lines(entries: Iterator[AuditEntry], export: str) -> Iterator[bytes]:
 
 
 @router.get(
-    "/export",
+    "/v1/audit/export",
     response_class=StreamingResponse,
     responses={
         **ERROR_RESPONSES,
@@ -210,3 +211,46 @@ def export_audit_events(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.{export_format}"'},
     )
+
+
+class HistoryStep(BaseModel):
+    action: str = Field(description="e.g. Document.Parsed")
+    occurred_at: datetime
+    actor: str
+    actor_role: str | None
+    version: int
+    request_id: str | None
+    changes: Changes
+
+
+class DocumentHistory(BaseModel):
+    document_id: UUID
+    steps: list[HistoryStep]
+
+
+@router.get(
+    "/v1/documents/{document_id}/history",
+    response_model=DocumentHistory,
+    responses={**ERROR_RESPONSES, 404: {"model": ErrorBody}},
+    tags=["documents"],
+)
+def document_history(principal: Viewer, trail: Trail, document_id: UUID) -> DocumentHistory:
+    """The document's events in order, from the log: who uploaded it, each processing stage,
+    failures, deletion, with the actor and request of each."""
+    match = AuditFilter(resource_type="Document", resource_id=document_id)
+    steps = [
+        HistoryStep(
+            action=entry.action,
+            occurred_at=entry.occurred_at,
+            actor=entry.actor,
+            actor_role=entry.actor_role,
+            version=entry.resource_version,
+            request_id=entry.request_id,
+            changes=Changes(**entry.changes),
+        )
+        for entry in trail.stream(principal.tenant_id, match)
+    ]
+    if not steps:
+        raise DocumentNotFoundError(f"No document {document_id}.")
+    steps.sort(key=lambda step: step.version)
+    return DocumentHistory(document_id=document_id, steps=steps)

@@ -278,3 +278,24 @@ def test_an_export_of_100000_entries_streams_in_constant_memory(system: RunningS
     finally:
         with system.container.parts.datastore.transaction(commit=True) as curs:
             curs.execute("DELETE FROM audit_events WHERE context = 'bulk'")
+
+
+def test_a_documents_history_is_its_events_in_order_with_their_actors(
+    system: RunningSystem, trail: dict[str, Any]
+) -> None:
+    _, token = system.container.access.issue_api_key(
+        tenant_id=system.tenant_id, actor="test", name="reader", role=Role.VIEWER
+    )
+    with system.client(token) as viewer:
+        history = viewer.get(f"/v1/documents/{trail['document']}/history")
+        assert history.status_code == 200, history.text
+        steps = history.json()["steps"]
+        assert [(s["action"], s["version"]) for s in steps] == [
+            ("Document.Uploaded", 1), ("Document.Parsed", 2), ("Document.Chunked", 3),
+            ("Document.Embedded", 4), ("Document.Deleted", 5),
+        ]  # fmt: skip
+        assert steps[0]["actor_role"] == "admin" and steps[0]["request_id"] == REQUEST_ID
+        assert steps[1]["actor"].startswith("worker:")
+        assert "filename" in steps[0]["changes"]["fields"]
+        assert SECRET_NAME not in history.text
+        assert_error(viewer.get(f"/v1/documents/{uuid.uuid4()}/history"), 404, "document_not_found")

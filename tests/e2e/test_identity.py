@@ -385,6 +385,7 @@ ROUTES: dict[tuple[str, str], tuple[Role | None, dict[str, Any]]] = {
     ("GET", "/v1/admin/rebuilds/{rebuild_id}"): (Role.ADMIN, {}),
     ("GET", "/v1/audit/events"): (Role.AUDITOR, {}),
     ("GET", "/v1/audit/export"): (Role.AUDITOR, {"params": {"action": "Nothing.*"}}),
+    ("GET", "/v1/documents/{document_id}/history"): (Role.VIEWER, {}),
 }
 
 
