@@ -7,11 +7,12 @@ like this:
 1. a copy of each of its tables (``<table>__rebuild``, same columns, indexes
    and row-level security) and a view over them tracked as ``<name>__rebuild``
    are filled by replaying every context the read model follows;
-2. optionally the copy is compared with the live read model, row for row;
-3. one transaction locks the live view's tracking rows (the live projector
-   waits at the start of its next batch), lets the copy catch up to the head
-   inside the lock, renames the tables (keeping the live index names) and sets
-   the live position; the live projector carries on from there.
+2. one transaction locks the live view's tracking rows (the live projector
+   waits at the start of its next batch), lets both the live view and the copy
+   catch up to the head inside the lock, optionally compares them row for row
+   (at one instant: read models that keep changing compare equal), renames the
+   tables (keeping the live index names) and sets the live position; the live
+   projector carries on from there.
 
 With ``tenant`` set, only that tenant is rebuilt, in place: the copy holds that
 tenant alone, and the switch replaces its rows in one transaction. The search
@@ -122,28 +123,35 @@ def replace_tenant_rows(curs: Cursor[DictRow], live: str, shadow: str, tenant: s
     curs.execute(SQL("DROP TABLE {}").format(Identifier(shadow)))
 
 
-def same_rows(run: Rebuild) -> bool:
-    """Whether every table of the copy holds exactly the live rows (of the tenant, or all)."""
+def same_rows(run: Rebuild, curs: Cursor[DictRow]) -> bool:
+    """Whether every table of the copy holds exactly the live rows (of the tenant, or all).
+
+    Run inside the switch, once both have applied everything up to the same
+    positions: a read model that keeps changing (reads are recorded as they
+    happen) is compared at one instant, not while it moves.
+    """
     projection = run.live.projection
     where = SQL(" WHERE tenant_id = %s") if run.tenant else SQL("")
-    with run.context.datastore.get_connection() as conn:
-        for table in projection.tables:
-            query = SQL(
-                "SELECT count(*) AS n FROM ((SELECT * FROM {a}{w} EXCEPT ALL SELECT * FROM {b}{w})"
-                " UNION ALL (SELECT * FROM {b}{w} EXCEPT ALL SELECT * FROM {a}{w})) AS diff"
-            ).format(a=Identifier(table), b=Identifier(table + SHADOW), w=where)
-            row = conn.execute(query, (run.tenant,) * 4 if run.tenant else ()).fetchone()
-            if row is None or int(row["n"]) != 0:
-                return False
+    for table in projection.tables:
+        query = SQL(
+            "SELECT count(*) AS n FROM ((SELECT * FROM {a}{w} EXCEPT ALL SELECT * FROM {b}{w})"
+            " UNION ALL (SELECT * FROM {b}{w} EXCEPT ALL SELECT * FROM {a}{w})) AS diff"
+        ).format(a=Identifier(table), b=Identifier(table + SHADOW), w=where)
+        row = curs.execute(query, (run.tenant,) * 4 if run.tenant else ()).fetchone()
+        if row is None or int(row["n"]) != 0:
+            return False
     return True
 
 
 # ----------------------------------------------------------------- replaying
 
 
-def _batches(log: EventLog, after: int, tenant: str | None) -> Iterator[list[Envelope]]:
+def _batches(
+    log: EventLog, after: int, tenant: str | None, until: int | None = None
+) -> Iterator[list[Envelope]]:
+    """The log after ``after`` (up to ``until``), in batches of the tenant's events (or all)."""
     while True:
-        batch = list(log.read(after, _BATCH))
+        batch = [e for e in log.read(after, _BATCH) if until is None or e.position <= until]
         if not batch:
             return
         after = batch[-1].position
@@ -190,17 +198,25 @@ def replay(
 
 
 def catch_up_in(
-    run: Rebuild, curs: Cursor[DictRow], view: ProjectionView, tenant: str | None
+    run: Rebuild,
+    curs: Cursor[DictRow],
+    view: ProjectionView,
+    tenant: str | None,
+    heads: dict[str, int],
 ) -> dict[str, int]:
-    """Inside the switch's transaction: apply what came since, and move to the heads."""
+    """Inside the switch's transaction: apply what came since, up to ``heads`` exactly.
+
+    Events committed after ``heads`` were read are left to the live projector,
+    which carries on from there; none is skipped.
+    """
     positions = view.lock_positions(curs)
     for context in view.contexts:
         log = run.context.event_logs[context]
-        for batch in _batches(log, positions.get(context, 0), tenant):
+        head = heads[context]
+        for batch in _batches(log, positions.get(context, 0), tenant, until=head):
             if batch:
                 view.apply_in(curs, batch)
-        # Advance to the head even when the tail held only other tenants' events.
-        head = log.head()
+        # Up to the head even when the tail held only other tenants' events.
         if head > positions.get(context, 0):
             view.set_position(curs, context, head)
             positions[context] = head
@@ -216,23 +232,23 @@ def switch(run: Rebuild, shadow: ProjectionView, extra: Step | None = None) -> N
     tables = list(live.projection.tables)
     run.status.state = "switching"
     with run.context.datastore.transaction(commit=True) as curs:
-        live_positions = live.lock_positions(curs)
+        live.lock_positions(curs)
+        # Both take what came since, up to the same heads: the live view every
+        # tenant's (its position then moves with the rebuilt rows), the copy its own.
+        heads = {c: run.context.event_logs[c].head() for c in live.contexts}
+        catch_up_in(run, curs, live, None, heads)
+        positions = catch_up_in(run, curs, shadow, run.tenant, heads)
+        if run.compare:
+            started = time.perf_counter()
+            run.status.matches_live = same_rows(run, curs)
+            run.status.phases[f"{run.model.name}.compare"] = round(time.perf_counter() - started, 3)
+        if extra is not None:
+            extra(curs)
         if run.tenant is None:
-            positions = catch_up_in(run, curs, shadow, None)
-            if extra is not None:
-                extra(curs)
             swap_tables(curs, [(t, t + SHADOW) for t in tables])
             for context in live.contexts:
-                live.set_position(
-                    curs, context, max(positions.get(context, 0), live_positions.get(context, 0))
-                )
+                live.set_position(curs, context, positions.get(context, 0))
         else:
-            # The live view takes every tenant's pending events first, so its
-            # position can move to the head with the rebuilt tenant's rows.
-            catch_up_in(run, curs, live, None)
-            catch_up_in(run, curs, shadow, run.tenant)
-            if extra is not None:
-                extra(curs)
             for table in tables:
                 replace_tenant_rows(curs, table, table + SHADOW, run.tenant)
         curs.execute(SQL("DROP TABLE IF EXISTS {}").format(Identifier(shadow.tracking_table_name)))
@@ -247,10 +263,7 @@ def rebuild_tables(run: Rebuild) -> None:
     run.status.state, run.status.projection = "building", name
     with phase(run.status, f"{name}.replay"):
         replay(run, shadow)
-    if run.compare:
-        with phase(run.status, f"{name}.compare"):
-            run.status.matches_live = same_rows(run)
-    with phase(run.status, f"{name}.switch"):
+    with phase(run.status, f"{name}.switch"):  # compares inside, at one instant
         switch(run, shadow)
 
 

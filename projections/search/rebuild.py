@@ -26,7 +26,7 @@ from infra.index_home import (
     same_points,
 )
 from infra.search_index import EdgeSearchIndex
-from projections.rebuild import phase, prepare_tables, replay, same_rows, shadow_view, switch
+from projections.rebuild import phase, prepare_tables, replay, shadow_view, switch
 from projections.slice import Rebuild
 
 
@@ -53,11 +53,10 @@ def rebuild_search(run: Rebuild) -> None:
             with phase(status, "search.optimize"):
                 shadow_index = optimize_elsewhere(shadow_index)
             holder.swap(shadow_index)
+        points_match = True
         if run.compare:
-            with phase(status, "search.compare"):
-                status.matches_live = same_rows(run) and same_points(
-                    parts.index.current, shadow_index, run.tenant
-                )
+            with phase(status, "search.compare_points"):
+                points_match = same_points(parts.index.current, shadow_index, run.tenant)
 
         def move_points(curs: Cursor[DictRow]) -> None:
             nonlocal switched
@@ -67,8 +66,10 @@ def rebuild_search(run: Rebuild) -> None:
             else:
                 replace_tenant_points(parts.index.current, shadow_index, run.tenant)
 
-        with phase(status, "search.switch"):
+        with phase(status, "search.switch"):  # compares the rows inside
             switch(run, shadow, move_points)
+        if run.compare:
+            status.matches_live = bool(status.matches_live) and points_match
     finally:
         if not switched:
             dispose()
