@@ -91,6 +91,19 @@ def _parser() -> argparse.ArgumentParser:
         help="skip comparing the rebuilt copy with the live one",
     )
 
+    _audit_parser(sub, common)
+
+    projections = _Subcommands(
+        sub.add_parser("projections", help="read-model status").add_subparsers(
+            dest="action", required=True
+        ),
+        common,
+    )
+    projections.add_parser("status", help="position and lag of every relay and projection")
+    return parser
+
+
+def _audit_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
     audit = _Subcommands(
         sub.add_parser("audit", help="the audit trail").add_subparsers(
             dest="action", required=True
@@ -102,20 +115,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--tenant", help="tenant name: verify only this tenant's chains")
     verify.add_argument("--bundle", type=Path, help="verify an exported bundle, offline")
+    who_saw = audit.add_parser(
+        "who-saw", help="every principal shown any chunk of a document: route, when, how often"
+    )
+    who_saw.add_argument("--tenant", required=True, help="tenant name")
+    who_saw.add_argument("--document", required=True, help="document id")
+    who_saw.add_argument("--from", dest="since", help="ISO 8601 time: shown from then on")
+    who_saw.add_argument("--to", dest="until", help="ISO 8601 time: shown before then")
     export = audit.add_parser(
         "export", help="write a tenant's trail, chains, checkpoints and key to verify offline"
     )
     export.add_argument("--tenant", required=True, help="tenant name")
     export.add_argument("--out", type=Path, required=True, help="a new or empty directory")
-
-    projections = _Subcommands(
-        sub.add_parser("projections", help="read-model status").add_subparsers(
-            dest="action", required=True
-        ),
-        common,
-    )
-    projections.add_parser("status", help="position and lag of every relay and projection")
-    return parser
 
 
 class _Subcommands:
@@ -418,6 +429,8 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.action == "export":
         return _audit_export(args, settings)
+    if args.action == "who-saw":
+        return _who_saw(args, settings)
     if args.bundle is not None:
         return _print_report(verify_bundle(args.bundle), [], None)
     tenant_id = str(Tenant.id_for(args.tenant)) if args.tenant else None
@@ -456,6 +469,46 @@ def _print_report(report: Any, unreadable: list[str], public_file: Path | None) 
     summary["ok"] = report.ok and not unreadable
     print(json.dumps(summary))
     return 0 if summary["ok"] else 1
+
+
+def _who_saw(args: argparse.Namespace, settings: Settings) -> int:
+    from uuid import UUID
+
+    from domain.access import Tenant
+    from projections.readers import ReadersView
+
+    def moment(value: str | None) -> datetime | None:
+        if value is None:
+            return None
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    tenant_id = str(Tenant.id_for(args.tenant))
+    document_id = UUID(args.document)
+    container, endpoints = _with_store(settings)
+    try:
+        view = container.views["readers"]
+        assert isinstance(view, ReadersView)
+        view.catch_up_from(container.event_logs)  # never stale, even with no projector running
+        found = view.readers(
+            tenant_id, document_id, since=moment(args.since), until=moment(args.until)
+        )
+    finally:
+        container.close()
+        endpoints.close()
+    for reader in found:
+        print(
+            json.dumps(
+                {
+                    "actor": reader.actor,
+                    "route": reader.route,
+                    "times": reader.times,
+                    "first_seen": reader.first_seen.isoformat(),
+                    "last_seen": reader.last_seen.isoformat(),
+                }
+            )
+        )
+    return 0
 
 
 def _audit_export(args: argparse.Namespace, settings: Settings) -> int:

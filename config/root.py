@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from commands.access import AccessApp
+from commands.activity import ActivityApp
 from commands.answering import Answerer, AnswerLimits, Found, FoundPassage
 from commands.auth import Authenticator
 from commands.conversations import ConversationsApp
@@ -132,8 +133,15 @@ class Container:
         )
         self.access = AccessApp(env)
         self.conversations = ConversationsApp(env)
+        self.activity = ActivityApp(
+            env,
+            blobs=self.blobs,
+            refusals_per_window=self.settings.audit.refusals_per_window,
+            refusal_window_s=self.settings.audit.refusal_window_s,
+        )
         self.applications = {
-            app.context: app for app in (self.documents, self.access, self.conversations)
+            app.context: app
+            for app in (self.documents, self.access, self.conversations, self.activity)
         }
         self.event_logs = {
             context: EventLog(context, app) for context, app in self.applications.items()
@@ -360,6 +368,7 @@ class Container:
         self.documents.close()
         self.access.close()
         self.conversations.close()
+        self.activity.close()
         self.tenant_reads.close()
         self._views_store.close()
         self._blob_pool.close()
@@ -421,6 +430,8 @@ class Container:
         app.state.answerer = self.answerer()
         app.state.documents = self.documents
         app.state.access = self.access
+        app.state.read_recorder = self.activity.record_read
+        app.state.refusal_recorder = self.activity.record_refusal
         app.state.search = self.search_service()
         app.state.rebuilds = self.rebuilds
         app.state.operator_tenant = str(Tenant.id_for(DEFAULT_TENANT))

@@ -239,6 +239,10 @@ class AuditSettings(_Section):
     checkpoint_dir: str = ""
     checkpoint_every_events: int = Field(1000, ge=1, le=10_000_000)
     checkpoint_every_s: float = Field(300, gt=0)
+    # Refused requests are recorded at most this many times per client and window;
+    # the others are counted on the client's next record.
+    refusals_per_window: int = Field(5, ge=1, le=10_000)
+    refusal_window_s: float = Field(60, gt=0)
 
 
 class QaSettings(_Section):

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.access import AuthenticationFailed, KeyToken, Principal, Role, TenantExistsError
+from domain.activity import NO_TENANT
 from domain.conversation import QuestionPendingError
 from domain.document import FileTooLargeError, UnsupportedMediaTypeError
 from domain.errors import ConflictError, DomainError, NotFoundError, ValidationError
@@ -364,7 +365,35 @@ def _claimed_identity(credential: str) -> str:
     return "unrecognised"
 
 
-def _refuse_authentication(request: Request, reason: str, message: str, claimed: str) -> ApiError:
+async def _record_refusal(
+    request: Request, *, tenant_id: str, claimed: str, reason: str, status: int
+) -> None:
+    """Record a refused request in the activity context (throttled per client there).
+
+    The refusal is what the client gets whether or not this works; a record that
+    cannot be written is logged as such.
+    """
+    recorder: Callable[..., object] | None = getattr(request.app.state, "refusal_recorder", None)
+    if recorder is None:
+        return
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path
+    try:
+        await run_in_threadpool(
+            recorder,
+            tenant_id=tenant_id,
+            claimed=claimed,
+            reason=reason,
+            status=status,
+            route=route[:200],
+            client=client_address(request),
+        )
+    except Exception:
+        log.exception("refusal_not_recorded", reason=reason, client=client_address(request))
+
+
+async def _refuse_authentication(
+    request: Request, reason: str, message: str, claimed: str
+) -> ApiError:
     AUTH_FAILURES.labels(reason).inc()
     log.warning(
         "auth_failed",
@@ -374,6 +403,7 @@ def _refuse_authentication(request: Request, reason: str, message: str, claimed:
         method=request.method,
         path=request.url.path,
     )
+    await _record_refusal(request, tenant_id=NO_TENANT, claimed=claimed, reason=reason, status=401)
     return ApiError(401, "unauthenticated", message, {"WWW-Authenticate": "Bearer"})
 
 
@@ -388,7 +418,7 @@ async def authenticated(request: Request) -> Principal:
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
-        raise _refuse_authentication(
+        raise await _refuse_authentication(
             request,
             "missing",
             "Send an API key or token as 'Authorization: Bearer <credential>'.",
@@ -399,7 +429,7 @@ async def authenticated(request: Request) -> Principal:
         if principal is None:  # needs the database: off the event loop
             principal = await run_in_threadpool(authenticator.authenticate, credential)
     except AuthenticationFailed as failure:
-        raise _refuse_authentication(
+        raise await _refuse_authentication(
             request, failure.reason, failure.message, _claimed_identity(credential)
         ) from None
     structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id, actor=principal.actor)
@@ -443,6 +473,13 @@ def require(role: Role) -> Callable[[Request, Principal], Awaitable[Principal]]:
                 client=client_address(request),
                 method=request.method,
                 path=request.url.path,
+            )
+            await _record_refusal(
+                request,
+                tenant_id=principal.tenant_id,
+                claimed=principal.actor,
+                reason="forbidden",
+                status=403,
             )
             raise ApiError(
                 403,

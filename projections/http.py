@@ -7,14 +7,19 @@ through these dependencies, never by building anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Protocol, TypeVar
 
+import structlog
 from fastapi import Depends, Query, Request
 
+from domain.access import Principal
+from domain.activity import ReadKind
 from infra.web import ApiError
 from projections.base import ProjectionView
 from projections.status import ComponentStatus
+
+log = structlog.get_logger(__name__)
 
 V = TypeVar("V", bound=ProjectionView)
 
@@ -65,8 +70,76 @@ class ReadModels:
             )
 
 
+class ReadRecorder(Protocol):
+    """The port through which reads are recorded (the activity context's ``record_read``)."""
+
+    def __call__(
+        self,
+        *,
+        tenant_id: str,
+        actor: str,
+        role: str,
+        kind: ReadKind,
+        route: str,
+        query: str | None = None,
+        documents: Sequence[str] = (),
+        chunks: Sequence[str] = (),
+    ) -> Any: ...
+
+
+class Reads:
+    """What a read showed, recorded before its response leaves: if the record cannot be
+    written, the read is refused with 503 (fail closed) and nothing is shown."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    def record(
+        self,
+        principal: Principal,
+        kind: ReadKind,
+        *,
+        query: str | None = None,
+        documents: Sequence[str] = (),
+        chunks: Sequence[str] = (),
+    ) -> None:
+        recorder: ReadRecorder = self._request.app.state.read_recorder
+        route = getattr(self._request.scope.get("route"), "path", self._request.url.path)
+
+        def attempt() -> None:
+            recorder(
+                tenant_id=principal.tenant_id,
+                actor=principal.actor,
+                role=principal.role.value,
+                kind=kind,
+                route=route,
+                query=query,
+                documents=[str(d) for d in documents],
+                chunks=[str(c) for c in chunks],
+            )
+
+        try:
+            try:
+                attempt()
+            except Exception:
+                # Once more: a connection can fail the first statement after the database
+                # recovered (psycopg's prepared statements in pipeline mode); a read
+                # recorded twice says no more than it happened, one not recorded is lost.
+                log.warning("read_record_retry", kind=kind.value, route=route, exc_info=True)
+                attempt()
+        except Exception as exc:
+            log.exception("read_not_recorded", kind=kind.value, route=route)
+            raise ApiError(
+                503,
+                "read_not_recorded",
+                "The read could not be recorded, so it is not served; retry shortly.",
+                {"Retry-After": "1"},
+            ) from exc
+
+
 MinPosition = Annotated[
     int | None,
     Query(ge=0, description="Wait (bounded) until the read model has applied this position."),
 ]
 Models = Annotated[ReadModels, Depends(ReadModels)]
+ReadLog = Annotated[Reads, Depends(Reads)]

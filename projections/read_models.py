@@ -7,7 +7,7 @@ This list drives the composition root (views, routers), ``kf migrate``
 
 from __future__ import annotations
 
-from projections import audit, catalog, conversations, fulltext, keys, search
+from projections import audit, catalog, conversations, fulltext, keys, readers, search
 from projections.slice import ReadModel
 
 READ_MODELS: tuple[ReadModel, ...] = (
@@ -17,6 +17,7 @@ READ_MODELS: tuple[ReadModel, ...] = (
     keys.READ_MODEL,
     conversations.READ_MODEL,
     audit.READ_MODEL,
+    readers.READ_MODEL,
 )
 
 

@@ -46,6 +46,8 @@ SHOWN = frozenset(
         # conversations
         "turn", "mode", "k", "history_turns", "provider", "prompt_template",
         "usage", "cost_usd", "latency_ms",
+        # activity (reads name what they showed by id: see the readers read model)
+        "kind", "route", "query_sha256", "reason", "status", "client", "suppressed",
     }
 )  # fmt: skip
 

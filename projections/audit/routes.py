@@ -12,14 +12,16 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
+from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from domain.activity import ReadKind
 from domain.document import DocumentNotFoundError
 from infra.web import ERROR_RESPONSES, ApiError, Auditor, ErrorBody, Viewer
 from projections.audit.view import AuditEntry, AuditFilter, AuditView
 from projections.base import InvalidCursorError
-from projections.http import view_of
+from projections.http import ReadLog, view_of
 
 router = APIRouter(tags=["audit"])
 Trail = Annotated[AuditView, Depends(view_of("audit", AuditView))]
@@ -129,15 +131,23 @@ def _filters(
 Filters = Annotated[AuditFilter, Depends(_filters)]
 
 
+def _described(match: AuditFilter) -> str:
+    """The filters as the query text a read records (kept apart, readable by auditors)."""
+    given = {k: str(v) for k, v in match.__dict__.items() if v is not None}
+    return json.dumps(given, sort_keys=True)
+
+
 @router.get("/v1/audit/events", response_model=AuditList, responses=ERROR_RESPONSES)
 def audit_events(
     principal: Auditor,
     trail: Trail,
     match: Filters,
+    reads: ReadLog,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditList:
     """Every recorded event of the tenant, newest first: who did what to which resource."""
+    reads.record(principal, ReadKind.AUDIT_QUERY, query=_described(match))
     try:
         page = trail.page(principal.tenant_id, match, limit=limit, cursor=cursor)
     except InvalidCursorError as exc:
@@ -198,12 +208,14 @@ def export_audit_events(
     principal: Auditor,
     trail: Trail,
     match: Filters,
+    reads: ReadLog,
     export_format: Annotated[
         Literal["jsonl", "csv"], Query(alias="format", description="jsonl or csv")
     ] = "jsonl",
 ) -> StreamingResponse:
     """Every matching entry of the tenant, oldest first, as JSON lines or CSV, streamed in
     constant memory whatever its size."""
+    reads.record(principal, ReadKind.AUDIT_EXPORT, query=_described(match))
     media = "application/x-ndjson" if export_format == "jsonl" else "text/csv"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
@@ -234,7 +246,9 @@ class DocumentHistory(BaseModel):
     responses={**ERROR_RESPONSES, 404: {"model": ErrorBody}},
     tags=["documents"],
 )
-def document_history(principal: Viewer, trail: Trail, document_id: UUID) -> DocumentHistory:
+def document_history(
+    principal: Viewer, trail: Trail, reads: ReadLog, document_id: UUID
+) -> DocumentHistory:
     """The document's events in order, from the log: who uploaded it, each processing stage,
     failures, deletion, with the actor and request of each."""
     match = AuditFilter(resource_type="Document", resource_id=document_id)
@@ -252,5 +266,30 @@ def document_history(principal: Viewer, trail: Trail, document_id: UUID) -> Docu
     ]
     if not steps:
         raise DocumentNotFoundError(f"No document {document_id}.")
+    reads.record(principal, ReadKind.HISTORY, documents=[str(document_id)])
     steps.sort(key=lambda step: step.version)
     return DocumentHistory(document_id=document_id, steps=steps)
+
+
+class QueryText(BaseModel):
+    sha256: str
+    text: str
+
+
+@router.get(
+    "/v1/audit/queries/{sha256}",
+    response_model=QueryText,
+    responses={**ERROR_RESPONSES, 404: {"model": ErrorBody}},
+)
+def query_text(
+    principal: Auditor,
+    trail: Trail,
+    reads: ReadLog,
+    sha256: Annotated[str, PathParam(pattern="^[0-9a-f]{64}$")],
+) -> QueryText:
+    """The text of a query that a recorded read carries by digest; reading it is recorded."""
+    text = trail.query_text(principal.tenant_id, sha256)
+    if text is None:
+        raise ApiError(404, "query_not_found", f"No recorded query {sha256}.")
+    reads.record(principal, ReadKind.QUERY_TEXT, query=text)
+    return QueryText(sha256=sha256, text=text)

@@ -121,6 +121,18 @@ class AuditView(ProjectionView):
             for row in cursor:
                 yield AuditEntry.from_row(row)
 
+    def query_text(self, tenant_id: str, sha256: str) -> str | None:
+        """A query's text, if a recorded read of this tenant carries its digest."""
+        with self.tenant_reads(tenant_id) as conn:
+            row = conn.execute(
+                "SELECT b.content FROM blobs b WHERE b.tenant_id = %s AND b.sha256 = %s"
+                " AND EXISTS (SELECT 1 FROM audit_events e WHERE e.tenant_id = b.tenant_id"
+                " AND e.action = 'Read.Recorded'"
+                " AND e.changes -> 'values' ->> 'query_sha256' = b.sha256)",
+                (tenant_id, sha256),
+            ).fetchone()
+        return bytes(row["content"]).decode() if row else None
+
     def _roles(self, tenant_id: str, actors: set[str]) -> dict[str, str]:
         if not actors:
             return {}

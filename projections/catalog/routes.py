@@ -9,10 +9,11 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
+from domain.activity import ReadKind
 from domain.document import DocumentNotFoundError
 from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, Viewer
 from projections.catalog.view import CatalogEntry, CatalogView, InvalidCursorError
-from projections.http import MinPosition, Models, view_of
+from projections.http import MinPosition, Models, ReadLog, view_of
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 Catalog = Annotated[CatalogView, Depends(view_of("catalog", CatalogView))]
@@ -123,6 +124,7 @@ def get_document(
     principal: Viewer,
     catalog: Catalog,
     models: Models,
+    reads: ReadLog,
     document_id: UUID,
     min_position: MinPosition = None,
 ) -> DocumentOut:
@@ -131,4 +133,5 @@ def get_document(
     entry = catalog.get(principal.tenant_id, document_id)
     if entry is None:
         raise DocumentNotFoundError(f"No document {document_id}.")
+    reads.record(principal, ReadKind.DOCUMENT, documents=[str(document_id)])
     return DocumentOut.of(entry)

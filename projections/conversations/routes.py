@@ -15,11 +15,12 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
+from domain.activity import ReadKind
 from domain.conversation import ConversationNotFoundError, reviews_all, visible_to
 from infra.web import ERROR_RESPONSES, Admin, ApiError, ErrorBody, Viewer
 from projections.base import InvalidCursorError
 from projections.conversations.view import ConversationEntry, ConversationsView, TurnEntry
-from projections.http import MinPosition, Models, view_of
+from projections.http import MinPosition, Models, ReadLog, view_of
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -193,6 +194,7 @@ def get_conversation(
     principal: Viewer,
     transcripts: Transcripts,
     models: Models,
+    reads: ReadLog,
     conversation_id: UUID,
     min_position: MinPosition = None,
 ) -> TranscriptOut:
@@ -201,6 +203,13 @@ def get_conversation(
     transcript = transcripts.get(principal.tenant_id, conversation_id)
     if transcript is None or not visible_to(transcript.conversation.started_by, principal):
         raise ConversationNotFoundError(f"No conversation {conversation_id}.")
+    shown = [c for t in transcript.turns for c in t.citations if c.get("text") is not None]
+    reads.record(
+        principal,
+        ReadKind.TRANSCRIPT,
+        documents=[c["document_id"] for c in shown],
+        chunks=[c["chunk_id"] for c in shown],
+    )
     head = ConversationOut.of(transcript.conversation)
     return TranscriptOut(**head.model_dump(), turns=[TurnOut.of(t) for t in transcript.turns])
 
@@ -214,6 +223,7 @@ def get_prompt(
     principal: Admin,
     transcripts: Transcripts,
     models: Models,
+    reads: ReadLog,
     conversation_id: UUID,
     turn: Annotated[int, Path(ge=1, le=100_000)],
     min_position: MinPosition = None,
@@ -225,6 +235,12 @@ def get_prompt(
         raise ConversationNotFoundError(
             f"No recorded prompt for turn {turn} of conversation {conversation_id}."
         )
+    reads.record(
+        principal,
+        ReadKind.PROMPT,
+        documents=[p["document_id"] for p in prompt.passages],
+        chunks=[p["chunk_id"] for p in prompt.passages],
+    )
     messages = json.loads(prompt.content)
     return PromptOut(
         conversation_id=conversation_id,

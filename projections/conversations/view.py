@@ -135,18 +135,22 @@ class ConversationsView(ProjectionView):
         """The messages a turn's model was given, from the blob store (None if unrecorded)."""
         with self.tenant_reads(tenant_id) as conn:
             row = conn.execute(
-                "SELECT b.sha256, b.content FROM conversation_turns t"
+                "SELECT b.sha256, b.content, t.retrieval FROM conversation_turns t"
                 " JOIN blobs b ON b.tenant_id = t.tenant_id AND b.sha256 = t.prompt_sha256"
                 " WHERE t.tenant_id = %s AND t.conversation_id = %s AND t.turn = %s",
                 (tenant_id, conversation_id, turn),
             ).fetchone()
-        return Prompt(row["sha256"], bytes(row["content"])) if row else None
+        if row is None:
+            return None
+        passages = list((row["retrieval"] or {}).get("passages", []))
+        return Prompt(row["sha256"], bytes(row["content"]), passages)
 
 
 @dataclass(frozen=True)
 class Prompt:
     sha256: str
     content: bytes  # JSON [{role, content}], exactly as sent
+    passages: list[dict[str, Any]]  # the chunks quoted in it (chunk_id, document_id, ...)
 
 
 def _chunk_texts(

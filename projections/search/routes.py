@@ -15,11 +15,13 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
+from domain.access import Principal
+from domain.activity import ReadKind
 from domain.media import SUPPORTED_MEDIA_TYPES
-from infra.search_index import Filters
+from infra.search_index import Filters, point_id
 from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, Viewer
 from projections.fulltext.view import FulltextView
-from projections.http import Models
+from projections.http import Models, ReadLog, Reads
 from projections.search.view import SearchService
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
@@ -91,8 +93,9 @@ _ERRORS = {
 
 
 def _run(
-    request: Request, principal_tenant: str, body: SearchRequest, models: Models
+    request: Request, principal: Principal, body: SearchRequest, models: Models, reads: Reads
 ) -> SearchResponse:
+    principal_tenant = principal.tenant_id
     settings = request.app.state.settings.search
     query = body.query.strip()
     if not query:
@@ -173,6 +176,13 @@ def _run(
             )
             for r in found.results
         ]
+    reads.record(
+        principal,
+        ReadKind.SEARCH,
+        query=query,
+        documents=[str(hit.document_id) for hit in hits],
+        chunks=[point_id(str(hit.document_id), hit.chunk_index) for hit in hits],
+    )
     took = round((time.perf_counter() - started) * 1000, 2)
     return SearchResponse(query=query, mode=body.mode, k=body.k, results=hits, took_ms=took)
 
@@ -182,6 +192,7 @@ def search_get(
     request: Request,
     principal: Viewer,
     models: Models,
+    reads: ReadLog,
     q: Annotated[str, Query(description="What to look for.")],
     mode: Mode = "hybrid",
     k: Annotated[int, Query(ge=1)] = 10,
@@ -205,12 +216,12 @@ def search_get(
     body = SearchRequest(
         query=q, mode=mode, k=k, offset=offset, min_position=min_position, filters=filters
     )
-    return _run(request, principal.tenant_id, body, models)
+    return _run(request, principal, body, models, reads)
 
 
 @router.post("", response_model=SearchResponse, responses=_ERRORS)
 def search_post(
-    request: Request, principal: Viewer, models: Models, body: SearchRequest
+    request: Request, principal: Viewer, models: Models, reads: ReadLog, body: SearchRequest
 ) -> SearchResponse:
     """Search with filters: document ids, media types, uploaded before/after."""
-    return _run(request, principal.tenant_id, body, models)
+    return _run(request, principal, body, models, reads)

@@ -386,6 +386,8 @@ ROUTES: dict[tuple[str, str], tuple[Role | None, dict[str, Any]]] = {
     ("GET", "/v1/audit/events"): (Role.AUDITOR, {}),
     ("GET", "/v1/audit/export"): (Role.AUDITOR, {"params": {"action": "Nothing.*"}}),
     ("GET", "/v1/documents/{document_id}/history"): (Role.VIEWER, {}),
+    ("GET", "/v1/audit/queries/{sha256}"): (Role.AUDITOR, {}),
+    ("GET", "/v1/audit/documents/{document_id}/readers"): (Role.AUDITOR, {}),
 }
 
 
@@ -408,6 +410,7 @@ def test_each_role_against_each_route(
         rebuild_id="r-unknown",
         conversation_id=uuid.uuid4(),
         turn=1,
+        sha256="0" * 64,
     )
     _, key = _key(system, role)
     with system.client(key) as client:

@@ -450,7 +450,9 @@ def test_rebuild_equals_live_and_searches_answer_throughout(
             stop.set()
             thread.join(30)
         assert status["state"] == "done", status
-        assert status["matches_live"] is True
+        assert status["matches_live"] is True, {
+            name: r for name, r in status["results"].items() if not r["matches_live"]
+        }
         assert status["projections"] == names()  # every read model, search among them
         assert {name: r["matches_live"] for name, r in status["results"].items()} == dict.fromkeys(
             names(), True

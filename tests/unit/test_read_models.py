@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from commands.access import AccessApp
+from commands.activity import ActivityApp
 from commands.conversations import ConversationsApp
 from commands.documents import DocumentsApp
 from domain.access import ApiKey, Role, new_key_token
@@ -133,7 +134,7 @@ def test_every_read_model_declares_what_it_follows_writes_and_serves() -> None:
         assert set(model.events) <= known, model.name
         assert by_name(model.name) is model
     served = {model.name for model in READ_MODELS if model.router is not None}
-    assert served == {"catalog", "search", "keys", "conversations", "audit"}  # exact: via search
+    assert served == {"catalog", "search", "keys", "conversations", "audit", "readers"}
     with pytest.raises(KeyError, match="known: catalog"):
         by_name("nothing")
 
@@ -151,9 +152,12 @@ def test_the_contexts_name_exactly_the_events_their_aggregates_record() -> None:
             "Conversation.QuestionAsked",
             "Conversation.Started",
         ],
+        "activity": ["Read.Recorded", "Refusal.Recorded"],
     }
     assert context_of(Document.Created) is None  # the library's, never recorded
-    applications = {DocumentsApp.context, AccessApp.context, ConversationsApp.context}
+    applications = {
+        DocumentsApp.context, AccessApp.context, ConversationsApp.context, ActivityApp.context,
+    }  # fmt: skip
     assert applications == set(CONTEXTS)
 
 
@@ -230,7 +234,7 @@ def test_the_catch_all_follows_every_context_and_a_specific_handler_wins() -> No
         ("documents", 1, "any"),
         ("documents", 2, "any"),
     ]
-    assert view.positions == {"documents": 2, "access": 2, "conversations": 1}
+    assert view.positions == {"documents": 2, "access": 2, "conversations": 1, "activity": 0}
     assert view.apply_batch(envelopes) == 0
 
 
