@@ -430,7 +430,9 @@ class Container:
         app.state.answerer = self.answerer()
         app.state.documents = self.documents
         app.state.access = self.access
-        app.state.read_recorder = self.activity.record_read
+        app.state.read_recorder = (
+            self.activity.record_read if self.settings.audit.record_reads else _reads_not_recorded
+        )
         app.state.refusal_recorder = self.activity.record_refusal
         app.state.search = self.search_service()
         app.state.rebuilds = self.rebuilds
@@ -460,6 +462,10 @@ class Container:
         write_secret_file(key_file, token)
         log.info("admin_key_issued", tenant_id=str(tenant.id), path=str(key_file))
         return str(tenant.id), token
+
+
+def _reads_not_recorded(**read: Any) -> None:
+    """``audit.record_reads: false``: reads are served without a record."""
 
 
 def admin_key_path(data_dir: Path) -> Path:

@@ -28,6 +28,7 @@ from config.settings import Settings
 from domain.document import Stage
 from infra.bus import Bus
 from infra.causation import set_process
+from infra.db import AdvisoryLocks
 from infra.relay import Relay
 from projections.runner import ProjectorRunner
 
@@ -100,13 +101,12 @@ async def _connected_bus(container: Container, name: str) -> Bus:
     return bus
 
 
-def _relays(container: Container, bus: Bus) -> list[Relay]:
-    url = container.endpoints.database_url
-    return [Relay(app, bus, url) for app in container.applications.values()]
+def _relays(container: Container, bus: Bus, locks: AdvisoryLocks) -> list[Relay]:
+    return [Relay(app, bus, locks) for app in container.applications.values()]
 
 
 def _projectors(
-    container: Container, bus: Bus, names: list[str] | None = None
+    container: Container, bus: Bus, locks: AdvisoryLocks, names: list[str] | None = None
 ) -> list[ProjectorRunner]:
     views = container.views
     chosen = names or list(views)
@@ -118,7 +118,7 @@ def _projectors(
             views[name],
             container.event_logs,
             bus,
-            container.endpoints.database_url,
+            locks,
             container.settings.projections.batch_size,
         )
         for name in chosen
@@ -186,7 +186,8 @@ def run_relay(settings: Settings) -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         bus = await _connected_bus(container, "kf-relay")
-        relays = _relays(container, bus)
+        locks = AdvisoryLocks(container.endpoints.database_url)
+        relays = _relays(container, bus, locks)
         try:
             await _until_stopped(
                 stop,
@@ -195,6 +196,7 @@ def run_relay(settings: Settings) -> None:
                 _ready("relay", stop),
             )
         finally:
+            await locks.close()
             await bus.close()
 
     _with_container(settings, main)
@@ -227,7 +229,8 @@ def run_projectors(settings: Settings, names: list[str] | None) -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         bus = await _connected_bus(container, "kf-project")
-        projectors = _projectors(container, bus, names)
+        locks = AdvisoryLocks(container.endpoints.database_url)
+        projectors = _projectors(container, bus, locks, names)
         try:
             await _until_stopped(
                 stop,
@@ -237,6 +240,7 @@ def run_projectors(settings: Settings, names: list[str] | None) -> None:
                 _ready("project", stop),
             )
         finally:
+            await locks.close()
             await bus.close()
 
     _with_container(settings, main)
@@ -357,8 +361,9 @@ def run_serve(settings: Settings) -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         bus = await _connected_bus(container, "kf-serve")
-        relays = _relays(container, bus)
-        projectors = _projectors(container, bus)
+        locks = AdvisoryLocks(container.endpoints.database_url)
+        relays = _relays(container, bus, locks)
+        projectors = _projectors(container, bus, locks)
         server = _Server(_uvicorn_config(container, "all"))
         worker_env = {
             **os.environ,
@@ -392,6 +397,7 @@ def run_serve(settings: Settings) -> None:
                 _monitor_lag(relays, projectors, stop),
             )
         finally:
+            await locks.close()
             await bus.close()
             serving_file(container.settings.data_dir).unlink(missing_ok=True)
         log.info("stopped")

@@ -241,6 +241,9 @@ class AuditSettings(_Section):
     checkpoint_every_s: float = Field(300, gt=0)
     # Refused requests are recorded at most this many times per client and window;
     # the others are counted on the client's next record.
+    # Record every read of content (who saw what). Off, "who saw this" has no answer
+    # for reads made meanwhile: for deployments that need no such record.
+    record_reads: bool = True
     refusals_per_window: int = Field(5, ge=1, le=10_000)
     refusal_window_s: float = Field(60, gt=0)
 

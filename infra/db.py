@@ -233,6 +233,45 @@ class TenantReads:
         self._pool.close()
 
 
+class AdvisoryLocks:
+    """One connection holding every session advisory lock this process takes.
+
+    Relays and projectors each hold a lock to be the one active replica; one
+    connection per process holds them all (a relay per context and a runner per
+    read model would otherwise keep a connection each, idle). If the connection
+    is lost, every lock it held is released at once, and ``check`` raises.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._opening = asyncio.Lock()
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        async with self._opening:
+            if self._conn is None or self._conn.closed:
+                self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+            return self._conn
+
+    async def hold(self, key: str, stop: asyncio.Event, **log_context: Any) -> bool:
+        """Take ``key``, waiting as a standby; False if ``stop`` is set first."""
+        return await hold_advisory_lock(await self._connection(), key, stop, **log_context)
+
+    async def check(self) -> None:
+        """Raise if the connection holding the locks is gone (and the locks with it)."""
+        await (await self._connection()).execute("SELECT 1")
+
+    async def release(self, key: str) -> None:
+        if self._conn is not None and not self._conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                await self._conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
 async def hold_advisory_lock(
     conn: psycopg.AsyncConnection[Any], key: str, stop: asyncio.Event, **log_context: Any
 ) -> bool:

@@ -15,17 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any
 from uuid import UUID
 
-import psycopg
 import structlog
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
 
 from infra.bus import Bus
-from infra.db import hold_advisory_lock
+from infra.db import AdvisoryLocks
 from infra.envelope import Envelope
 from infra.eventlog import EventLog
 from infra.telemetry import RELAY_LAG, RELAY_POSITION, RELAY_PUBLISHED
@@ -48,35 +46,38 @@ def relay_tracking(app: Application[UUID]) -> PostgresTrackingRecorder:
 
 
 class Relay:
-    def __init__(self, app: Application[UUID], bus: Bus, database_url: str) -> None:
+    def __init__(self, app: Application[UUID], bus: Bus, locks: str | AdvisoryLocks) -> None:
         self.context = app.name  # one Application per context, named for it
         self._app = app
         self._log = EventLog(self.context, app)
         self._bus = bus
-        self._database_url = database_url
+        # A database URL: a lock connection of its own; else the process's shared one.
+        self._own_locks = isinstance(locks, str)
+        self._locks = AdvisoryLocks(locks) if isinstance(locks, str) else locks
         self._tracking = relay_tracking(app)
         self.position = 0
         self.active = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with await psycopg.AsyncConnection.connect(
-            self._database_url, autocommit=True
-        ) as lock_conn:
-            if not await hold_advisory_lock(lock_conn, relay_lock_key(self.context), stop):
+        key = relay_lock_key(self.context)
+        try:
+            if not await self._locks.hold(key, stop):
                 return
             try:
-                await self._relay(lock_conn, stop)
+                await self._relay(stop)
             finally:
                 self.active.clear()
+                await self._locks.release(key)
+        finally:
+            if self._own_locks:
+                await self._locks.close()
 
     async def _resume_position(self) -> int:
         tracked = await asyncio.to_thread(self._tracking.max_tracking_id, self.context) or 0
         in_stream = await self._bus.last_position(self.context) or 0
         return max(tracked, in_stream)
 
-    async def _relay(
-        self, lock_conn: psycopg.AsyncConnection[tuple[Any, ...]], stop: asyncio.Event
-    ) -> None:
+    async def _relay(self, stop: asyncio.Event) -> None:
         await self._bus.ensure_stream()
         self.position = await self._resume_position()
         log.info("relay_started", context=self.context, position=self.position)
@@ -105,7 +106,7 @@ class Relay:
                 batch = await self._next_batch(queue, stop, stop_waiter)
                 if not batch:
                     continue
-                await lock_conn.execute("SELECT 1")  # still holding the lock?
+                await self._locks.check()  # still holding the lock?
                 for notification in batch:
                     await self._publish(self._log.envelope(notification), stop)
                 await asyncio.to_thread(

@@ -22,14 +22,13 @@ import contextlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from infra.bus import HEADER_CONTEXT, HEADER_POSITION, Bus
-from infra.db import hold_advisory_lock
+from infra.db import AdvisoryLocks
 from infra.envelope import Envelope
 from infra.eventlog import EventLog
 from infra.telemetry import PROJECTION_ERRORS, PROJECTION_LAG, PROJECTION_POSITION
@@ -48,14 +47,16 @@ class ProjectorRunner:
         view: ProjectionView,
         logs: Mapping[str, EventLog],
         bus: Bus,
-        database_url: str,
+        locks: str | AdvisoryLocks,
         batch_size: int = 256,
     ) -> None:
         self.view = view
         self.name = view.name
         self._logs = {c: logs[c] for c in view.contexts}
         self._bus = bus
-        self._database_url = database_url
+        # A database URL: a lock connection of its own; else the process's shared one.
+        self._own_locks = isinstance(locks, str)
+        self._locks = AdvisoryLocks(locks) if isinstance(locks, str) else locks
         self._batch_size = batch_size
         self.active = asyncio.Event()
 
@@ -64,26 +65,34 @@ class ProjectorRunner:
         return f"projection-{self.name}"
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with await psycopg.AsyncConnection.connect(
-            self._database_url, autocommit=True
-        ) as lock_conn:
-            if not await hold_advisory_lock(lock_conn, f"kf.projection.{self.name}", stop):
+        key = f"kf.projection.{self.name}"
+        try:
+            if not await self._locks.hold(key, stop):
                 return
-            delay = 0.2
-            while not stop.is_set():
-                try:
-                    caught_up_at = await self.catch_up()
-                    self.active.set()
-                    await self._follow(stop, caught_up_at)
-                except Exception:
-                    PROJECTION_ERRORS.labels(self.name).inc()
-                    log.exception("projection_failed", projection=self.name, retry_in_s=delay)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
-                    delay = min(delay * 2, 10.0)
-                else:
-                    delay = 0.2
-            self.active.clear()
+            try:
+                await self._run_active(stop)
+            finally:
+                await self._locks.release(key)
+        finally:
+            if self._own_locks:
+                await self._locks.close()
+
+    async def _run_active(self, stop: asyncio.Event) -> None:
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                caught_up_at = await self.catch_up()
+                self.active.set()
+                await self._follow(stop, caught_up_at)
+            except Exception:
+                PROJECTION_ERRORS.labels(self.name).inc()
+                log.exception("projection_failed", projection=self.name, retry_in_s=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                delay = 0.2
+        self.active.clear()
 
     async def catch_up(self) -> datetime:
         """Apply everything the event store holds beyond the view's positions."""

@@ -36,6 +36,7 @@ from config.root import Container, Endpoints
 from config.runtime import _Server, build_stages
 from config.settings import Settings, load_settings
 from infra.bus import Bus
+from infra.db import AdvisoryLocks
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.embedding import Embedder, OnnxEmbedder
 from infra.relay import Relay
@@ -242,17 +243,17 @@ class RunningSystem:
         bus = Bus(self.settings.nats.url, self.settings.nats)
         await bus.connect("kf-test")
         await bus.ensure_stream()
-        url = self.settings.database.url
+        locks = AdvisoryLocks(self.settings.database.url)
         jobs: list[asyncio.Future[Any]] = []
         waits: list[asyncio.Event] = []
         if self._with["relays"]:
             for app in self.container.applications.values():
-                relay = Relay(app, bus, url)
+                relay = Relay(app, bus, locks)
                 jobs.append(asyncio.ensure_future(relay.run(stop)))
                 waits.append(relay.active)
         if self._with["projectors"]:
             for view in self.container.views.values():
-                runner = ProjectorRunner(view, self.container.event_logs, bus, url, 256)
+                runner = ProjectorRunner(view, self.container.event_logs, bus, locks, 256)
                 jobs.append(asyncio.ensure_future(runner.run(stop)))
                 waits.append(runner.active)
         if self._with["worker"]:
@@ -287,6 +288,7 @@ class RunningSystem:
         for job in jobs:
             job.cancel()
         await asyncio.gather(serving, *jobs, return_exceptions=True)
+        await locks.close()
         await bus.close()
 
     def stop(self) -> None:

@@ -55,6 +55,9 @@ def _env(database_url: str, nats_url: str, data_dir: Path, tag: str) -> dict[str
             "KF__NATS__STREAM": f"KFS_{tag}",
             "KF__NATS__SUBJECT_PREFIX": f"kfs{tag}",
             "KF_LOG_LEVEL": "info",
+            # Eight processes and this test share one server's 100 connections: pools
+            # that may grow by 2, not 10 (a deployment sizes max_connections for its roles).
+            "KF__DATABASE__MAX_OVERFLOW": "2",
         }
     )
     return env
