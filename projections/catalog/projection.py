@@ -1,4 +1,5 @@
-"""What document events do to the catalog: one row per document, its status and counts.
+"""What document events do to the catalog: one row per document, its status and counts,
+and every version of that row (the catalog as it stood at any time).
 
 Each handler checks the aggregate version it expects, so an event applied out
 of order fails loudly instead of corrupting a row.
@@ -15,11 +16,24 @@ from projections.base import Projection, handles
 from projections.rows import Rows
 
 TABLE = "catalog_documents"
+VERSIONS = "catalog_versions"
 
 
 class CatalogProjection(Projection):
     name = "catalog"
-    tables = {TABLE: ("tenant_id", "document_id")}
+    tables = {
+        TABLE: ("tenant_id", "document_id"),
+        VERSIONS: ("tenant_id", "document_id", "version"),
+    }
+
+    def apply(self, rows: Rows, envelope: Envelope) -> None:
+        """Apply the event to the document's row, then keep the row as it now stands."""
+        if envelope.event_type not in self._handlers:
+            return
+        super().apply(rows, envelope)
+        key = {"tenant_id": envelope.tenant_id, "document_id": UUID(envelope.aggregate_id)}
+        for row in rows.select(TABLE, key):
+            rows.insert(VERSIONS, row)
 
     def _update(self, rows: Rows, envelope: Envelope, values: dict[str, Any]) -> None:
         key = {"tenant_id": envelope.tenant_id, "document_id": UUID(envelope.aggregate_id)}

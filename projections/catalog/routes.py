@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -81,6 +81,19 @@ class DocumentList(BaseModel):
     next_cursor: str | None
 
 
+AsOf = Annotated[
+    datetime | None,
+    Query(
+        description="Answer from the events as they stood at this time (ISO 8601; UTC if"
+        " no zone is given)."
+    ),
+]
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 _READ_ERRORS = {
     **ERROR_RESPONSES,
     503: {"model": ErrorBody, "description": "The catalog did not reach min_position in time"},
@@ -97,17 +110,31 @@ def list_documents(
     status: Status | None = None,
     include_deleted: bool = False,
     min_position: MinPosition = None,
+    as_of: AsOf = None,
 ) -> DocumentList:
-    """The tenant's documents, newest first; follow ``next_cursor`` for more."""
+    """The tenant's documents, newest first; follow ``next_cursor`` for more.
+
+    With ``as_of``, the catalog as it stood then: documents deleted later are
+    listed (with the status they had), ones uploaded later are not."""
     models.wait("catalog", "documents", min_position)
     try:
-        page = catalog.page(
-            principal.tenant_id,
-            limit=limit,
-            cursor=cursor,
-            status=status,
-            include_deleted=include_deleted,
-        )
+        if as_of is None:
+            page = catalog.page(
+                principal.tenant_id,
+                limit=limit,
+                cursor=cursor,
+                status=status,
+                include_deleted=include_deleted,
+            )
+        else:
+            page = catalog.page_as_of(
+                principal.tenant_id,
+                _utc(as_of),
+                limit=limit,
+                cursor=cursor,
+                status=status,
+                include_deleted=include_deleted,
+            )
     except InvalidCursorError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from exc
     return DocumentList(
@@ -127,11 +154,17 @@ def get_document(
     reads: ReadLog,
     document_id: UUID,
     min_position: MinPosition = None,
+    as_of: AsOf = None,
 ) -> DocumentOut:
-    """One document's status, page and chunk counts, sizes and failure reason."""
+    """One document's status, page and chunk counts, sizes and failure reason (with
+    ``as_of``: as they stood then)."""
     models.wait("catalog", "documents", min_position)
-    entry = catalog.get(principal.tenant_id, document_id)
+    if as_of is None:
+        entry = catalog.get(principal.tenant_id, document_id)
+    else:
+        entry = catalog.get_as_of(principal.tenant_id, document_id, _utc(as_of))
     if entry is None:
-        raise DocumentNotFoundError(f"No document {document_id}.")
+        suffix = "" if as_of is None else f" as of {_utc(as_of).isoformat()}"
+        raise DocumentNotFoundError(f"No document {document_id}{suffix}.")
     reads.record(principal, ReadKind.DOCUMENT, documents=[str(document_id)])
     return DocumentOut.of(entry)

@@ -7,7 +7,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from projections.base import InvalidCursorError, ProjectionView
+from psycopg.sql import SQL, Composable
+
+from projections.base import (
+    InvalidCursorError,
+    ProjectionView,
+    decode_cursor,
+    encode_cursor,
+)
 
 __all__ = ["CatalogEntry", "CatalogPage", "CatalogView", "InvalidCursorError"]
 
@@ -47,6 +54,11 @@ class CatalogPage:
 
 
 _SELECT = "SELECT * FROM catalog_documents"
+# Each document's newest version written by a time: the catalog as it stood then.
+_AS_OF = (
+    "SELECT DISTINCT ON (document_id) * FROM catalog_versions"
+    " WHERE tenant_id = %s AND updated_at <= %s ORDER BY document_id, version DESC"
+)
 
 
 class CatalogView(ProjectionView):
@@ -86,6 +98,48 @@ class CatalogView(ProjectionView):
         )
         entries = [CatalogEntry.from_row(r) for r in rows]
         return CatalogPage(entries, next_cursor)
+
+    def get_as_of(self, tenant_id: str, document_id: UUID, as_of: datetime) -> CatalogEntry | None:
+        """One document as it stood at ``as_of`` (None: not uploaded by then)."""
+        with self.tenant_reads(tenant_id) as conn:
+            row = conn.execute(
+                "SELECT * FROM catalog_versions WHERE tenant_id = %s AND document_id = %s"
+                " AND updated_at <= %s ORDER BY version DESC LIMIT 1",
+                (tenant_id, document_id, as_of),
+            ).fetchone()
+        return CatalogEntry.from_row(row) if row else None
+
+    def page_as_of(
+        self,
+        tenant_id: str,
+        as_of: datetime,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        status: str | None = None,
+        include_deleted: bool = False,
+    ) -> CatalogPage:
+        """A page of the catalog as it stood at ``as_of``: each document's newest version
+        written by then (documents uploaded later are absent; ones deleted later are not)."""
+        conditions: list[Composable] = []
+        params: list[Any] = [tenant_id, as_of]
+        if status is not None:
+            conditions.append(SQL("status = %s"))
+            params.append(status)
+        elif not include_deleted:
+            conditions.append(SQL("status <> 'deleted'"))
+        if cursor is not None:
+            conditions.append(SQL("(uploaded_at, document_id) < (%s, %s)"))
+            params.extend(decode_cursor(cursor))
+        params.append(limit + 1)
+        query = SQL(
+            "SELECT * FROM ({}) v WHERE {} ORDER BY uploaded_at DESC, document_id DESC LIMIT %s"
+        ).format(SQL(_AS_OF), SQL(" AND ").join(conditions or [SQL("TRUE")]))
+        with self.tenant_reads(tenant_id) as conn:
+            rows = conn.execute(query, params).fetchall()
+        last = rows[limit - 1] if len(rows) > limit else None
+        next_cursor = encode_cursor(last["uploaded_at"], last["document_id"]) if last else None
+        return CatalogPage([CatalogEntry.from_row(r) for r in rows[:limit]], next_cursor)
 
     def counts(self, tenant_id: str | None = None) -> dict[str, int]:
         """Documents per status (all tenants when ``tenant_id`` is None)."""

@@ -308,3 +308,56 @@ def test_a_documents_history_is_its_events_in_order_with_their_actors(
         assert "filename" in steps[0]["changes"]["fields"]
         assert SECRET_NAME not in history.text
         assert_error(viewer.get(f"/v1/documents/{uuid.uuid4()}/history"), 404, "document_not_found")
+
+
+def test_the_catalog_as_it_stood_at_a_time(system: RunningSystem) -> None:
+    def upload(client: httpx.Client, name: str) -> str:
+        response = client.post(
+            "/v1/documents", files={"file": (name, f"# {name}\n\nText.".encode(), "text/markdown")}
+        )
+        assert response.status_code == 202, response.text
+        document_id: str = response.json()["id"]
+        system.wait_final(client, [document_id])
+        return document_id
+
+    def listed(client: httpx.Client, **params: Any) -> dict[str, dict[str, Any]]:
+        items: dict[str, dict[str, Any]] = {}
+        cursor = None
+        while True:
+            paging = {"limit": 1} if cursor is None else {"limit": 1, "cursor": cursor}
+            page = client.get("/v1/documents", params={**params, **paging})
+            assert page.status_code == 200, page.text
+            items.update({item["id"]: item for item in page.json()["items"]})
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                return items
+
+    with system.client() as admin:
+        before = datetime.now(UTC)
+        time.sleep(0.01)
+        older = upload(admin, "older.md")
+        time.sleep(0.01)
+        between = datetime.now(UTC)
+        time.sleep(0.01)
+        deleted = admin.delete(f"/v1/documents/{older}")
+        assert deleted.status_code == 202
+        newer = upload(admin, "newer.md")
+        position = {"min_position": deleted.json()["position"]}
+        now = listed(admin, **position)
+        then = listed(admin, as_of=between.isoformat(), **position)
+        earlier = listed(admin, as_of=before.isoformat(), **position)
+        naive = listed(admin, as_of=between.replace(tzinfo=None).isoformat(), **position)
+        with_deleted = listed(admin, include_deleted="true", as_of=datetime.now(UTC).isoformat())
+        one_then = admin.get(f"/v1/documents/{older}", params={"as_of": between.isoformat()})
+        not_yet = admin.get(f"/v1/documents/{newer}", params={"as_of": between.isoformat()})
+        bad = admin.get("/v1/documents", params={"as_of": "yesterday"})
+    assert newer in now and older not in now
+    # Deleted after that time: listed, as it stood (processed, not deleted).
+    assert older in then and then[older]["status"] == "embedded" and newer not in then
+    assert then[older]["deleted_at"] is None and then[older]["chunk_count"] >= 1
+    assert older not in earlier and newer not in earlier
+    assert naive.keys() == then.keys()
+    assert with_deleted[older]["status"] == "deleted" and newer in with_deleted
+    assert one_then.status_code == 200 and one_then.json()["status"] == "embedded"
+    assert_error(not_yet, 404, "document_not_found")
+    assert_error(bad, 422, "invalid_request")
