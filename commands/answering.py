@@ -261,6 +261,7 @@ class Answerer:
             question=text,
         )
         retrieval = {
+            "query": query,  # what was searched: the question, after the one before it
             "mode": question.mode,
             "k": k,
             "positions": found.positions,

@@ -34,6 +34,7 @@ class ReadKind(StrEnum):
     HISTORY = "history"
     TRANSCRIPT = "transcript"
     PROMPT = "prompt"
+    PROVENANCE = "provenance"
     FILE = "file"
     AUDIT_QUERY = "audit_query"
     AUDIT_EXPORT = "audit_export"
@@ -47,7 +48,14 @@ class ReadKind(StrEnum):
 
 
 _SHOWING = frozenset(
-    {ReadKind.SEARCH, ReadKind.DOCUMENT, ReadKind.TRANSCRIPT, ReadKind.PROMPT, ReadKind.FILE}
+    {
+        ReadKind.SEARCH,
+        ReadKind.DOCUMENT,
+        ReadKind.TRANSCRIPT,
+        ReadKind.PROMPT,
+        ReadKind.PROVENANCE,
+        ReadKind.FILE,
+    }
 )
 
 

@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from domain.activity import ReadKind
 from domain.conversation import ConversationNotFoundError, reviews_all, visible_to
+from infra.search_index import Filters, point_id
 from infra.web import ERROR_RESPONSES, Admin, ApiError, ErrorBody, Viewer
 from projections.base import InvalidCursorError
-from projections.conversations.view import ConversationEntry, ConversationsView, TurnEntry
+from projections.conversations.view import (
+    ConversationEntry,
+    ConversationsView,
+    TurnEntry,
+    quoted_passages,
+)
 from projections.http import MinPosition, Models, ReadLog, view_of
+from projections.search.view import SearchService, SearchView
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -247,4 +254,150 @@ def get_prompt(
         turn=turn,
         sha256=prompt.sha256,
         messages=[PromptMessage(**m) for m in messages],
+    )
+
+
+class ProvenancePassage(BaseModel):
+    n: int = Field(description="The passage's number in the prompt ([n] in the answer).")
+    chunk_id: str | None = Field(description="None when the turn recorded no retrieval.")
+    document_id: str | None
+    filename: str | None
+    page: int | None
+    chunk_index: int | None
+    score: float | None = Field(description="Its retrieval score then.")
+    cited: bool = Field(description="Whether the answer cited it.")
+    text: str | None = Field(
+        description="The passage as the model was given it (from the recorded prompt); None"
+        " once its document is deleted."
+    )
+    document_status: str | None = Field(
+        description="The document's status now (None: not in the catalog)."
+    )
+    document_exists: bool = Field(description="Whether the document exists now (not deleted).")
+    retrieved_now: bool | None = Field(
+        description="Whether the same query, mode and k retrieve this chunk now (None: not"
+        " asked: the turn recorded no retrieval)."
+    )
+    rank_now: int | None = Field(description="Its rank in that search now (1 = first).")
+
+
+class RetrievalThen(BaseModel):
+    query: str = Field(description="What was searched (a follow-up: with the question before).")
+    query_recorded: bool = Field(
+        description="False for turns answered before the query was recorded: the question"
+        " stands in for it."
+    )
+    mode: str
+    k: int
+    settings: dict[str, Any] = Field(description="Fusion and leg settings used.")
+    positions: dict[str, int] = Field(description="The search index's position, per context.")
+
+
+class ProvenanceOut(BaseModel):
+    conversation_id: UUID
+    turn: int
+    question: str
+    status: Literal["pending", "answered", "failed"]
+    prompt_sha256: str | None
+    retrieval: RetrievalThen | None = Field(description="None until the turn was answered.")
+    searched_now_at: dict[str, int] = Field(
+        description="The search index's position for the search run now, per context."
+    )
+    passages: list[ProvenancePassage]
+
+
+@router.get(
+    "/{conversation_id}/turns/{turn}/provenance",
+    response_model=ProvenanceOut,
+    responses={**_READ_ERRORS, 404: {"model": ErrorBody}},
+)
+def get_provenance(
+    request: Request,
+    principal: Viewer,
+    transcripts: Transcripts,
+    index: Annotated[SearchView, Depends(view_of("search", SearchView))],
+    models: Models,
+    reads: ReadLog,
+    conversation_id: UUID,
+    turn: Annotated[int, Path(ge=1, le=100_000)],
+    min_position: MinPosition = None,
+) -> ProvenanceOut:
+    """What one turn was answered from: the passages the model was given (from the recorded
+    prompt), the retrieval settings and index position then, and for each passage whether its
+    document still exists and whether the same query would retrieve it now."""
+    models.wait("conversations", "conversations", min_position)
+    found = transcripts.provenance(principal.tenant_id, conversation_id, turn)
+    if found is None or not visible_to(found.started_by, principal):
+        raise ConversationNotFoundError(f"No turn {turn} in conversation {conversation_id}.")
+    entry = found.turn
+    quoted = quoted_passages(found.prompt) if found.prompt is not None else {}
+    cited = {int(c["n"]) for c in entry.citations}
+    then: RetrievalThen | None = None
+    recorded: list[dict[str, Any]] = [{"n": n} for n in sorted(quoted)]
+    ranks: dict[str, int] = {}
+    now_at: dict[str, int] = {}
+    if found.retrieval is not None:
+        retrieval = found.retrieval
+        query = retrieval.get("query")
+        then = RetrievalThen(
+            query=query if query is not None else entry.question,
+            query_recorded=query is not None,
+            mode=retrieval.get("mode", entry.mode),
+            k=int(retrieval.get("k", entry.k)),
+            settings=dict(retrieval.get("settings", {})),
+            positions={c: int(p) for c, p in retrieval.get("positions", {}).items()},
+        )
+        recorded = list(retrieval.get("passages", recorded))
+        now_at = {"documents": index.max_tracking_id("documents") or 0}
+        service: SearchService = request.app.state.search
+        results = service.search(
+            principal.tenant_id,
+            then.query,
+            then.mode,  # type: ignore[arg-type]
+            then.k,
+            Filters(),
+        )
+        ranks = {
+            point_id(r.document_id, r.chunk_index): rank
+            for rank, r in enumerate(results.results, start=1)
+        }
+    passages = []
+    for p in recorded:
+        document_id = p.get("document_id")
+        status = None if document_id is None else found.document_status.get(str(document_id))
+        exists = status is not None and status != "deleted"
+        chunk_id = p.get("chunk_id")
+        passages.append(
+            ProvenancePassage(
+                n=int(p["n"]),
+                chunk_id=chunk_id,
+                document_id=document_id,
+                filename=p.get("filename"),
+                page=p.get("page"),
+                chunk_index=p.get("chunk_index"),
+                score=p.get("score"),
+                cited=int(p["n"]) in cited,
+                text=quoted.get(int(p["n"])) if exists or document_id is None else None,
+                document_status=status,
+                document_exists=exists,
+                retrieved_now=None if then is None else chunk_id in ranks,
+                rank_now=ranks.get(chunk_id) if chunk_id is not None else None,
+            )
+        )
+    shown = [p for p in passages if p.text is not None and p.document_id is not None]
+    reads.record(
+        principal,
+        ReadKind.PROVENANCE,
+        documents=[p.document_id for p in shown if p.document_id],
+        chunks=[p.chunk_id for p in shown if p.chunk_id],
+    )
+    return ProvenanceOut(
+        conversation_id=conversation_id,
+        turn=turn,
+        question=entry.question,
+        status=entry.status,
+        prompt_sha256=entry.prompt_sha256,
+        retrieval=then,
+        searched_now_at=now_at,
+        passages=passages,
     )

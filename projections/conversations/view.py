@@ -8,6 +8,9 @@ transcript, but its passages are not shown again.
 
 from __future__ import annotations
 
+import itertools
+import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -144,6 +147,71 @@ class ConversationsView(ProjectionView):
             return None
         passages = list((row["retrieval"] or {}).get("passages", []))
         return Prompt(row["sha256"], bytes(row["content"]), passages)
+
+    def provenance(self, tenant_id: str, conversation_id: UUID, turn: int) -> Provenance | None:
+        """What a turn was answered from: its row, its retrieval record, the prompt as sent
+        and the status now of every document it quoted (None: no such turn)."""
+        with self.tenant_reads(tenant_id) as conn:
+            row = conn.execute(
+                "SELECT c.started_by, t.*, b.content AS prompt FROM conversation_turns t"
+                " JOIN conversations c ON c.tenant_id = t.tenant_id"
+                " AND c.conversation_id = t.conversation_id"
+                " LEFT JOIN blobs b ON b.tenant_id = t.tenant_id AND b.sha256 = t.prompt_sha256"
+                " WHERE t.tenant_id = %s AND t.conversation_id = %s AND t.turn = %s",
+                (tenant_id, conversation_id, turn),
+            ).fetchone()
+            if row is None:
+                return None
+            retrieval = row["retrieval"]
+            documents = {str(p["document_id"]) for p in (retrieval or {}).get("passages", [])}
+            statuses = conn.execute(
+                "SELECT document_id, status FROM catalog_documents"
+                " WHERE tenant_id = %s AND document_id = ANY(%s::uuid[])",
+                (tenant_id, sorted(documents)),
+            ).fetchall()
+        row["citations"] = [{**c, "text": None} for c in row["citations"]]
+        return Provenance(
+            started_by=row["started_by"],
+            turn=TurnEntry.from_row(row),
+            retrieval=retrieval,
+            prompt=None if row["prompt"] is None else bytes(row["prompt"]),
+            document_status={str(r["document_id"]): r["status"] for r in statuses},
+        )
+
+
+@dataclass(frozen=True)
+class Provenance:
+    started_by: str
+    turn: TurnEntry
+    retrieval: dict[str, Any] | None  # None until answered (a failed turn has none)
+    prompt: bytes | None  # the messages as sent (None: not recorded)
+    document_status: dict[str, str]  # catalog status now, by document id (absent: unknown)
+
+
+_PASSAGE = re.compile(r"^\[(\d+)\] \(.*\)$")
+
+
+def quoted_passages(prompt: bytes) -> dict[int, str]:
+    """The passages a prompt quoted, by number, as the model was given them.
+
+    The last message holds them as ``[n] (source)`` lines, each followed by the
+    passage as one JSON string (see ``commands.answering._quote``).
+    """
+    messages = json.loads(prompt)
+    if not messages:
+        return {}
+    lines = str(messages[-1].get("content", "")).split("\n")
+    quoted: dict[int, str] = {}
+    for header, body in itertools.pairwise(lines):
+        match = _PASSAGE.match(header)
+        if match and body.startswith('"'):
+            try:
+                text = json.loads(body)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(text, str):
+                quoted.setdefault(int(match.group(1)), text)
+    return quoted
 
 
 @dataclass(frozen=True)

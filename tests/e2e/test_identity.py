@@ -379,6 +379,7 @@ ROUTES: dict[tuple[str, str], tuple[Role | None, dict[str, Any]]] = {
     ("GET", "/v1/conversations"): (Role.VIEWER, {}),
     ("GET", "/v1/conversations/{conversation_id}"): (Role.VIEWER, {}),
     ("GET", "/v1/conversations/{conversation_id}/turns/{turn}/prompt"): (Role.ADMIN, {}),
+    ("GET", "/v1/conversations/{conversation_id}/turns/{turn}/provenance"): (Role.VIEWER, {}),
     ("POST", "/v1/chat/completions"): (Role.VIEWER, {"json": {"model": "extractive"}}),
     ("GET", "/v1/models"): (Role.VIEWER, {}),
     ("POST", "/v1/admin/rebuilds"): (Role.ADMIN, {"json": {"projection": "nothing"}}),

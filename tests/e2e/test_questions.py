@@ -23,6 +23,7 @@ from domain.access import Principal, Role
 from tests.e2e.qa_fixtures import NICS, corpus, llm_server, system
 from tests.fakes.llm_servers import ANSWER_WORDS, FakeServer
 from tests.harness import RunningSystem
+from tests.http import assert_error
 
 __all__ = ["corpus", "llm_server", "system"]  # fixtures used by name
 
@@ -452,3 +453,74 @@ def test_the_reject_policy_refuses_injected_questions_and_withholds_injected_pas
     assert all(c["document_id"] != planted for c in answer.citations)
     asked = list(system.container.conversations.events.get(prepared.conversation_id))[1]
     assert asked.flags == prepared.flags
+
+
+def test_a_turns_provenance_shows_what_the_model_was_given_and_what_holds_now(
+    system: RunningSystem, corpus: dict[str, str]
+) -> None:
+    needle = f"quokka{uuid.uuid4().hex[:6]}"
+    text = (
+        f"The {needle} lighthouse keeper rings the brass bell at dawn every day.\n\n"
+        f"Visitors to the {needle} lighthouse climb one hundred and twelve steps."
+    )
+    search = system.container.views["search"]
+    with system.client() as admin:
+        uploaded = admin.post(
+            "/v1/documents", files={"file": ("lighthouse.txt", text.encode(), "text/plain")}
+        ).json()
+        final = system.wait_final(admin, [uploaded["id"]])[uploaded["id"]]
+    assert search.wait_for("documents", final["position"], 30)
+    owner_key = _viewer(system, "provenance-owner")
+    with system.client(owner_key) as owner:
+        conversation = _conversation(owner)
+        first = _ask(owner, conversation, question=f"When does the {needle} keeper ring?").json()
+        second = _ask(owner, conversation, question="How many steps are there?").json()
+        wait = {"min_position": second["position"]}
+        path = f"/v1/conversations/{conversation}/turns/{{}}/provenance"
+        one = owner.get(path.format(1), params=wait)
+        two = owner.get(path.format(2), params=wait)
+        missing = owner.get(path.format(3), params=wait)
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert body["question"] == f"When does the {needle} keeper ring?"
+    assert body["status"] == "answered" and body["prompt_sha256"]
+    then = body["retrieval"]
+    assert then["query"] == body["question"] and then["query_recorded"] is True
+    assert then["mode"] == "hybrid" and then["k"] == 5 and "rrf_k" in then["settings"]
+    assert 0 < then["positions"]["documents"] <= body["searched_now_at"]["documents"]
+    # Every passage of the prompt, as given, with what the answer cited.
+    prompt = json.loads(system.container.blobs.get(system.tenant_id, body["prompt_sha256"]))
+    passages = body["passages"]
+    assert [p["n"] for p in passages] == list(range(1, len(passages) + 1))
+    assert {p["n"] for p in passages if p["cited"]} == {c["n"] for c in first["citations"]}
+    for p in passages:
+        assert p["text"] and json.dumps(p["text"], ensure_ascii=False) in prompt[-1]["content"]
+        assert p["document_exists"] and p["document_status"] == "embedded"
+        assert p["retrieved_now"] is True and p["rank_now"] is not None
+    mine = [p for p in passages if p["document_id"] == uploaded["id"]]
+    assert mine and needle in mine[0]["text"]
+    # A follow-up was searched with the question before it.
+    assert two.status_code == 200, two.text
+    assert two.json()["retrieval"]["query"] == f"{body['question']} How many steps are there?"
+    assert_error(missing, 404, "conversation_not_found")
+    # Someone else's conversation does not exist for a viewer; an admin reviews it.
+    with system.client(_viewer(system, "provenance-other")) as other:
+        assert other.get(path.format(1), params=wait).status_code == 404
+    # Once the document is deleted its passages are named but no longer shown, and the
+    # same question no longer retrieves them.
+    with system.client() as admin:
+        deleted = admin.delete(f"/v1/documents/{uploaded['id']}")
+        assert deleted.status_code == 202, deleted.text
+        assert search.wait_for("documents", deleted.json()["position"], 30)
+        assert system.container.views["catalog"].wait_for(
+            "documents", deleted.json()["position"], 30
+        )
+        after = admin.get(path.format(1), params=wait)
+    assert after.status_code == 200, after.text
+    gone = [p for p in after.json()["passages"] if p["document_id"] == uploaded["id"]]
+    assert [p["n"] for p in gone] == [p["n"] for p in mine]
+    for p in gone:
+        assert p["document_exists"] is False and p["document_status"] == "deleted"
+        assert p["text"] is None and p["retrieved_now"] is False and p["rank_now"] is None
+    kept = [p for p in after.json()["passages"] if p["document_id"] != uploaded["id"]]
+    assert all(p["text"] and p["document_exists"] for p in kept)
