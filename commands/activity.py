@@ -5,7 +5,9 @@ concurrent readers never conflict) and returns its position; the query's text
 goes to the blob store first, under its SHA-256, and the event carries only
 the digest. ``record_refusal`` appends a ``Refusal.Recorded`` unless the same
 client was recorded within the throttle window, in which case it is counted
-and the count rides on the client's next recorded refusal.
+and the count rides on the client's next recorded refusal. ``apply_retention``
+appends a ``Retention.Applied``: the tenant's access records older than the
+retention leave its read models.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.utils import EnvType
 
 from commands.base import CommandResult, ContextApplication
-from domain.activity import Read, ReadKind, Refusal
+from domain.activity import Read, ReadKind, Refusal, Retention
 from infra.blobs import BlobStore
 
 
@@ -83,3 +86,25 @@ class ActivityApp(ContextApplication):
         position = self.record(refused)
         assert position is not None
         return CommandResult(refused.id, position, changed=True)
+
+    def apply_retention(
+        self,
+        *,
+        tenant_id: str,
+        actor: str,
+        retention_days: int,
+        reason: str = "",
+        now: datetime | None = None,
+    ) -> CommandResult:
+        """Drop the tenant's access records older than ``retention_days`` from its read
+        models (the events stay in the event store); the run is itself an event."""
+        retention = Retention.record(
+            tenant_id=tenant_id,
+            actor=actor,
+            now=now or datetime.now(UTC),
+            retention_days=retention_days,
+            reason=reason,
+        )
+        position = self.record(retention)
+        assert position is not None
+        return CommandResult(retention.id, position, changed=True)

@@ -127,6 +127,20 @@ def _audit_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
     )
     export.add_argument("--tenant", required=True, help="tenant name")
     export.add_argument("--out", type=Path, required=True, help="a new or empty directory")
+    prune = audit.add_parser(
+        "prune",
+        help="drop access records (reads, refusals) older than the retention from the read"
+        " models; recorded as an event; the event store keeps them and chains still verify",
+    )
+    which = prune.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tenant", help="tenant name")
+    which.add_argument(
+        "--all", action="store_true", help="every tenant, and refusals that named none"
+    )
+    prune.add_argument(
+        "--days", type=int, help="keep this many days (default: audit.access_retention_days)"
+    )
+    prune.add_argument("--reason", default="", help="why, for the record")
 
 
 class _Subcommands:
@@ -431,6 +445,8 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
         return _audit_export(args, settings)
     if args.action == "who-saw":
         return _who_saw(args, settings)
+    if args.action == "prune":
+        return _audit_prune(args, settings)
     if args.bundle is not None:
         return _print_report(verify_bundle(args.bundle), [], None)
     tenant_id = str(Tenant.id_for(args.tenant)) if args.tenant else None
@@ -469,6 +485,43 @@ def _print_report(report: Any, unreadable: list[str], public_file: Path | None) 
     summary["ok"] = report.ok and not unreadable
     print(json.dumps(summary))
     return 0 if summary["ok"] else 1
+
+
+def _audit_prune(args: argparse.Namespace, settings: Settings) -> int:
+    from domain.activity import NO_TENANT
+    from domain.errors import DomainError
+    from infra.causation import set_process
+
+    set_process(_cli_origin())
+    days = args.days if args.days is not None else settings.audit.access_retention_days
+    container, endpoints = _with_store(settings)
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    try:
+        if args.all:
+            tenants = [e.aggregate_id for e in _tenant_events(container)] + [NO_TENANT]
+        else:
+            tenants = [str(container.access.tenant_by_name(args.tenant).id)]
+        for tenant_id in tenants:
+            result = container.activity.apply_retention(
+                tenant_id=tenant_id, actor=actor, retention_days=days, reason=args.reason
+            )
+            print(
+                json.dumps(
+                    {
+                        "tenant_id": tenant_id,
+                        "retention_days": days,
+                        "retention_id": str(result.id),
+                        "position": result.position,
+                    }
+                )
+            )
+    except DomainError as exc:
+        print(f"kf: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        container.close()
+        endpoints.close()
+    return 0
 
 
 def _who_saw(args: argparse.Namespace, settings: Settings) -> int:

@@ -239,13 +239,16 @@ class AuditSettings(_Section):
     checkpoint_dir: str = ""
     checkpoint_every_events: int = Field(1000, ge=1, le=10_000_000)
     checkpoint_every_s: float = Field(300, gt=0)
-    # Refused requests are recorded at most this many times per client and window;
-    # the others are counted on the client's next record.
     # Record every read of content (who saw what). Off, "who saw this" has no answer
     # for reads made meanwhile: for deployments that need no such record.
     record_reads: bool = True
+    # Refused requests are recorded at most this many times per client and window;
+    # the others are counted on the client's next record.
     refusals_per_window: int = Field(5, ge=1, le=10_000)
     refusal_window_s: float = Field(60, gt=0)
+    # Access records (reads, refusals) older than this leave the read models when
+    # `kf audit prune` applies it (recorded as an event); the events stay.
+    access_retention_days: int = Field(400, ge=1, le=36_500)
 
 
 class QaSettings(_Section):

@@ -12,10 +12,16 @@ A ``Refusal`` records a request turned away (no or a bad credential, a role
 that does not allow the route), with how many refusals of the same client
 were not recorded since the previous one (they are throttled, so a flood
 cannot fill the disk, but never uncounted).
+
+A ``Retention`` records that access records (reads and refusals) older than a
+cutoff leave the tenant's read models (the audit trail and who-saw): access
+records are kept ``audit.access_retention_days``, not for ever. The events
+themselves stay in the event store, so every chain still verifies.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from enum import StrEnum
 from uuid import uuid4
 
@@ -26,6 +32,9 @@ from domain.errors import ValidationError
 MAX_SHOWN = 1000  # ids per read: keeps every event far below 64 KB
 # Where refusals that name no tenant (no credential, an unknown one) are recorded.
 NO_TENANT = "00000000-0000-0000-0000-000000000000"
+# The events that record access (and that retention drops from read models).
+ACCESS_EVENTS = ("Read.Recorded", "Refusal.Recorded")
+MAX_RETENTION_DAYS = 36_500
 
 
 class ReadKind(StrEnum):
@@ -156,6 +165,48 @@ class Refusal(Aggregate):
             client=client,
             suppressed=suppressed,
         )
+
+
+class Retention(Aggregate):
+    class Event(Aggregate.Event):
+        tenant_id: str
+        actor: str
+
+    class Applied(Event, Aggregate.Created):
+        cutoff: str  # ISO 8601: access records from before it leave the read models
+        retention_days: int
+        reason: str
+
+    def __init__(self, tenant_id: str, cutoff: str, retention_days: int) -> None:
+        self.tenant_id = tenant_id
+        self.cutoff = cutoff
+        self.retention_days = retention_days
+
+    @classmethod
+    def record(
+        cls, *, tenant_id: str, actor: str, now: datetime, retention_days: int, reason: str = ""
+    ) -> Retention:
+        if not 1 <= retention_days <= MAX_RETENTION_DAYS:
+            raise InvalidRetentionError(
+                f"Retention is 1 to {MAX_RETENTION_DAYS} days, not {retention_days}."
+            )
+        if now.tzinfo is None:
+            raise InvalidRetentionError("The time retention counts from needs a time zone.")
+        if len(reason) > 500:
+            raise InvalidRetentionError("The reason is at most 500 characters.")
+        return cls._create(
+            cls.Applied,
+            id=uuid4(),
+            tenant_id=tenant_id,
+            actor=actor,
+            cutoff=(now - timedelta(days=retention_days)).isoformat(),
+            retention_days=retention_days,
+            reason=reason,
+        )
+
+
+class InvalidRetentionError(ValidationError):
+    code = "invalid_retention"
 
 
 class InvalidReadError(ValidationError):

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from eventsourcing.domain import Aggregate, DomainEvent
 
 from domain.access import ApiKey, Tenant
-from domain.activity import Read, Refusal
+from domain.activity import Read, Refusal, Retention
 from domain.conversation import Conversation
 from domain.document import Document
 
@@ -23,7 +23,7 @@ CONTEXTS: Mapping[str, tuple[type[Aggregate], ...]] = {
     "documents": (Document,),
     "access": (Tenant, ApiKey),
     "conversations": (Conversation,),
-    "activity": (Read, Refusal),
+    "activity": (Read, Refusal, Retention),
 }
 
 

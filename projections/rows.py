@@ -38,6 +38,10 @@ class Rows(Protocol):
     def select(self, table: str, match: Mapping[str, Any]) -> list[Row]:
         """The rows whose columns equal ``match``."""
 
+    def delete_before(self, table: str, match: Mapping[str, Any], column: str, bound: Any) -> int:
+        """Remove the rows whose columns equal ``match`` and whose ``column`` is below
+        ``bound``; how many went."""
+
 
 class DuplicateRowError(RuntimeError):
     """An insert met a row with the same primary key (PostgreSQL's unique violation)."""
@@ -126,6 +130,14 @@ class PostgresRows:
         statement = SQL("SELECT * FROM {} WHERE {}").format(self._table(table), where)
         return [dict(row) for row in self.cursor.execute(statement, params).fetchall()]
 
+    def delete_before(self, table: str, match: Mapping[str, Any], column: str, bound: Any) -> int:
+        where, params = _conditions(match)
+        statement = SQL("DELETE FROM {} WHERE {} AND {} < %s").format(
+            self._table(table), where, Identifier(column)
+        )
+        self.cursor.execute(statement, [*params, _value(bound)])
+        return self.cursor.rowcount
+
 
 def postgres(rows: Rows) -> PostgresRows:
     """The PostgreSQL side of ``rows``, for handlers that need more than rows (COPY, batches)."""
@@ -174,6 +186,17 @@ class MemoryRows:
         return [
             copy.deepcopy(row) for row in self._rows(table).values() if self._matches(row, match)
         ]
+
+    def delete_before(self, table: str, match: Mapping[str, Any], column: str, bound: Any) -> int:
+        rows = self._rows(table)
+        gone = [
+            key
+            for key, row in rows.items()
+            if self._matches(row, match) and row[column] is not None and row[column] < bound
+        ]
+        for key in gone:
+            del rows[key]
+        return len(gone)
 
     def snapshot(self) -> dict[str, dict[tuple[Any, ...], Row]]:
         return copy.deepcopy(self.tables)

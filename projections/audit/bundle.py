@@ -31,7 +31,14 @@ from psycopg.sql import SQL, Identifier
 
 from infra.signing import load_public_key
 from projections.audit.checkpoints import BadCheckpointError, CheckpointStore, parse_checkpoint
-from projections.audit.verify import Finding, Report, StoredEvent, TrailEntry, verify
+from projections.audit.verify import (
+    Finding,
+    Report,
+    StoredEvent,
+    TrailEntry,
+    retention_cutoffs,
+    verify,
+)
 
 BUNDLE_VERSION = 1
 Decode = Callable[[StoredEvent], dict[str, Any]]
@@ -201,6 +208,14 @@ def verify_bundle(directory: Path) -> Report:
         )
         for context in manifest["contexts"]
     }
-    report = verify(streams, {tenant_id: checkpoints}, public_key, tenant=tenant_id)
+    activity = directory / "events" / "activity.jsonl"
+    retention = (
+        retention_cutoffs(_read_events(activity, "activity"))
+        if "activity" in manifest["contexts"] and activity.exists()
+        else {}
+    )
+    report = verify(
+        streams, {tenant_id: checkpoints}, public_key, tenant=tenant_id, retention=retention
+    )
     report.findings[:0] = problems
     return report

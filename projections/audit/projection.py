@@ -12,6 +12,12 @@ trail is read: the projector sees each context in order but not the contexts
 relative to each other (a rebuild replays them one after another), so no entry
 may depend on whether the key's issue was applied before the entry's event.
 
+Access records (reads and refusals) are kept as long as the tenant's
+retention says: a ``Retention.Applied`` event drops the tenant's older ones
+from the trail (its own entry stays, saying who did it and why). The events
+stay in the event store, so every chain still verifies; ``verify`` knows the
+entries retention dropped from the ones that are missing.
+
 Entries are hash-chained per tenant and context (``chain.py``): each entry
 keeps its index in its chain, the previous entry's hash and its own, and
 ``audit_chain_heads`` where each chain stands. Within a context the projector
@@ -22,8 +28,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from domain.activity import ACCESS_EVENTS
 from infra.envelope import Envelope
 from projections.audit.chain import GENESIS, Record, link
 from projections.base import EVERY_EVENT, Projection, handles
@@ -48,6 +56,7 @@ SHOWN = frozenset(
         "usage", "cost_usd", "latency_ms",
         # activity (reads name what they showed by id: see the readers read model)
         "kind", "route", "query_sha256", "reason", "status", "client", "suppressed",
+        "cutoff", "retention_days",
     }
 )  # fmt: skip
 
@@ -110,6 +119,11 @@ class AuditProjection(Projection):
         }
         return index, previous, entry_hash
 
+    def apply(self, rows: Rows, envelope: Envelope) -> None:
+        super().apply(rows, envelope)  # every event is an entry, this one too
+        if envelope.event_type == "Retention.Applied":
+            drop_access_records(rows, ENTRIES, envelope)
+
     @handles(EVERY_EVENT)
     def _recorded(self, rows: Rows, envelope: Envelope) -> None:
         data = envelope.data
@@ -150,6 +164,21 @@ class AuditProjection(Projection):
                 "entry_hash": entry_hash,
             },
         )
+
+
+def drop_access_records(rows: Rows, table: str, envelope: Envelope) -> int:
+    """Apply a ``Retention.Applied``: drop the tenant's access records (rows of ``table``
+    from the activity context with an ``action`` column) that occurred before its cutoff."""
+    cutoff = datetime.fromisoformat(envelope.data["cutoff"])
+    return sum(
+        rows.delete_before(
+            table,
+            {"tenant_id": envelope.tenant_id, "context": "activity", "action": action},
+            "occurred_at",
+            cutoff,
+        )
+        for action in ACCESS_EVENTS
+    )
 
 
 def _client(origin: Any) -> str | None:

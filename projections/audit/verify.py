@@ -9,7 +9,9 @@ say how long each chain was and where it ended when they were written: they
 catch what the read model cannot (the newest events deleted after a
 checkpoint covered them, or a rewrite of the read model to match a rewritten
 log). Entries newer than a tenant's newest checkpoint are reported as not yet
-covered, with their count.
+covered, with their count. Access records that a tenant's retention dropped
+from the trail (``Retention.Applied``) are counted as such, not as missing:
+their events stay in the event store and their chains are recomputed in full.
 
 ``verify`` works on plain iterables, so the same check runs against a live
 database (``kf audit verify``) and against an exported bundle with no
@@ -21,12 +23,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from psycopg.sql import SQL, Identifier
 
+from domain.activity import ACCESS_EVENTS
 from projections.audit.chain import GENESIS, Record, link
 from projections.audit.checkpoints import SignedCheckpoint
 
@@ -48,6 +52,16 @@ class StoredEvent:
         except (ValueError, AttributeError, UnicodeDecodeError):
             return None  # bytes that no longer decode: the trail says whose it was
         return str(tenant) if tenant else None
+
+    def event_type(self) -> str:
+        return self.topic.partition(":")[2] or self.topic
+
+    def occurred_at(self) -> datetime | None:
+        try:
+            stamp = json.loads(self.state)["timestamp"]
+            return datetime.fromisoformat(stamp["_data_"] if isinstance(stamp, dict) else stamp)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return None
 
     def record(self) -> Record:
         return Record.stored(
@@ -110,6 +124,7 @@ class Report:
     entries: int = 0
     checkpoints: int = 0
     unprojected: int = 0
+    retained_away: int = 0  # access records retention dropped from the trail
 
     @property
     def ok(self) -> bool:
@@ -125,6 +140,7 @@ class Report:
                 f"{tenant}/{context}": n for (tenant, context), n in sorted(self.uncovered.items())
             },
             "not_yet_projected": self.unprojected,
+            "dropped_by_retention": self.retained_away,
         }
 
 
@@ -146,16 +162,47 @@ def _merge(
             event, entry = next(ev_iter, None), next(tr_iter, None)
 
 
+RETENTION_TOPIC = "domain.activity:Retention.Applied"
+
+
+def retention_cutoffs(events: Iterable[StoredEvent]) -> dict[str, datetime]:
+    """Each tenant's latest retention cutoff, from its ``Retention.Applied`` events."""
+    cutoffs: dict[str, datetime] = {}
+    for event in events:
+        if event.topic != RETENTION_TOPIC:
+            continue
+        tenant_id = event.tenant_id()
+        try:
+            cutoff = datetime.fromisoformat(json.loads(event.state)["cutoff"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            continue  # an unreadable event is reported by the chain check itself
+        if tenant_id is not None and (tenant_id not in cutoffs or cutoff > cutoffs[tenant_id]):
+            cutoffs[tenant_id] = cutoff
+    return cutoffs
+
+
+def _retained_away(event: StoredEvent, owner: str, retention: Mapping[str, datetime]) -> bool:
+    """Whether retention dropped this event's trail entry (an old enough access record)."""
+    cutoff = retention.get(owner)
+    if cutoff is None or event.context != "activity" or event.event_type() not in ACCESS_EVENTS:
+        return False
+    occurred = event.occurred_at()
+    return occurred is not None and occurred < cutoff
+
+
 def verify(
     contexts: Mapping[str, tuple[Iterable[StoredEvent], Iterable[TrailEntry], int]],
     checkpoints: Mapping[str, Sequence[SignedCheckpoint]],
     public_key: Ed25519PublicKey | None,
     *,
     tenant: str | None = None,
+    retention: Mapping[str, datetime] | None = None,
 ) -> Report:
     """Check every chain (or ``tenant``'s). ``contexts`` maps a context to its stored
-    events and trail entries, both in position order, and the trail's position."""
+    events and trail entries, both in position order, and the trail's position;
+    ``retention`` each tenant's retention cutoff (``retention_cutoffs``)."""
     report = Report()
+    retention = retention or {}
     wanted: dict[tuple[str, str], set[int]] = {}
     for tenant_id, found in checkpoints.items():
         for signed in found:
@@ -193,7 +240,9 @@ def verify(
             if chain.length in wanted.get((owner, context), ()):
                 chain.marks[chain.length] = (chain.head, event.position, event.aggregate_id)
             if entry is None:
-                if event.position <= projected:
+                if _retained_away(event, owner, retention):
+                    report.retained_away += 1
+                elif event.position <= projected:
                     break_chain(
                         chain,
                         Finding("missing_from_trail", owner, context, event.position,
@@ -269,14 +318,17 @@ def _check_checkpoints(
 # ------------------------------------------------------------------ database
 
 
-def _stored_events(conn: psycopg.Connection[Any], context: str) -> Iterator[StoredEvent]:
+def _stored_events(
+    conn: psycopg.Connection[Any], context: str, topic: str | None = None
+) -> Iterator[StoredEvent]:
     query = SQL(
-        "SELECT notification_id, originator_id, originator_version, topic, state"
-        " FROM {} ORDER BY notification_id"
-    ).format(Identifier(f"{context}_events"))
-    with conn.cursor(name=f"verify_{context}_events") as cursor:
+        "SELECT notification_id, originator_id, originator_version, topic, state FROM {} {}"
+        " ORDER BY notification_id"
+    ).format(Identifier(f"{context}_events"), SQL("") if topic is None else SQL("WHERE topic = %s"))
+    name = f"verify_{context}_events" + ("" if topic is None else "_topic")
+    with conn.cursor(name=name) as cursor:
         cursor.itersize = 2000
-        cursor.execute(query)
+        cursor.execute(query, () if topic is None else (topic,))
         for row in cursor:
             yield StoredEvent(context, int(row[0]), str(row[1]), int(row[2]), row[3], bytes(row[4]))
 
@@ -316,6 +368,11 @@ def verify_database(
             ).fetchall()
         }
         trail_conn.commit()
+        retention = (
+            retention_cutoffs(_stored_events(events_conn, "activity", RETENTION_TOPIC))
+            if "activity" in contexts
+            else {}
+        )
         streams = {
             context: (
                 _stored_events(events_conn, context),
@@ -324,4 +381,4 @@ def verify_database(
             )
             for context in contexts
         }
-        return verify(streams, checkpoints, public_key, tenant=tenant)
+        return verify(streams, checkpoints, public_key, tenant=tenant, retention=retention)

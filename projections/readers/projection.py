@@ -13,9 +13,10 @@ interleaved.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
-from domain.activity import Read, ReadKind
+from domain.activity import Read, ReadKind, Retention
 from domain.conversation import Conversation
 from infra.envelope import Envelope
 from projections.base import Projection, handles
@@ -53,6 +54,17 @@ class ReadersProjection(Projection):
                     "position": envelope.position,
                 },
             )
+
+    @handles(Retention.Applied)
+    def _retention(self, rows: Rows, envelope: Envelope) -> None:
+        """Reads older than the tenant's retention leave who-saw (answers do not: they are
+        the conversations' record, not access records)."""
+        rows.delete_before(
+            READS,
+            {"tenant_id": envelope.tenant_id, "context": "activity"},
+            "occurred_at",
+            datetime.fromisoformat(envelope.data["cutoff"]),
+        )
 
     @handles(Read.Recorded)
     def _read(self, rows: Rows, envelope: Envelope) -> None:

@@ -152,7 +152,7 @@ def test_the_contexts_name_exactly_the_events_their_aggregates_record() -> None:
             "Conversation.QuestionAsked",
             "Conversation.Started",
         ],
-        "activity": ["Read.Recorded", "Refusal.Recorded"],
+        "activity": ["Read.Recorded", "Refusal.Recorded", "Retention.Applied"],
     }
     assert context_of(Document.Created) is None  # the library's, never recorded
     applications = {
@@ -381,3 +381,14 @@ def test_a_transcript_follows_its_turns_and_refuses_a_second_outcome() -> None:
     with pytest.raises(OutOfOrderError, match="not pending"):
         view.apply_batch([again])
     assert view.table("conversation_turns") == turns
+
+
+def test_memory_rows_delete_only_matching_rows_below_the_bound() -> None:
+    from projections.rows import MemoryRows
+
+    memory = MemoryRows({"t": ("id",)})
+    for i, kind in enumerate(["a", "a", "b", "a"]):
+        memory.insert("t", {"id": i, "kind": kind, "at": i * 10})
+    memory.insert("t", {"id": 9, "kind": "a", "at": None})
+    assert memory.delete_before("t", {"kind": "a"}, "at", 20) == 2
+    assert sorted(r["id"] for r in memory.select("t", {})) == [2, 3, 9]
