@@ -1,12 +1,14 @@
-"""The catalog over HTTP: ``GET /v1/documents`` and ``GET /v1/documents/{id}``."""
+"""The catalog over HTTP: ``GET /v1/documents``, ``GET /v1/documents/{id}`` and the original
+file, ``GET /v1/documents/{id}/content``."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated, Literal
+from urllib.parse import quote
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
 from domain.activity import ReadKind
@@ -168,3 +170,51 @@ def get_document(
         raise DocumentNotFoundError(f"No document {document_id}{suffix}.")
     reads.record(principal, ReadKind.DOCUMENT, documents=[str(document_id)])
     return DocumentOut.of(entry)
+
+
+@router.get(
+    "/{document_id}/content",
+    response_class=Response,
+    responses={
+        **_READ_ERRORS,
+        200: {"description": "The file as uploaded", "content": {"application/octet-stream": {}}},
+        404: {"model": ErrorBody},
+        410: {"model": ErrorBody, "description": "The document was deleted"},
+    },
+)
+def get_content(
+    principal: Viewer,
+    catalog: Catalog,
+    models: Models,
+    reads: ReadLog,
+    document_id: UUID,
+    min_position: MinPosition = None,
+) -> Response:
+    """The original file, byte for byte as uploaded (a download; recorded as a read)."""
+    models.wait("catalog", "documents", min_position)
+    entry = catalog.get(principal.tenant_id, document_id)
+    if entry is None:
+        raise DocumentNotFoundError(f"No document {document_id}.")
+    if entry.status == "deleted":
+        raise ApiError(410, "document_deleted", f"Document {document_id} was deleted.")
+    content = catalog.original(principal.tenant_id, entry.content_sha256)
+    if content is None:
+        raise ApiError(410, "content_gone", f"The file of document {document_id} is gone.")
+    reads.record(principal, ReadKind.FILE, documents=[str(document_id)])
+    return Response(
+        content,
+        media_type=entry.media_type,
+        headers={
+            "Content-Disposition": content_disposition(entry.filename),
+            "ETag": f'"{entry.content_sha256}"',
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback name and the exact name (RFC 6266, RFC 5987)."""
+    printable = "".join(c for c in filename if c.isprintable()) or "document"
+    fallback = "".join(c if c.isascii() and c not in '"\\;' else "_" for c in printable)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(printable, safe='')}"

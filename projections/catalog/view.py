@@ -141,6 +141,15 @@ class CatalogView(ProjectionView):
         next_cursor = encode_cursor(last["uploaded_at"], last["document_id"]) if last else None
         return CatalogPage([CatalogEntry.from_row(r) for r in rows[:limit]], next_cursor)
 
+    def original(self, tenant_id: str, sha256: str) -> bytes | None:
+        """The uploaded file's bytes, from the blob store (None: not there)."""
+        with self.tenant_reads(tenant_id) as conn:
+            row = conn.execute(
+                "SELECT content FROM blobs WHERE tenant_id = %s AND sha256 = %s",
+                (tenant_id, sha256),
+            ).fetchone()
+        return None if row is None else bytes(row["content"])
+
     def counts(self, tenant_id: str | None = None) -> dict[str, int]:
         """Documents per status (all tenants when ``tenant_id`` is None)."""
         query = "SELECT status, count(*) AS n FROM catalog_documents"

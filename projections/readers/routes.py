@@ -21,7 +21,8 @@ Readers = Annotated[ReadersView, Depends(view_of("readers", ReadersView))]
 class ReaderOut(BaseModel):
     actor: str = Field(description="key:<id>, or jwt:<issuer#subject>")
     route: str = Field(
-        description="search, document, history, transcript, prompt, answer, chat_completion"
+        description="search, document, file (a download), transcript, prompt, provenance,"
+        " answer, chat_completion"
     )
     times: int
     first_seen: datetime

@@ -362,6 +362,7 @@ ROUTES: dict[tuple[str, str], tuple[Role | None, dict[str, Any]]] = {
     ("POST", "/v1/auth/token"): (None, {}),  # any role: a key is exchanged for a token
     ("GET", "/v1/documents"): (Role.VIEWER, {}),
     ("GET", "/v1/documents/{document_id}"): (Role.VIEWER, {}),
+    ("GET", "/v1/documents/{document_id}/content"): (Role.VIEWER, {}),
     ("POST", "/v1/documents"): (Role.EDITOR, {"files": {"nope": ("a.txt", b"x")}}),
     ("DELETE", "/v1/documents/{document_id}"): (Role.EDITOR, {}),
     ("GET", "/v1/search"): (Role.VIEWER, {"params": {"q": "radio", "mode": "keyword"}}),

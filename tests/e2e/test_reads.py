@@ -10,6 +10,7 @@ per client but never uncounted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -121,12 +122,57 @@ def test_a_read_whose_record_cannot_be_written_is_refused_not_served(
             assert NEEDLE not in refused.text and "results" not in body
             assert refused.headers["retry-after"] == "1"
             assert_error(admin.get(f"/v1/documents/{document}"), 503, "read_not_recorded")
+            download = admin.get(f"/v1/documents/{document}/content")
+            assert_error(download, 503, "read_not_recorded")
+            assert NEEDLE not in download.text
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("ALTER TABLE activity_events_away RENAME TO activity_events")
     with system.client() as admin:
         served = admin.get("/v1/search", params={"q": NEEDLE, "mode": "keyword"})
         assert served.status_code == 200 and served.json()["results"]
+
+
+def test_a_download_is_the_file_as_uploaded_and_is_recorded(
+    system: RunningSystem, document: str
+) -> None:
+    actor, token = _key(system, Role.VIEWER, "downloader")
+    with system.client(token) as viewer:
+        got = viewer.get(f"/v1/documents/{document}/content")
+        missing = viewer.get(f"/v1/documents/{uuid.uuid4()}/content")
+    assert got.status_code == 200, got.text
+    assert got.content == f"# Birds\n\nThe {NEEDLE} hovers over the ridge.".encode()
+    assert got.headers["content-type"].startswith("text/markdown")
+    assert got.headers["content-disposition"] == (
+        "attachment; filename=\"birds.md\"; filename*=UTF-8''birds.md"
+    )
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert got.headers["etag"].strip('"') == hashlib.sha256(got.content).hexdigest()
+    assert_error(missing, 404, "document_not_found")
+    (read,) = _reads(system, actor=actor, kind="file")
+    assert (
+        read["documents"] == [document] and read["route"] == "/v1/documents/{document_id}/content"
+    )
+    _settle(system)
+    _, auditor = _key(system, Role.AUDITOR, "download auditor")
+    with system.client(auditor) as reviewer:
+        readers = reviewer.get(f"/v1/audit/documents/{document}/readers").json()["readers"]
+    assert any(r["actor"] == actor and r["route"] == "file" for r in readers)
+    # A deleted document's file is gone from the API.
+    with system.client() as admin:
+        other = admin.post(
+            "/v1/documents", files={"file": ("über «x».txt", b"short lived", "text/plain")}
+        ).json()
+        system.wait_final(admin, [other["id"]])
+        named = admin.get(f"/v1/documents/{other['id']}/content")
+        assert named.headers["content-disposition"] == (
+            "attachment; filename=\"_ber _x_.txt\"; filename*=UTF-8''%C3%BCber%20%C2%ABx%C2%BB.txt"
+        )
+        deleted = admin.delete(f"/v1/documents/{other['id']}").json()
+        gone = admin.get(
+            f"/v1/documents/{other['id']}/content", params={"min_position": deleted["position"]}
+        )
+    assert_error(gone, 410, "document_deleted")
 
 
 def test_who_saw_a_document_lists_every_principal_route_and_count(
