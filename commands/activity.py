@@ -2,12 +2,12 @@
 
 ``record_read`` appends one ``Read.Recorded`` (a new aggregate each time, so
 concurrent readers never conflict) and returns its position; the query's text
-goes to the blob store first, under its SHA-256, and the event carries only
-the digest. ``record_refusal`` appends a ``Refusal.Recorded`` unless the same
-client was recorded within the throttle window, in which case it is counted
-and the count rides on the client's next recorded refusal. ``apply_retention``
-appends a ``Retention.Applied``: the tenant's access records older than the
-retention leave its read models.
+is stored as a blob under its SHA-256, in the transaction that appends the
+event, and the event carries only the digest. ``record_refusal`` appends a
+``Refusal.Recorded`` unless the same client was recorded within the throttle
+window, in which case it is counted and the count rides on the client's next
+recorded refusal. ``apply_retention`` appends a ``Retention.Applied``: the
+tenant's access records older than the retention leave its read models.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from eventsourcing.utils import EnvType
 
 from commands.base import CommandResult, ContextApplication
 from domain.activity import Read, ReadKind, Refusal, Retention
-from infra.blobs import BlobStore
+from infra.blobs import EVENTS_WITH_BLOBS, sha256_hex
 
 
 class ActivityApp(ContextApplication):
@@ -32,12 +32,11 @@ class ActivityApp(ContextApplication):
         self,
         env: EnvType,
         *,
-        blobs: BlobStore,
         refusals_per_window: int = 5,
         refusal_window_s: float = 60.0,
     ) -> None:
-        super().__init__(env)
-        self._blobs = blobs
+        # Query texts are stored with the event that names them, in one transaction.
+        super().__init__({**(env or {}), "APPLICATION_RECORDER_TOPIC": EVENTS_WITH_BLOBS})
         self._per_window = refusals_per_window
         self._window_s = refusal_window_s
         self._refusals: dict[str, tuple[float, int, int]] = {}  # client -> (window start, n, held)
@@ -55,7 +54,8 @@ class ActivityApp(ContextApplication):
         documents: Sequence[str] = (),
         chunks: Sequence[str] = (),
     ) -> CommandResult:
-        digest = self._blobs.put(tenant_id, query.encode()) if query else None
+        text = query.encode() if query else None
+        digest = sha256_hex(text) if text else None
         read = Read.record(
             tenant_id=tenant_id,
             actor=actor,
@@ -66,7 +66,7 @@ class ActivityApp(ContextApplication):
             documents=list(documents),
             chunks=list(chunks),
         )
-        position = self.record(read)
+        position = self.record(read, blobs=[(tenant_id, text)] if text else [])
         assert position is not None
         return CommandResult(read.id, position, changed=True)
 

@@ -16,10 +16,12 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import RecordConflictError
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.utils import EnvType
 from psycopg.sql import SQL, Identifier
 
 from domain.errors import ConflictError
 from infra.causation import current as current_cause
+from infra.db import use_idle_check
 from infra.telemetry import COMMAND_CONFLICTS, EVENTS_APPENDED
 
 METADATA = "metadata"
@@ -44,8 +46,17 @@ class ContextApplication(Application[UUID]):
         super().__init_subclass__(**kwargs)
         cls.name = cls.context
 
-    def record(self, *aggregates: Aggregate) -> int | None:
+    def __init__(self, env: EnvType | None = None) -> None:
+        super().__init__(env)
+        datastore = getattr(self.recorder, "datastore", None)
+        if datastore is not None:  # PostgreSQL: no ping before every append
+            use_idle_check(datastore.pool)
+
+    def record(self, *aggregates: Aggregate, **saved: Any) -> int | None:
         """Append the aggregates' pending events atomically; the last position or None.
+
+        ``saved`` goes to the recorder with the events (``blobs=`` for one that
+        stores blobs in the same transaction: ``infra.blobs.EventsWithBlobsRecorder``).
 
         Each event carries, as ``metadata``, what caused the command: the request's
         id, client address and user agent, or the process (``infra.causation``). It
@@ -57,7 +68,7 @@ class ContextApplication(Application[UUID]):
             for event in aggregate.pending_events:
                 object.__setattr__(event, METADATA, cause)  # frozen: set before it is stored
         try:
-            recordings = self.save(*aggregates)
+            recordings = self.save(*aggregates, **saved)
         except RecordConflictError as exc:
             COMMAND_CONFLICTS.labels(self.context).inc()
             raise ConcurrencyConflictError(

@@ -135,7 +135,6 @@ class Container:
         self.conversations = ConversationsApp(env)
         self.activity = ActivityApp(
             env,
-            blobs=self.blobs,
             refusals_per_window=self.settings.audit.refusals_per_window,
             refusal_window_s=self.settings.audit.refusal_window_s,
         )

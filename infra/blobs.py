@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg_pool import ConnectionPool
 
 
@@ -32,6 +36,12 @@ def sha256_hex(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
+_PUT = (
+    "INSERT INTO blobs (tenant_id, sha256, size_bytes, content)"
+    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+
+
 class PostgresBlobStore:
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
@@ -39,11 +49,7 @@ class PostgresBlobStore:
     def put(self, tenant_id: str, content: bytes) -> str:
         digest = sha256_hex(content)
         with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO blobs (tenant_id, sha256, size_bytes, content)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (tenant_id, digest, len(content), content),
-            )
+            conn.execute(_PUT, (tenant_id, digest, len(content), content))
         return digest
 
     def get(self, tenant_id: str, sha256: str) -> bytes:
@@ -83,3 +89,29 @@ class BatchBlobs:
     def get(self, tenant_id: str, sha256: str) -> bytes:
         cached = self._cache.get((tenant_id, sha256))
         return cached if cached is not None else self._store.get(tenant_id, sha256)
+
+
+class EventsWithBlobsRecorder(PostgresApplicationRecorder):
+    """An events table whose appends can carry blobs, written in the same transaction.
+
+    ``app.save(aggregate, blobs=[(tenant_id, content), ...])``: the blobs the new
+    events name by digest are stored with them, atomically and in one round trip
+    (the library pipelines what ``_insert_events`` sends before the events), so a
+    recorded event never names a blob that is missing, and no second commit is paid.
+    Select it with ``APPLICATION_RECORDER_TOPIC`` = ``EVENTS_WITH_BLOBS``.
+    """
+
+    def _insert_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        *,
+        blobs: Sequence[tuple[str, bytes]] = (),
+        **kwargs: Any,
+    ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        for tenant_id, content in blobs:
+            curs.execute(_PUT, (tenant_id, sha256_hex(content), len(content), content))
+
+
+EVENTS_WITH_BLOBS = f"{__name__}:EventsWithBlobsRecorder"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import threading
 from collections.abc import Iterator
 from importlib import resources
@@ -54,6 +55,36 @@ def event_store_env(
     }
 
 
+def check_idle_connection(conn: psycopg.Connection[Any]) -> None:
+    """A pool's check before it lends a connection, with no round trip when it can tell.
+
+    A connection the server has closed (a restart, a terminated backend, an idle
+    timeout) has something to read on its socket: the server's last message, or
+    end of file. Only then is it pinged, and dropped by the pool if the ping
+    fails; a quiet socket is lent as it is. (``ConnectionPool.check_connection``
+    pings every time: a round trip before every statement a request makes.)
+    """
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError) as exc:
+        raise psycopg.OperationalError("the connection's socket is gone") from exc
+    if readable:
+        ConnectionPool.check_connection(conn)
+
+
+def use_idle_check(pool: ConnectionPool[Any]) -> None:
+    """Make a pool built elsewhere (the event store's) check connections as ours do.
+
+    ``psycopg_pool`` keeps the check in ``_check``; if a release renames it, this
+    fails loudly here rather than silently pinging again.
+    """
+    if not hasattr(pool, "_check"):
+        raise RuntimeError("psycopg_pool.ConnectionPool no longer has _check")
+    pool._check = check_idle_connection
+
+
 def open_pool(
     database_url: str, *, min_size: int = 1, max_size: int = 8, name: str
 ) -> ConnectionPool:
@@ -63,7 +94,7 @@ def open_pool(
         max_size=max_size,
         name=name,
         open=False,
-        check=ConnectionPool.check_connection,
+        check=check_idle_connection,
         kwargs={"autocommit": True},
     )
     pool.open(wait=True, timeout=30)
@@ -190,7 +221,7 @@ class TenantReads:
             max_size=max_size,
             name="tenant-reads",
             open=False,
-            check=ConnectionPool.check_connection,
+            check=check_idle_connection,
             kwargs={"autocommit": True, "row_factory": dict_row},
         )
         self._opened = False

@@ -14,7 +14,7 @@ means ``IS NULL``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from psycopg import Cursor
@@ -28,6 +28,9 @@ Row = dict[str, Any]
 class Rows(Protocol):
     def insert(self, table: str, row: Mapping[str, Any]) -> None:
         """Add a row; a row with the same primary key already there is an error."""
+
+    def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Add rows with the same columns at once (one round trip in PostgreSQL)."""
 
     def update(self, table: str, match: Mapping[str, Any], values: Mapping[str, Any]) -> int:
         """Set ``values`` on the rows whose columns equal ``match``; how many changed."""
@@ -100,14 +103,24 @@ class PostgresRows:
     def _table(self, table: str) -> Identifier:
         return Identifier(self.physical(table))
 
-    def insert(self, table: str, row: Mapping[str, Any]) -> None:
-        columns = list(row)
-        statement = SQL("INSERT INTO {} ({}) VALUES ({})").format(
+    def _insert_statement(self, table: str, columns: Sequence[str]) -> Composed:
+        return SQL("INSERT INTO {} ({}) VALUES ({})").format(
             self._table(table),
             SQL(", ").join(Identifier(c) for c in columns),
             SQL(", ").join(Placeholder() for _ in columns),
         )
+
+    def insert(self, table: str, row: Mapping[str, Any]) -> None:
+        columns = list(row)
+        statement = self._insert_statement(table, columns)
         self.cursor.execute(statement, [_value(row[c]) for c in columns])
+
+    def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        columns = list(rows[0])
+        statement = self._insert_statement(table, columns)
+        self.cursor.executemany(statement, [[_value(r[c]) for c in columns] for r in rows])
 
     def update(self, table: str, match: Mapping[str, Any], values: Mapping[str, Any]) -> int:
         where, where_params = _conditions(match)
@@ -168,6 +181,10 @@ class MemoryRows:
         if key in rows:
             raise DuplicateRowError(f"{table}: a row with key {key} exists")
         rows[key] = copy.deepcopy(dict(row))
+
+    def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        for row in rows:
+            self.insert(table, row)
 
     def update(self, table: str, match: Mapping[str, Any], values: Mapping[str, Any]) -> int:
         changed = [row for row in self._rows(table).values() if self._matches(row, match)]
