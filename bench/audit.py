@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,7 +48,9 @@ from _common import ROOT, pct, start_serve
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def searches(url: str, key: str, queries: list[str], clients: int) -> tuple[list[float], float]:
+def searches(
+    url: str, key: str, queries: list[str], clients: int, serve_pid: int
+) -> tuple[list[float], float, dict[str, float]]:
     latencies: list[float] = []
     lock = threading.Lock()
 
@@ -63,23 +66,62 @@ def searches(url: str, key: str, queries: list[str], clients: int) -> tuple[list
     http = [httpx.Client(base_url=url, headers=headers, timeout=60) for _ in range(clients)]
     for client in http:  # connections open and the query model warm before timing
         client.get("/v1/search", params={"q": "warm up", "mode": "hybrid"})
+    cpu_before = cpu_by_group(serve_pid)
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(lambda i: one(queries[i], http[i % clients]), range(len(queries))))
     wall = time.perf_counter() - started
+    cpu_after = cpu_by_group(serve_pid)
     for client in http:
         client.close()
-    return latencies, len(queries) / wall
+    cpu = {
+        group: max(0.0, (cpu_after.get(group, 0.0) - cpu_before.get(group, 0.0)) * 1000)
+        for group in sorted(set(cpu_before) | set(cpu_after))
+    }
+    return latencies, len(queries) / wall, cpu
 
 
-def row(label: str, latencies: list[float], rate: float) -> dict[str, float | str]:
+def row(
+    label: str, latencies: list[float], rate: float, cpu: dict[str, float]
+) -> dict[str, float | str]:
     return {
         "run": label,
         "p50": round(pct(latencies, 0.5), 1),
         "p95": round(pct(latencies, 0.95), 1),
         "p99": round(pct(latencies, 0.99), 1),
         "q/s": round(rate, 1),
+        # CPU milliseconds per query, by who spent them (the machine's other work too).
+        **{f"cpu_ms_{group}": round(ms / len(latencies), 2) for group, ms in cpu.items()},
     }
+
+
+def _group(process: psutil.Process, serve_pid: int) -> str:
+    try:
+        name = process.name()
+        if process.pid == serve_pid:
+            return "serve"
+        if serve_pid in {p.pid for p in process.parents()}:
+            return "serve_children"
+        if name.startswith("postgres"):
+            return "postgres"
+        if name.startswith("nats"):
+            return "nats"
+    except psutil.Error:
+        pass
+    return "other"
+
+
+def cpu_by_group(serve_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) spent so far by each group of the machine's processes."""
+    spent: dict[str, float] = {}
+    for process in psutil.process_iter():
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        group = _group(process, serve_pid)
+        spent[group] = spent.get(group, 0.0) + times.user + times.system
+    return spent
 
 
 def ingest(url: str, key: str, dataset: Path, docs: int) -> None:
@@ -141,10 +183,11 @@ def main() -> None:
         "KF__NATS__SUBJECT_PREFIX": f"kfbench{tag}",
         "KF__AUDIT__CHECKPOINT_EVERY_EVENTS": "10000000",
     }
-    queries = [
+    texts = [
         json.loads(line)["text"]
-        for line in (args.dataset / "queries.jsonl").read_text().splitlines()[: args.queries]
+        for line in (args.dataset / "queries.jsonl").read_text().splitlines()
     ]
+    queries = [texts[i % len(texts)] for i in range(args.queries)]  # repeats past the set
     results: list[dict[str, float | str]] = []
     try:
         serve, url, key = start_serve(data_dir, scratch / "serve-ingest.log", env)
@@ -165,9 +208,9 @@ def main() -> None:
                     ) as client:
                         settle(client)
                     for clients in (1, 8):
-                        latencies, rate = searches(url, key, queries, clients)
+                        latencies, rate, cpu = searches(url, key, queries, clients, serve.pid)
                         label = f"{clients} clients, reads recorded: {record_reads}"
-                        results.append(row(label, latencies, rate))
+                        results.append(row(label, latencies, rate, cpu))
                         print(json.dumps({"round": round_, **results[-1]}), flush=True)
                 finally:
                     serve.send_signal(signal.SIGINT)
@@ -178,8 +221,9 @@ def main() -> None:
                 label = f"{clients} clients, reads recorded: {record_reads}"
                 runs = [r for r in results if r["run"] == label]
                 summary[record_reads] = {
-                    k: statistics.median(float(r[k]) for r in runs)
-                    for k in ("p50", "p95", "p99", "q/s")
+                    k: round(statistics.median(float(r[k]) for r in runs), 2)
+                    for k in runs[0]
+                    if k != "run"
                 }
             off, on = summary["false"], summary["true"]
             print(json.dumps({

@@ -116,11 +116,18 @@ class PostgresRows:
         self.cursor.execute(statement, [_value(row[c]) for c in columns])
 
     def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """One ``INSERT … VALUES (…), (…)`` statement (``executemany`` costs a Python
+        round of the pipeline per row)."""
         if not rows:
             return
         columns = list(rows[0])
-        statement = self._insert_statement(table, columns)
-        self.cursor.executemany(statement, [[_value(r[c]) for c in columns] for r in rows])
+        one = SQL("({})").format(SQL(", ").join(Placeholder() for _ in columns))
+        statement = SQL("INSERT INTO {} ({}) VALUES {}").format(
+            self._table(table),
+            SQL(", ").join(Identifier(c) for c in columns),
+            SQL(", ").join(one for _ in rows),
+        )
+        self.cursor.execute(statement, [_value(r[c]) for r in rows for c in columns])
 
     def update(self, table: str, match: Mapping[str, Any], values: Mapping[str, Any]) -> int:
         where, where_params = _conditions(match)
