@@ -24,6 +24,7 @@ stream of its own), so that this process can append events beside ``kf serve``:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -44,6 +45,8 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, pct, start_serve
+
+from tests.harness import delete_stream
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -147,15 +150,27 @@ def ingest(url: str, key: str, dataset: Path, docs: int) -> None:
         settle(client)
 
 
-def settle(client: httpx.Client) -> None:
-    """Wait until every relay and projection has caught up, then a little more."""
+def settle(client: httpx.Client, serve_pid: int | None = None) -> None:
+    """Wait until every relay and projection has caught up and, given ``kf serve``'s pid,
+    until it and its children (workers, relay, projectors) are idle."""
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:
         components = client.get("/v1/projections").json()["components"]
         if all(c["lag"] == 0 for c in components):
             break
         time.sleep(1)
-    time.sleep(5)
+    time.sleep(2)
+    if serve_pid is None:
+        return
+    family = [psutil.Process(serve_pid), *psutil.Process(serve_pid).children(recursive=True)]
+    quiet_since = time.monotonic()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < 3:
+        before = sum(sum(p.cpu_times()[:2]) for p in family if p.is_running())
+        time.sleep(1)
+        after = sum(sum(p.cpu_times()[:2]) for p in family if p.is_running())
+        if after - before > 0.05:  # more than 5% of a core: still starting or working
+            quiet_since = time.monotonic()
 
 
 def main() -> None:
@@ -206,7 +221,7 @@ def main() -> None:
                     with httpx.Client(
                         base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
                     ) as client:
-                        settle(client)
+                        settle(client, serve.pid)
                     for clients in (1, 8):
                         latencies, rate, cpu = searches(url, key, queries, clients, serve.pid)
                         label = f"{clients} clients, reads recorded: {record_reads}"
@@ -236,6 +251,8 @@ def main() -> None:
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # Each stream reserves its max_bytes of the server's JetStream storage.
+        asyncio.run(delete_stream(env["KF_NATS_URL"], env["KF__NATS__STREAM"]))
 
 
 def verify_and_export(env: dict[str, str], data_dir: Path, scratch: Path, events: int) -> None:

@@ -38,7 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "migrate", help="create the event store, read-model and blob-store tables (once)"
     )
-    sub.add_parser("relay", help="publish committed events to JetStream")
+    relay = sub.add_parser("relay", help="publish committed events to JetStream")
+    relay.add_argument(
+        "--context",
+        action="append",
+        choices=["documents", "access", "conversations", "activity"],
+        help="relay only this context (repeat; default: every context)",
+    )
     worker = sub.add_parser("worker", help="parse, chunk and embed documents")
     worker.add_argument("--stage", action="append", choices=["parse", "chunk", "embed"])
     project = sub.add_parser("project", help="keep read models up to date")
@@ -665,7 +671,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         runtime.run_serve(settings)
     elif args.command == "relay":
-        runtime.run_relay(settings)
+        runtime.run_relay(settings, args.context)
     elif args.command == "worker":
         runtime.run_worker(settings, args.stage)
     elif args.command == "project":

@@ -101,8 +101,11 @@ async def _connected_bus(container: Container, name: str) -> Bus:
     return bus
 
 
-def _relays(container: Container, bus: Bus, locks: AdvisoryLocks) -> list[Relay]:
-    return [Relay(app, bus, locks) for app in container.applications.values()]
+def _relays(
+    container: Container, bus: Bus, locks: AdvisoryLocks, contexts: list[str] | None = None
+) -> list[Relay]:
+    chosen = contexts or list(container.applications)
+    return [Relay(container.applications[context], bus, locks) for context in chosen]
 
 
 def _projectors(
@@ -181,13 +184,13 @@ async def _ready(role: str, stop: asyncio.Event, *conditions: Callable[[], bool]
 # -------------------------------------------------------------------- roles
 
 
-def run_relay(settings: Settings) -> None:
+def run_relay(settings: Settings, contexts: list[str] | None = None) -> None:
     async def main(container: Container) -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         bus = await _connected_bus(container, "kf-relay")
         locks = AdvisoryLocks(container.endpoints.database_url)
-        relays = _relays(container, bus, locks)
+        relays = _relays(container, bus, locks, contexts)
         try:
             await _until_stopped(
                 stop,
@@ -305,28 +308,36 @@ def _with_container(
 # -------------------------------------------------------------------- serve
 
 
-class WorkerSupervisor:
-    """Keeps ``count`` worker processes running until stopped."""
+# What `kf serve` runs in child processes beside the workers: every event of the
+# activity context (one per read) is relayed and projected there, so that the
+# API process's interpreter lock is not shared with work that grows with reads.
+SERVE_CHILD_RELAYS = ("activity",)
+SERVE_CHILD_READ_MODELS = ("audit", "readers")
 
-    def __init__(self, count: int, env: dict[str, str]) -> None:
-        self.count = count
+
+class Supervisor:
+    """Keeps child ``kf`` processes running until stopped (each restarted when it exits,
+    with a growing delay)."""
+
+    def __init__(self, children: list[tuple[str, list[str]]], env: dict[str, str]) -> None:
+        self.children = children  # (name, kf arguments)
         self.env = env
         self.processes: list[asyncio.subprocess.Process] = []
 
     async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.gather(*(self._keep_one(i, stop) for i in range(self.count)))
-        # With no workers configured there is nothing to supervise, but a role
-        # that returns stops the whole process: wait like the others do.
+        await asyncio.gather(*(self._keep_one(name, args, stop) for name, args in self.children))
+        # With no children there is nothing to supervise, but a role that returns
+        # stops the whole process: wait like the others do.
         await stop.wait()
 
-    async def _keep_one(self, index: int, stop: asyncio.Event) -> None:
+    async def _keep_one(self, name: str, args: list[str], stop: asyncio.Event) -> None:
         delay = 1.0
         while not stop.is_set():
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "config.cli", "worker", env=self.env
+                sys.executable, "-m", "config.cli", *args, env=self.env
             )
             self.processes.append(process)
-            log.info("worker_started", index=index, pid=process.pid)
+            log.info("child_started", child=name, pid=process.pid)
             waiter = asyncio.ensure_future(process.wait())
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -336,7 +347,7 @@ class WorkerSupervisor:
                 waiter.cancel()
                 return
             stopper.cancel()
-            log.error("worker_exited", index=index, pid=process.pid, returncode=process.returncode)
+            log.error("child_exited", child=name, pid=process.pid, returncode=process.returncode)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 30.0)
@@ -362,15 +373,27 @@ def run_serve(settings: Settings) -> None:
         _stop_on_signals(stop)
         bus = await _connected_bus(container, "kf-serve")
         locks = AdvisoryLocks(container.endpoints.database_url)
-        relays = _relays(container, bus, locks)
-        projectors = _projectors(container, bus, locks)
+        in_process = [c for c in container.applications if c not in SERVE_CHILD_RELAYS]
+        relays = _relays(container, bus, locks, in_process)
+        projectors = _projectors(
+            container, bus, locks, [v for v in container.views if v not in SERVE_CHILD_READ_MODELS]
+        )
         server = _Server(_uvicorn_config(container, "all"))
-        worker_env = {
+        child_env = {
             **os.environ,
             "KF_DATABASE_URL": container.endpoints.database_url,
             "KF_NATS_URL": container.endpoints.nats_url,
+            "KF_DATA_DIR": str(container.settings.data_dir.resolve()),
         }
-        supervisor = WorkerSupervisor(settings.ingest.workers, worker_env)
+        relay_args = [arg for c in SERVE_CHILD_RELAYS for arg in ("--context", c)]
+        supervisor = Supervisor(
+            [("worker", ["worker"])] * settings.ingest.workers
+            + [
+                ("relay", ["relay", *relay_args]),
+                ("project", ["project", *SERVE_CHILD_READ_MODELS]),
+            ],
+            child_env,
+        )
 
         async def serve_http() -> None:
             await asyncio.to_thread(container.warm_search)
