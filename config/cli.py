@@ -186,6 +186,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["api"] = api
     if getattr(args, "workers", None) is not None:
         overrides["ingest"] = {"workers": args.workers}
+    if args.config is not None:
+        # What kf serve starts (workers, the activity relay and projectors) reads the
+        # same file: children inherit the environment, not the command line.
+        os.environ["KF_CONFIG"] = str(args.config.resolve())
     try:
         return load_settings(args.config, **overrides)
     except SettingsError as exc:

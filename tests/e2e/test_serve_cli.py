@@ -36,7 +36,7 @@ def _clean_env(data_dir: Path) -> dict[str, str]:
 
 
 class Serve:
-    def __init__(self, data_dir: Path, log: Path) -> None:
+    def __init__(self, data_dir: Path, log: Path, config: Path) -> None:
         self.data_dir = data_dir
         self.log = log
         with log.open("wb") as out:
@@ -50,6 +50,8 @@ class Serve:
                     str(data_dir),
                     "--port",
                     "0",
+                    "--config",
+                    str(config),
                 ],
                 env=_clean_env(data_dir),
                 stdout=out,
@@ -103,10 +105,21 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kf-home")
 
 
+def _config(data_dir: Path) -> Path:
+    """A settings file: what kf serve's children must read too (they get no arguments)."""
+    path = data_dir.parent / "kf.yaml"
+    path.write_text(
+        "audit:\n"
+        f"  checkpoint_dir: {data_dir.parent / 'checkpoints-from-config'}\n"
+        "  checkpoint_every_events: 1\n"
+    )
+    return path
+
+
 @pytest.fixture(scope="module")
 def serve(data_dir: Path) -> Iterator[Serve]:
     shared_query_embedder()  # the export exists before the server looks for it
-    running = Serve(data_dir, data_dir.parent / "serve-1.log")
+    running = Serve(data_dir, data_dir.parent / "serve-1.log", _config(data_dir))
     yield running
     if running.process.poll() is None:
         running.stop()
@@ -144,6 +157,29 @@ def test_upload_reaches_embedded_through_the_embedded_servers(serve: Serve, data
         assert (
             'kf_stage_duration_seconds_count{stage="embed"}' in metrics
         )  # from the worker process
+
+
+def test_reads_are_audited_by_child_processes_that_read_the_same_settings(
+    serve: Serve, data_dir: Path
+) -> None:
+    children = {" ".join(c.cmdline()[3:]) for c in psutil.Process(serve.process.pid).children()}
+    assert {"relay --context activity", "project audit readers"} <= children, children
+    key = (data_dir / "admin-key").read_text().strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    httpx.get(f"{serve.url}/v1/documents", headers=headers)
+    checkpoints = data_dir.parent / "checkpoints-from-config"
+    deadline = time.monotonic() + 60
+    reads: list[object] = []
+    while time.monotonic() < deadline:
+        reads = httpx.get(
+            f"{serve.url}/v1/audit/events", params={"action": "Read.*"}, headers=headers
+        ).json()["items"]
+        if reads and list(checkpoints.glob("*/*.json")):
+            break
+        time.sleep(0.5)
+    assert reads, "no read reached the audit trail"
+    # The child projector signs checkpoints where the file given to kf serve says.
+    assert list(checkpoints.glob("*/*.json")), sorted(str(p) for p in checkpoints.rglob("*"))
 
 
 def test_cli_manages_tenants_and_keys_beside_the_running_server(
@@ -197,12 +233,14 @@ def test_rebuild_index_through_the_running_server(serve: Serve, data_dir: Path) 
 
 
 def test_stop_is_clean_and_a_restart_keeps_everything(serve: Serve, data_dir: Path) -> None:
+    children = psutil.Process(serve.process.pid).children(recursive=True)
     assert serve.stop() == 0
     time.sleep(1)
     assert _servers_for(data_dir) == []
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     offline = kf(data_dir, "rebuild-index", "--projection", "search")  # no server: in-process
     assert offline["state"] == "done" and offline["matches_live"] is True, offline
-    again = Serve(data_dir, data_dir.parent / "serve-2.log")
+    again = Serve(data_dir, data_dir.parent / "serve-2.log", _config(data_dir))
     try:
         assert "Admin API key:                in" in again.output()
         key = (data_dir / "admin-key").read_text().strip()
