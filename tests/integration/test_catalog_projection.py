@@ -136,3 +136,26 @@ def test_runner_catches_up_from_the_event_store_without_the_stream(container: Co
     asyncio.run(scenario())
     assert view.max_tracking_id("documents") == head
     assert len(_rows(view)) == 6
+
+
+def test_upgrading_to_catalog_versions_projects_the_catalog_again(container: Container) -> None:
+    """A database projected before 0009 has rows but no versions: the migration empties
+    the catalog and its position, and the projector rebuilds both from the log."""
+    import psycopg
+
+    from config.schema import migrate
+
+    view = _view(container)
+    view.catch_up_from(container.event_logs)
+    before = rows(view)
+    assert before["catalog_versions"] and before["catalog_documents"]
+    url = container.settings.database.url
+    with psycopg.connect(url, autocommit=True) as conn:  # the database as 0008 left it
+        conn.execute("DROP TABLE catalog_versions")
+        conn.execute("DELETE FROM schema_migrations WHERE name = '0009_catalog_versions.sql'")
+    assert migrate(url) == ["0009_catalog_versions.sql"]
+    emptied = rows(view)
+    assert emptied["catalog_documents"] == [] and emptied["catalog_versions"] == []
+    assert view.refresh_positions() == {"documents": 0}
+    view.catch_up_from(container.event_logs)
+    assert rows(view) == before
