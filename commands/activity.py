@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,67 @@ from eventsourcing.utils import EnvType
 from commands.base import CommandResult, ContextApplication
 from domain.activity import Read, ReadKind, Refusal, Retention
 from infra.blobs import EVENTS_WITH_BLOBS, sha256_hex
+
+
+@dataclass
+class _Pending:
+    read: Read
+    blob: tuple[str, bytes] | None
+    position: int | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+class GroupCommit:
+    """Reads of concurrent requests appended together: one transaction, one commit.
+
+    A caller queues its read and waits; whichever waiting caller finds no append
+    under way takes the oldest queued reads (up to ``max_batch``) and appends
+    them in one transaction, then wakes the others. Each caller returns once its
+    own read is durable (or raises what the append raised), so "recorded before
+    the response leaves" holds per read; alone, a caller appends its own read at
+    once. Fewer commits, and the relay and projectors receive reads in batches.
+    """
+
+    def __init__(self, append: Callable[[list[_Pending]], list[int]], max_batch: int = 64) -> None:
+        self._append = append
+        self._max_batch = max_batch
+        self._queue: list[_Pending] = []
+        self._writing = False
+        self._changed = threading.Condition()
+
+    def append(self, pending: _Pending) -> int:
+        with self._changed:
+            self._queue.append(pending)
+        while True:
+            with self._changed:
+                while not pending.done and self._writing:
+                    self._changed.wait()
+                if pending.done:
+                    break
+                self._writing = True
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+            self._write(batch)
+        if pending.error is not None:
+            raise pending.error
+        assert pending.position is not None
+        return pending.position
+
+    def _write(self, batch: list[_Pending]) -> None:
+        try:
+            positions = self._append(batch)
+            for item, position in zip(batch, positions, strict=True):
+                item.position = position
+        except BaseException as exc:
+            for item in batch:
+                item.error = exc
+        finally:
+            with self._changed:
+                for item in batch:
+                    item.done = True
+                self._writing = False
+                self._changed.notify_all()
 
 
 class ActivityApp(ContextApplication):
@@ -41,6 +103,7 @@ class ActivityApp(ContextApplication):
         self._window_s = refusal_window_s
         self._refusals: dict[str, tuple[float, int, int]] = {}  # client -> (window start, n, held)
         self._refusals_lock = threading.Lock()
+        self._group = GroupCommit(self._append_batch)
 
     def record_read(
         self,
@@ -66,9 +129,14 @@ class ActivityApp(ContextApplication):
             documents=list(documents),
             chunks=list(chunks),
         )
-        position = self.record(read, blobs=[(tenant_id, text)] if text else [])
-        assert position is not None
+        self.stamp(read)  # the cause of this request, before another thread appends it
+        position = self._group.append(_Pending(read, (tenant_id, text) if text else None))
         return CommandResult(read.id, position, changed=True)
+
+    def _append_batch(self, batch: list[_Pending]) -> list[int]:
+        blobs = list(dict.fromkeys(p.blob for p in batch if p.blob is not None))
+        positions = self.append_stamped(*(p.read for p in batch), blobs=blobs)
+        return [positions[p.read.id] for p in batch]
 
     def record_refusal(self, **refusal: Any) -> CommandResult | None:
         """Record a refused request, or count it if its client was recorded just now."""

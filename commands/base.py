@@ -63,10 +63,20 @@ class ContextApplication(Application[UUID]):
         is not a field of the event's class: aggregates never see it, and events
         stored before it existed simply have none.
         """
+        self.stamp(*aggregates)
+        positions = self.append_stamped(*aggregates, **saved)
+        return max(positions.values()) if positions else None
+
+    @staticmethod
+    def stamp(*aggregates: Aggregate) -> None:
+        """Give the aggregates' pending events the current cause (in the caller's context)."""
         cause = current_cause()
         for aggregate in aggregates:
             for event in aggregate.pending_events:
                 object.__setattr__(event, METADATA, cause)  # frozen: set before it is stored
+
+    def append_stamped(self, *aggregates: Aggregate, **saved: Any) -> dict[UUID, int]:
+        """Append events already stamped, atomically; each aggregate's last position."""
         try:
             recordings = self.save(*aggregates, **saved)
         except RecordConflictError as exc:
@@ -75,9 +85,11 @@ class ContextApplication(Application[UUID]):
                 "The resource was changed by another request at the same time; "
                 "nothing was written. Retry the request."
             ) from exc
+        positions: dict[UUID, int] = {}
         for recording in recordings:
             EVENTS_APPENDED.labels(self.context, type(recording.domain_event).__qualname__).inc()
-        return recordings[-1].notification.id if recordings else None
+            positions[recording.domain_event.originator_id] = recording.notification.id
+        return positions
 
     @property
     def events_table(self) -> str:
