@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, pct, start_serve
 
-from tests.harness import delete_stream
+from infra.bus import delete_stream
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

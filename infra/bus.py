@@ -7,6 +7,7 @@ from whatever the stream still holds and catch up the rest from PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Protocol
 
@@ -153,3 +154,14 @@ class Bus:
         info = await self.js.stream_info(self.stream)
         state = info.state
         return int(state.first_seq), int(state.last_seq)
+
+
+async def delete_stream(nats_url: str, stream: str) -> None:
+    """Remove a stream if it exists: each one reserves its ``max_bytes`` of the server's
+    JetStream storage, so a test or benchmark that made one removes it."""
+    nc = await nats.connect(nats_url)
+    try:
+        with contextlib.suppress(NotFoundError):
+            await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()

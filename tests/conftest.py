@@ -13,9 +13,10 @@ import pytest
 from config.root import Container, Endpoints
 from config.schema import migrate
 from config.settings import Settings
+from infra.bus import delete_stream
 from infra.embedding import SentenceTransformerEmbedder
 from infra.telemetry import configure_logging
-from tests.harness import RunningSystem, Services, delete_stream, make_settings, redis_server
+from tests.harness import RunningSystem, Services, make_settings, redis_server
 from tests.shared_data import DOCUMENTS
 
 

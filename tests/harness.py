@@ -28,9 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import psycopg
-from nats.js.errors import NotFoundError
 
 from config.root import Container, Endpoints
 from config.runtime import _Server, build_stages
@@ -161,15 +159,6 @@ def make_settings(
         else:
             base[key] = value
     return load_settings(environ={}, **base)
-
-
-async def delete_stream(nats_url: str, stream: str) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        with contextlib.suppress(NotFoundError):
-            await nc.jetstream().delete_stream(stream)
-    finally:
-        await nc.close()
 
 
 @functools.cache

@@ -25,8 +25,9 @@ import psycopg
 import pytest
 
 from config.schema import migrate
+from infra.bus import delete_stream
 from infra.db import migration_files
-from tests.harness import Services, delete_stream
+from tests.harness import Services
 
 pytestmark = pytest.mark.timeout(1200)
 
