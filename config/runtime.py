@@ -105,13 +105,23 @@ def _relays(
     container: Container, bus: Bus, locks: AdvisoryLocks, contexts: list[str] | None = None
 ) -> list[Relay]:
     chosen = contexts or list(container.applications)
-    return [Relay(container.applications[context], bus, locks) for context in chosen]
+    linger = container.settings.audit.batch_linger_ms / 1000
+    return [
+        Relay(
+            container.applications[context],
+            bus,
+            locks,
+            linger_s=linger if context in LINGERING_RELAYS else 0.0,
+        )
+        for context in chosen
+    ]
 
 
 def _projectors(
     container: Container, bus: Bus, locks: AdvisoryLocks, names: list[str] | None = None
 ) -> list[ProjectorRunner]:
     views = container.views
+    linger = container.settings.audit.batch_linger_ms / 1000
     chosen = names or list(views)
     unknown = sorted(set(chosen) - set(views))
     if unknown:
@@ -123,6 +133,7 @@ def _projectors(
             bus,
             locks,
             container.settings.projections.batch_size,
+            linger_s=linger if name in LINGERING_READ_MODELS else 0.0,
         )
         for name in chosen
     ]
@@ -313,6 +324,9 @@ def _with_container(
 # API process's interpreter lock is not shared with work that grows with reads.
 SERVE_CHILD_RELAYS = ("activity",)
 SERVE_CHILD_READ_MODELS = ("audit", "readers")
+# ... and they linger (audit.batch_linger_ms) to take reads in batches.
+LINGERING_RELAYS = SERVE_CHILD_RELAYS
+LINGERING_READ_MODELS = SERVE_CHILD_READ_MODELS
 
 
 class Supervisor:

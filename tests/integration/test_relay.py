@@ -194,3 +194,63 @@ def test_only_one_relay_per_context_publishes(setup: tuple[Container, Settings])
     assert position == container.documents.head_position()
     positions = _documents_in_stream(asyncio.run(_stream(settings)))
     assert positions == sorted(set(positions)) and len(positions) == 3
+
+
+def test_lingering_relay_and_projector_take_a_trickle_of_events_in_one_batch(
+    setup: tuple[Container, Settings],
+) -> None:
+    """Events committed one at a time within the linger go out (and are applied) together.
+
+    The relay records its position once per batch, the projector applies once per
+    batch; a linger far longer than the three commits take makes that certain.
+    """
+    from projections.runner import ProjectorRunner
+
+    container, settings = setup
+    view = container.views["catalog"]
+    tracked: list[int] = []
+    applied: list[list[int]] = []
+
+    async def scenario() -> None:
+        bus = Bus(settings.nats.url, settings.nats)
+        await bus.connect("lingering")
+        await bus.ensure_stream()
+        relay = Relay(container.documents, bus, settings.database.url, linger_s=2.0)
+        real_insert = relay._tracking.insert_tracking
+        relay._tracking.insert_tracking = lambda t: (  # type: ignore[method-assign]
+            tracked.append(t.notification_id),
+            real_insert(t),
+        )[-1]
+        runner = ProjectorRunner(
+            view, container.event_logs, bus, settings.database.url, linger_s=2.0
+        )
+        real_apply = view.apply_batch
+
+        def counting_apply(envelopes: Any, *args: Any) -> Any:
+            if envelopes:
+                applied.append([e.position for e in envelopes])
+            return real_apply(envelopes, *args)
+
+        view.apply_batch = counting_apply  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        tasks = [asyncio.ensure_future(relay.run(stop)), asyncio.ensure_future(runner.run(stop))]
+        await asyncio.wait_for(relay.active.wait(), 20)
+        await asyncio.wait_for(runner.active.wait(), 20)
+        applied.clear()  # what the catch-up applied
+        tracked.clear()
+        for _ in range(3):  # a trickle: one commit at a time
+            await asyncio.to_thread(_upload_many, container, 1)
+            await asyncio.sleep(0.05)
+        head = container.documents.head_position()
+        for _ in range(300):
+            if view.position("documents") >= head:
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.gather(*tasks)
+        await bus.close()
+
+    asyncio.run(scenario())
+    head = container.documents.head_position()
+    assert tracked == [head]
+    assert len(applied) == 1 and len(applied[0]) == 3 and applied[0][-1] == head
