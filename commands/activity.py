@@ -116,6 +116,7 @@ class ActivityApp(ContextApplication):
         query: str | None = None,
         documents: Sequence[str] = (),
         chunks: Sequence[str] = (),
+        mode: str | None = None,
     ) -> CommandResult:
         text = query.encode() if query else None
         digest = sha256_hex(text) if text else None
@@ -128,6 +129,7 @@ class ActivityApp(ContextApplication):
             query_sha256=digest,
             documents=list(documents),
             chunks=list(chunks),
+            mode=mode,
         )
         self.stamp(read)  # the cause of this request, before another thread appends it
         position = self._group.append(_Pending(read, (tenant_id, text) if text else None))

@@ -198,6 +198,7 @@ class DocumentsApp(ContextApplication):
         chunk_count: int,
         model: str,
         dimension: int,
+        token_count: int | None = None,
     ) -> CommandResult:
         return self._decide(
             tenant_id,
@@ -209,6 +210,7 @@ class DocumentsApp(ContextApplication):
                 chunk_count=chunk_count,
                 model=model,
                 dimension=dimension,
+                token_count=token_count,
             ),
         )
 

@@ -72,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     issue = keys.add_parser("issue", help="issue a key (the secret is printed once)")
     issue.add_argument("--tenant", required=True, help="tenant name")
-    issue.add_argument("--role", choices=["viewer", "editor", "admin", "auditor"], default="editor")
+    issue.add_argument(
+        "--role", choices=["viewer", "editor", "admin", "auditor", "analyst"], default="editor"
+    )
     issue.add_argument("--name", default="cli")
     issue.add_argument("--expires-in-days", type=float)
     listing = keys.add_parser("list", help="list a tenant's keys (never their secrets)")

@@ -53,16 +53,20 @@ def build_llm(
         failure_threshold=settings.breaker_failure_threshold,
         cooldown_s=settings.breaker_cooldown_s,
     )
-    prices = PriceTable(
+    return Llm(
+        router=router,
+        prices=price_table(settings),
+        default_model=settings.default_model,
+        _allowed=dict(settings.allowed_providers),
+        _default_allowed=list(settings.default_allowed_providers),
+    )
+
+
+def price_table(settings: LlmSettings) -> PriceTable:
+    """The configured prices per model (exact names, then glob patterns in order)."""
+    return PriceTable(
         {
             model: Price(price.input_per_million, price.output_per_million)
             for model, price in settings.prices.items()
         }
-    )
-    return Llm(
-        router=router,
-        prices=prices,
-        default_model=settings.default_model,
-        _allowed=dict(settings.allowed_providers),
-        _default_allowed=list(settings.default_allowed_providers),
     )

@@ -356,6 +356,7 @@ class Container:
             Role.EDITOR: (limits.editor.burst, limits.editor.per_hour),
             Role.ADMIN: (limits.admin.burst, limits.admin.per_hour),
             Role.AUDITOR: (limits.auditor.burst, limits.auditor.per_hour),
+            Role.ANALYST: (limits.analyst.burst, limits.analyst.per_hour),
         }
         return RoleRateLimits(per_role, (limits.tenant.burst, limits.tenant.per_hour))
 
@@ -419,6 +420,8 @@ class Container:
 
     def _set_state(self, app: FastAPI) -> None:
         """What the routers' dependencies take from ``app.state``."""
+        from config.llm import price_table
+
         self.access.enable_key_cache()
         self.tenant_reads.open()  # an API refuses to start if its reader role could bypass RLS
         app.state.settings = self.settings
@@ -434,6 +437,7 @@ class Container:
         )
         app.state.refusal_recorder = self.activity.record_refusal
         app.state.search = self.search_service()
+        app.state.price_of = price_table(self.settings.llm).price
         app.state.rebuilds = self.rebuilds
         app.state.operator_tenant = str(Tenant.id_for(DEFAULT_TENANT))
         app.state.views = self.views
@@ -538,3 +542,6 @@ class LazyEmbedder:
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         return self._load().embed(texts)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        return self._load().count_tokens(texts)

@@ -172,6 +172,7 @@ class RateLimitSettings(_Section):
     editor: RateLimit = RateLimit(per_hour=500, burst=50)
     admin: RateLimit = RateLimit(per_hour=2000, burst=100)
     auditor: RateLimit = RateLimit(per_hour=2000, burst=100)
+    analyst: RateLimit = RateLimit(per_hour=2000, burst=100)
     # Shared by all of a tenant's keys and tokens, whatever their role.
     tenant: RateLimit = RateLimit(per_hour=10_000, burst=500)
 

@@ -36,12 +36,14 @@ _TOKEN = re.compile(r"^kf_([0-9a-f]{32})_([A-Za-z0-9_-]{32,128})$")
 
 class Role(StrEnum):
     """What a key (or a person) may do. ``viewer`` < ``editor`` < ``admin`` each include
-    the one before; ``auditor`` reads the audit trail and nothing else (admins can too)."""
+    the one before; ``auditor`` reads the audit trail and nothing else, ``analyst`` the
+    tenant's usage and cost and nothing else (admins can do both)."""
 
     VIEWER = "viewer"
     EDITOR = "editor"
     ADMIN = "admin"
     AUDITOR = "auditor"
+    ANALYST = "analyst"
 
     def allows(self, needed: Role) -> bool:
         return needed in _GRANTS[self]
@@ -50,8 +52,9 @@ class Role(StrEnum):
 _GRANTS: dict[Role, frozenset[Role]] = {
     Role.VIEWER: frozenset({Role.VIEWER}),
     Role.EDITOR: frozenset({Role.VIEWER, Role.EDITOR}),
-    Role.ADMIN: frozenset({Role.VIEWER, Role.EDITOR, Role.ADMIN, Role.AUDITOR}),
+    Role.ADMIN: frozenset({Role.VIEWER, Role.EDITOR, Role.ADMIN, Role.AUDITOR, Role.ANALYST}),
     Role.AUDITOR: frozenset({Role.AUDITOR}),
+    Role.ANALYST: frozenset({Role.ANALYST}),
 }
 
 

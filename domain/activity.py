@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 from uuid import uuid4
 
 from eventsourcing.domain import Aggregate
@@ -80,6 +81,13 @@ class Read(Aggregate):
         query_sha256: str | None
         documents: list[str]
         chunks: list[str]
+        mode: str | None  # v2: a search's retrieval mode (None for other reads and before v2)
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["mode"] = None
 
     def __init__(
         self,
@@ -107,6 +115,7 @@ class Read(Aggregate):
         query_sha256: str | None = None,
         documents: list[str] | None = None,
         chunks: list[str] | None = None,
+        mode: str | None = None,
     ) -> Read:
         shown_documents = list(dict.fromkeys(documents or []))
         shown_chunks = list(dict.fromkeys(chunks or []))
@@ -123,6 +132,7 @@ class Read(Aggregate):
             query_sha256=query_sha256,
             documents=shown_documents,
             chunks=shown_chunks,
+            mode=mode,
         )
 
 

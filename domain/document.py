@@ -103,6 +103,14 @@ class Document(Aggregate):
         chunk_count: int
         model: str
         dimension: int
+        # v2: the tokens the model was given (its tokenizer's count); None before v2.
+        token_count: int | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["token_count"] = None
 
         def apply(self, aggregate: Any) -> None:
             doc: Document = aggregate
@@ -251,6 +259,7 @@ class Document(Aggregate):
         chunk_count: int,
         model: str,
         dimension: int,
+        token_count: int | None = None,
     ) -> bool:
         if self.status is not DocumentStatus.CHUNKED:
             return False
@@ -269,6 +278,7 @@ class Document(Aggregate):
             chunk_count=chunk_count,
             model=model,
             dimension=dimension,
+            token_count=token_count,
         )
         return True
 

@@ -44,6 +44,11 @@ class Embedder(Protocol):
 
     def embed(self, texts: Sequence[str]) -> Matrix: ...
 
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the model is given for ``texts``: its own tokenizer's pieces, special
+        tokens included, each text truncated where the model truncates it."""
+        ...
+
 
 def matrix_to_bytes(matrix: Matrix) -> bytes:
     buffer = io.BytesIO()
@@ -102,6 +107,15 @@ class SentenceTransformerEmbedder:
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        if not texts:
+            return 0
+        tokenizer = self._model.tokenizer
+        encoded = tokenizer(
+            list(texts), truncation=True, max_length=self._model.max_seq_length, padding=False
+        )
+        return sum(len(ids) for ids in encoded["input_ids"])
 
 
 def model_dir() -> Path:
@@ -189,3 +203,7 @@ class OnnxEmbedder:
             }
             parts.append(self._session.run(None, feed)[0])
         return np.asarray(np.concatenate(parts), dtype=np.float32)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        # Padding is on for batches: count the attended pieces, not the padded length.
+        return sum(sum(e.attention_mask) for e in self._tokenizer.encode_batch(list(texts)))

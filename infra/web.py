@@ -460,15 +460,18 @@ async def _take_rate_limit(request: Request, principal: Principal) -> None:
         )
 
 
-def require(role: Role) -> Callable[[Request, Principal], Awaitable[Principal]]:
+def require(*roles: Role) -> Callable[[Request, Principal], Awaitable[Principal]]:
+    """A principal whose role allows any of ``roles``."""
+    needed = " or ".join(r.value for r in roles)
+
     async def check(
         request: Request, principal: Annotated[Principal, Depends(authenticated)]
     ) -> Principal:
-        if not principal.role.allows(role):
+        if not any(principal.role.allows(role) for role in roles):
             AUTH_FAILURES.labels("forbidden").inc()
             log.warning(
                 "authorisation_failed",
-                needed=role.value,
+                needed=needed,
                 role=principal.role.value,
                 client=client_address(request),
                 method=request.method,
@@ -484,7 +487,7 @@ def require(role: Role) -> Callable[[Request, Principal], Awaitable[Principal]]:
             raise ApiError(
                 403,
                 "forbidden",
-                f"This needs the {role.value} role; the credential has {principal.role.value}.",
+                f"This needs the {needed} role; the credential has {principal.role.value}.",
             )
         return principal
 
@@ -496,3 +499,5 @@ Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
+# Usage: analysts (and admins) read the tenant's; viewers and editors their own.
+UsageReader = Annotated[Principal, Depends(require(Role.VIEWER, Role.ANALYST))]

@@ -244,6 +244,7 @@ class Stages:
                 chunk_count=len(chunks),
                 model=embedder.model_name,
                 dimension=embedder.dimension,
+                token_count=embedder.count_tokens([chunk.text for chunk in chunks]),
             )
             outcomes[i] = self._recorded(_retry_conflicts(record))
         elapsed = time.perf_counter() - started

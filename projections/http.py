@@ -84,6 +84,7 @@ class ReadRecorder(Protocol):
         query: str | None = None,
         documents: Sequence[str] = (),
         chunks: Sequence[str] = (),
+        mode: str | None = None,
     ) -> Any: ...
 
 
@@ -102,6 +103,7 @@ class Reads:
         query: str | None = None,
         documents: Sequence[str] = (),
         chunks: Sequence[str] = (),
+        mode: str | None = None,
     ) -> None:
         recorder: ReadRecorder = self._request.app.state.read_recorder
         route = getattr(self._request.scope.get("route"), "path", self._request.url.path)
@@ -116,6 +118,7 @@ class Reads:
                 query=query,
                 documents=[str(d) for d in documents],
                 chunks=[str(c) for c in chunks],
+                mode=mode,
             )
 
         try:

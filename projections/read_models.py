@@ -7,7 +7,7 @@ This list drives the composition root (views, routers), ``kf migrate``
 
 from __future__ import annotations
 
-from projections import audit, catalog, conversations, fulltext, keys, readers, search
+from projections import audit, catalog, conversations, fulltext, keys, readers, search, usage
 from projections.slice import ReadModel
 
 READ_MODELS: tuple[ReadModel, ...] = (
@@ -18,6 +18,7 @@ READ_MODELS: tuple[ReadModel, ...] = (
     conversations.READ_MODEL,
     audit.READ_MODEL,
     readers.READ_MODEL,
+    usage.READ_MODEL,
 )
 
 

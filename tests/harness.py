@@ -150,7 +150,7 @@ def make_settings(
         # test sends; tests of the limits themselves set small ones.
         "rate_limits": {
             role: {"per_hour": 10_000_000, "burst": 1_000_000}
-            for role in ("viewer", "editor", "admin", "auditor", "tenant")
+            for role in ("viewer", "editor", "admin", "auditor", "analyst", "tenant")
         },
     }
     for key, value in overrides.items():

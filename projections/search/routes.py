@@ -182,6 +182,7 @@ def _run(
         query=query,
         documents=[str(hit.document_id) for hit in hits],
         chunks=[point_id(str(hit.document_id), hit.chunk_index) for hit in hits],
+        mode=body.mode,
     )
     took = round((time.perf_counter() - started) * 1000, 2)
     return SearchResponse(query=query, mode=body.mode, k=body.k, results=hits, took_ms=took)

@@ -358,7 +358,7 @@ def test_auth_failures_are_counted_by_reason(system: RunningSystem) -> None:
 # Every API route with the least role that may call it, and a request that an
 # allowed caller makes (it may still fail validation: what matters is that it
 # is not refused with 401/403). The test fails when a route is missing here.
-ROUTES: dict[tuple[str, str], tuple[Role | None, dict[str, Any]]] = {
+ROUTES: dict[tuple[str, str], tuple[Role | tuple[Role, ...] | None, dict[str, Any]]] = {
     ("POST", "/v1/auth/token"): (None, {}),  # any role: a key is exchanged for a token
     ("GET", "/v1/documents"): (Role.VIEWER, {}),
     ("GET", "/v1/documents/{document_id}"): (Role.VIEWER, {}),
@@ -390,6 +390,8 @@ ROUTES: dict[tuple[str, str], tuple[Role | None, dict[str, Any]]] = {
     ("GET", "/v1/documents/{document_id}/history"): (Role.VIEWER, {}),
     ("GET", "/v1/audit/queries/{sha256}"): (Role.AUDITOR, {}),
     ("GET", "/v1/audit/documents/{document_id}/readers"): (Role.AUDITOR, {}),
+    # Analysts read the tenant's usage; viewers (and so editors, admins) their own.
+    ("GET", "/v1/usage"): ((Role.VIEWER, Role.ANALYST), {}),
 }
 
 
@@ -417,7 +419,8 @@ def test_each_role_against_each_route(
     _, key = _key(system, role)
     with system.client(key) as client:
         response = client.request(method, path, **request)
-    if needed is None or role.allows(needed):
+    allowed = (needed,) if isinstance(needed, Role) else needed
+    if allowed is None or any(role.allows(r) for r in allowed):
         assert response.status_code not in {401, 403}, response.text
         assert response.status_code < 500, response.text
     else:

@@ -46,7 +46,7 @@ def _key(
     )
 
 
-def test_roles_are_ordered_viewer_editor_admin_and_the_auditor_stands_apart() -> None:
+def test_roles_are_ordered_viewer_editor_admin_and_auditor_and_analyst_stand_apart() -> None:
     allowed = {(have, need) for have in Role for need in Role if have.allows(need)}
     assert allowed == {
         (Role.VIEWER, Role.VIEWER),
@@ -57,6 +57,8 @@ def test_roles_are_ordered_viewer_editor_admin_and_the_auditor_stands_apart() ->
         (Role.ADMIN, Role.ADMIN),
         (Role.ADMIN, Role.AUDITOR),  # admins read the audit trail too
         (Role.AUDITOR, Role.AUDITOR),  # auditors read it and nothing else
+        (Role.ADMIN, Role.ANALYST),  # admins read usage and cost too
+        (Role.ANALYST, Role.ANALYST),  # analysts read them and nothing else
     }
 
 

@@ -1,0 +1,50 @@
+-- Usage (the usage read model): one row per event that is a unit of use, kept by
+-- the usage projector with its position. Questions, answers and failed answers
+-- (conversations), documents and their processing (documents), searches
+-- (activity). Sums over any grouping of these rows add up to the totals.
+CREATE TABLE IF NOT EXISTS usage_facts (
+    tenant_id         text        NOT NULL,
+    context           text        NOT NULL,
+    position          bigint      NOT NULL,
+    kind              text        NOT NULL,  -- question | answer | failure | document
+                                             -- | parsed | chunked | embedded | search
+    occurred_at       timestamptz NOT NULL,
+    actor             text        NOT NULL,  -- who caused it: key:<id> or jwt:<issuer#subject>
+    model             text,                  -- questions: asked for; answers: answered by
+    provider          text,
+    mode              text,                  -- retrieval mode of a search or question
+    document_id       uuid,                  -- ingestion rows
+    input_tokens      bigint      NOT NULL DEFAULT 0,
+    output_tokens     bigint      NOT NULL DEFAULT 0,
+    cost_usd          numeric,               -- answers: as charged; NULL when unpriced
+    latency_ms        double precision,      -- answers: provider latency
+    documents         integer     NOT NULL DEFAULT 0,
+    bytes             bigint      NOT NULL DEFAULT 0,
+    pages             bigint      NOT NULL DEFAULT 0,
+    chunks            bigint      NOT NULL DEFAULT 0,
+    embedding_tokens  bigint      NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, context, position)
+);
+CREATE INDEX IF NOT EXISTS usage_facts_by_time ON usage_facts (tenant_id, occurred_at);
+
+-- Who asked each turn (an answer is the asker's use, though the answerer records it),
+-- and who uploaded each document (its processing is the uploader's use).
+CREATE TABLE IF NOT EXISTS usage_turns (
+    tenant_id        text    NOT NULL,
+    conversation_id  uuid    NOT NULL,
+    turn             integer NOT NULL,
+    actor            text    NOT NULL,
+    model            text    NOT NULL,
+    mode             text    NOT NULL,
+    PRIMARY KEY (tenant_id, conversation_id, turn)
+);
+CREATE TABLE IF NOT EXISTS usage_documents (
+    tenant_id    text NOT NULL,
+    document_id  uuid NOT NULL,
+    actor        text NOT NULL,
+    PRIMARY KEY (tenant_id, document_id)
+);
+
+SELECT kf_protect_tenant_table('usage_facts');
+SELECT kf_protect_tenant_table('usage_turns');
+SELECT kf_protect_tenant_table('usage_documents');

@@ -1,0 +1,203 @@
+"""``GET /v1/usage``: usage and cost per group of a window, as JSON or streamed CSV.
+
+Analysts and admins read the whole tenant's; viewers and editors read their own
+(the figures of the credential they call with), and nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from domain.access import Principal, Role
+from infra.web import ERROR_RESPONSES, ApiError, UsageReader
+from projections.http import view_of
+from projections.usage.view import (
+    DIMENSIONS,
+    PERIODS,
+    SEARCH_MODES,
+    InvalidGroupingError,
+    PriceOf,
+    Usage,
+    UsageView,
+    Window,
+    grouping,
+)
+
+router = APIRouter(tags=["usage"])
+UsageModel = Annotated[UsageView, Depends(view_of("usage", UsageView))]
+DEFAULT_WINDOW = timedelta(days=30)
+MAX_WINDOW = timedelta(days=3 * 366)
+MAX_GROUPS = 10_000
+
+
+class UsageOut(BaseModel):
+    group: dict[str, str | None] = Field(
+        description="The group's value of each group_by (a period's first day for day, week,"
+        " month); null: the dimension does not apply (a search has no model)."
+    )
+    questions: int
+    answers: int
+    failures: int = Field(description="Questions whose answer failed")
+    input_tokens: int
+    output_tokens: int
+    cost_charged_usd: str = Field(description="As recorded on each answer when generated")
+    unpriced_answers: int = Field(description="Answers whose model had no price: not in cost")
+    cost_current_usd: str = Field(description="The same tokens at today's prices")
+    unpriced_now: int = Field(description="Answers whose model has no price today")
+    latency_ms_p50: float | None = Field(description="Answer latency, provider included")
+    latency_ms_p95: float | None
+    documents: int = Field(description="Documents uploaded")
+    bytes: int
+    pages: int
+    chunks: int
+    embedding_tokens: int = Field(description="Counted with the embedding model's tokenizer")
+    searches: dict[str, int] = Field(description="Searches by mode")
+
+    @classmethod
+    def of(cls, usage: Usage) -> UsageOut:
+        return cls(
+            **{
+                **usage.__dict__,
+                "cost_charged_usd": f"{usage.cost_charged_usd:f}",
+                "cost_current_usd": f"{usage.cost_current_usd:f}",
+            }
+        )
+
+
+class UsageReport(BaseModel):
+    tenant_id: str
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+    group_by: list[str]
+    scope: Literal["tenant", "own"] = Field(
+        description="tenant: everyone's use (analysts, admins); own: the caller's only"
+    )
+    groups: list[UsageOut]
+    truncated: bool = Field(description=f"More than {MAX_GROUPS} groups: use format=csv")
+    total: UsageOut
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def window_of(
+    principal: Principal, start: datetime | None, end: datetime | None
+) -> tuple[Window, str]:
+    end = _aware(end) if end else datetime.now(UTC)
+    start = _aware(start) if start else end - DEFAULT_WINDOW
+    if start >= end:
+        raise ApiError(422, "invalid_window", "from must be earlier than to.")
+    if end - start > MAX_WINDOW:
+        raise ApiError(422, "invalid_window", "A window is at most three years long.")
+    whole_tenant = principal.role.allows(Role.ANALYST)
+    actor = None if whole_tenant else principal.actor
+    return Window(start, end, actor), "tenant" if whole_tenant else "own"
+
+
+def _group_by(value: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    try:
+        return grouping(names)
+    except InvalidGroupingError as exc:
+        raise ApiError(422, "invalid_group_by", str(exc)) from exc
+
+
+CSV_FIGURES = (
+    "questions", "answers", "failures", "input_tokens", "output_tokens", "cost_charged_usd",
+    "unpriced_answers", "cost_current_usd", "unpriced_now", "latency_ms_p50", "latency_ms_p95",
+    "documents", "bytes", "pages", "chunks", "embedding_tokens",
+)  # fmt: skip
+
+
+def csv_lines(groups: Iterator[Usage], names: tuple[str, ...]) -> Iterator[bytes]:
+    """The groups as CSV: one column per group_by, per figure, and per search mode."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*names, *CSV_FIGURES, *(f"searches_{m}" for m in SEARCH_MODES)])
+    for usage in groups:
+        figures = [getattr(usage, f) for f in CSV_FIGURES]
+        writer.writerow(
+            [
+                *(usage.group[n] or "" for n in names),
+                *("" if v is None else v for v in figures),
+                *(usage.searches.get(m, 0) for m in SEARCH_MODES),
+            ]
+        )
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+@router.get(
+    "/v1/usage",
+    response_model=UsageReport,
+    responses={
+        **ERROR_RESPONSES,
+        200: {"description": "The report", "content": {"application/json": {}, "text/csv": {}}},
+    },
+)
+def usage_report(
+    request: Request,
+    principal: UsageReader,
+    usage: UsageModel,
+    start: Annotated[
+        datetime | None, Query(alias="from", description="From this time (default: to - 30 days)")
+    ] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="Before this time (now)")] = None,
+    group_by: Annotated[
+        str,
+        Query(
+            description="Comma-separated: at most one of "
+            + ", ".join(PERIODS)
+            + "; any of "
+            + ", ".join(DIMENSIONS)
+        ),
+    ] = "",
+    report_format: Annotated[
+        Literal["json", "csv"], Query(alias="format", description="json, or csv streamed")
+    ] = "json",
+) -> UsageReport | StreamingResponse:
+    """Questions, answers, failures, tokens, cost as charged and as priced now, answer
+    latency, ingestion and searches, per group of the window; the sums over the groups are
+    the totals."""
+    window, scope = window_of(principal, start, end)
+    names = _group_by(group_by)
+    price_of: PriceOf = request.app.state.price_of
+    if report_format == "csv":
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return StreamingResponse(
+            csv_lines(usage.usage(principal.tenant_id, window, names, price_of), names),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="usage-{stamp}.csv"'},
+        )
+    groups: list[UsageOut] = []
+    truncated = False
+    for group in usage.usage(principal.tenant_id, window, names, price_of):
+        if len(groups) == MAX_GROUPS:
+            truncated = True
+            break
+        groups.append(UsageOut.of(group))
+    total = usage.total(principal.tenant_id, window, price_of)
+    return UsageReport.model_validate(
+        {
+            "tenant_id": principal.tenant_id,
+            "from": window.start,
+            "to": window.end,
+            "group_by": list(names),
+            "scope": scope,
+            "groups": groups,
+            "truncated": truncated,
+            "total": UsageOut.of(total),
+        }
+    )

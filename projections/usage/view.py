@@ -1,0 +1,236 @@
+"""Reading usage: per group of a window, what was asked, answered, spent, ingested, searched.
+
+Groups are any of a period (``day``, ``week`` or ``month``, in UTC; weeks start
+on Monday) and the dimensions ``key``, ``user``, ``model``, ``provider`` and
+``document``. Every figure but the latency percentiles is a sum over the rows of
+the group, so summing a figure over the groups of any grouping gives the total
+(the grouping by nothing). A row a dimension does not apply to (a search has no
+model; an answer has no document; a key's request has no user) falls in that
+dimension's ``None`` group rather than out of the sums.
+
+Cost appears twice: as charged (the figure recorded on each answer when it was
+generated; answers whose model had no price are counted in
+``unpriced_answers``, never priced at 0) and as currently priced (the group's
+tokens per model at today's prices; ``unpriced_now`` counts answers whose model
+has no price today).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from psycopg import Connection
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from infra.llm.pricing import Price
+from projections.base import ProjectionView
+from projections.usage.projection import FACTS
+
+PERIODS = ("day", "week", "month")
+DIMENSIONS = ("key", "user", "model", "provider", "document")
+SEARCH_MODES = ("hybrid", "vector", "keyword", "exact")
+_MILLION = Decimal(1_000_000)
+
+# Each grouping's SQL expression over usage_facts (constants: never user input).
+_EXPRESSIONS = {
+    "day": "(date_trunc('day', occurred_at AT TIME ZONE 'UTC'))::date",
+    "week": "(date_trunc('week', occurred_at AT TIME ZONE 'UTC'))::date",
+    "month": "(date_trunc('month', occurred_at AT TIME ZONE 'UTC'))::date",
+    "key": "CASE WHEN actor LIKE 'key:%%' THEN actor END",
+    "user": "CASE WHEN actor LIKE 'jwt:%%' THEN actor END",
+    "model": "model",
+    "provider": "provider",
+    "document": "document_id::text",
+}
+
+PriceOf = Callable[[str], Price | None]
+
+
+class InvalidGroupingError(ValueError):
+    pass
+
+
+def grouping(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` checked: known, no repeats, at most one period."""
+    known = (*PERIODS, *DIMENSIONS)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InvalidGroupingError(
+            f"Unknown group_by {', '.join(unknown)}; use any of {', '.join(known)}."
+        )
+    if len(set(names)) != len(names):
+        raise InvalidGroupingError("group_by names a grouping twice.")
+    if len([n for n in names if n in PERIODS]) > 1:
+        raise InvalidGroupingError("group_by takes at most one of day, week and month.")
+    return tuple(names)
+
+
+@dataclass
+class Usage:
+    """One group's figures (or the total's, with an empty ``group``)."""
+
+    group: dict[str, str | None]
+    questions: int = 0
+    answers: int = 0
+    failures: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_charged_usd: Decimal = Decimal(0)
+    unpriced_answers: int = 0
+    cost_current_usd: Decimal = Decimal(0)
+    unpriced_now: int = 0
+    latency_ms_p50: float | None = None
+    latency_ms_p95: float | None = None
+    documents: int = 0
+    bytes: int = 0
+    pages: int = 0
+    chunks: int = 0
+    embedding_tokens: int = 0
+    searches: dict[str, int] = field(default_factory=dict)
+
+    ADDITIVE = (
+        "questions", "answers", "failures", "input_tokens", "output_tokens",
+        "cost_charged_usd", "unpriced_answers", "cost_current_usd", "unpriced_now",
+        "documents", "bytes", "pages", "chunks", "embedding_tokens",
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime  # inclusive
+    end: datetime  # exclusive
+    actor: str | None = None  # only this principal's use
+
+
+def _group_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+class UsageView(ProjectionView):
+    """Usage queries (rows written by ``UsageProjection``)."""
+
+    def usage(
+        self, tenant_id: str, window: Window, group_by: Sequence[str], price_of: PriceOf
+    ) -> Iterator[Usage]:
+        """The groups, in order of their values (``None`` first); constant memory."""
+        names = grouping(group_by)
+        with self.tenant_reads(tenant_id) as conn:
+            yield from self._usage(conn, tenant_id, window, names, price_of)
+
+    def total(self, tenant_id: str, window: Window, price_of: PriceOf) -> Usage:
+        return next(self.usage(tenant_id, window, (), price_of))
+
+    def _usage(
+        self,
+        conn: Connection[DictRow],
+        tenant_id: str,
+        window: Window,
+        names: tuple[str, ...],
+        price_of: PriceOf,
+    ) -> Iterator[Usage]:
+        conditions = "tenant_id = %s AND occurred_at >= %s AND occurred_at < %s"
+        params: list[Any] = [tenant_id, window.start, window.end]
+        if window.actor is not None:
+            conditions += " AND actor = %s"
+            params.append(window.actor)
+        dims = [f"{_EXPRESSIONS[n]} AS g{i}" for i, n in enumerate(names)]
+        keys = [f"g{i}" for i in range(len(names))]
+        group = f" GROUP BY {', '.join(keys)}" if keys else ""
+        order = f" ORDER BY {', '.join(k + ' NULLS FIRST' for k in keys)}" if keys else ""
+        modes = [
+            f"count(*) FILTER (WHERE kind = 'search' AND mode = '{m}') AS search_{m}"
+            for m in SEARCH_MODES
+        ]
+        figures = (
+            "SELECT "  # noqa: S608 - every piece is a constant of this module
+            + ", ".join(
+                [
+                    *dims,
+                    "count(*) FILTER (WHERE kind = 'question') AS questions",
+                    "count(*) FILTER (WHERE kind = 'answer') AS answers",
+                    "count(*) FILTER (WHERE kind = 'failure') AS failures",
+                    "coalesce(sum(input_tokens), 0) AS input_tokens",
+                    "coalesce(sum(output_tokens), 0) AS output_tokens",
+                    "coalesce(sum(cost_usd), 0) AS cost_charged_usd",
+                    "count(*) FILTER (WHERE kind = 'answer' AND cost_usd IS NULL)"
+                    " AS unpriced_answers",
+                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)"
+                    " FILTER (WHERE kind = 'answer') AS latency_ms_p50",
+                    "percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)"
+                    " FILTER (WHERE kind = 'answer') AS latency_ms_p95",
+                    "coalesce(sum(documents), 0) AS documents",
+                    "coalesce(sum(bytes), 0) AS bytes",
+                    "coalesce(sum(pages), 0) AS pages",
+                    "coalesce(sum(chunks), 0) AS chunks",
+                    "coalesce(sum(embedding_tokens), 0) AS embedding_tokens",
+                    *modes,
+                    "count(*) FILTER (WHERE kind = 'search' AND (mode IS NULL OR mode NOT IN ("
+                    + ", ".join(f"'{m}'" for m in SEARCH_MODES)
+                    + "))) AS search_other",
+                ]
+            )
+            + f" FROM {{facts}} WHERE {conditions}{group}{order}"
+        )
+        # Tokens per model of each group's answers, in the same order: today's prices.
+        by_model = (
+            "SELECT "  # noqa: S608 - every piece is a constant of this module
+            + ", ".join([*dims, "model AS priced_model"])
+            + ", sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
+            " count(*) AS answers"
+            + f" FROM {{facts}} WHERE {conditions} AND kind = 'answer'"
+            + f" GROUP BY {', '.join([*keys, 'model'])}"
+            + (f"{order}, model" if keys else " ORDER BY model")
+        )
+        facts = Identifier(self.projection.table(FACTS))
+        with (
+            conn.cursor(name="usage_figures") as figures_cursor,
+            conn.cursor(name="usage_by_model") as models_cursor,
+        ):
+            figures_cursor.itersize = models_cursor.itersize = 2000
+            figures_cursor.execute(SQL(figures).format(facts=facts), params)
+            models_cursor.execute(SQL(by_model).format(facts=facts), params)
+            priced = iter(models_cursor)
+            pending = next(priced, None)
+            for row in figures_cursor:
+                usage = _figures(names, row)
+                key = [row[k] for k in keys]
+                while pending is not None and [pending[k] for k in keys] == key:
+                    _price(usage, pending, price_of)
+                    pending = next(priced, None)
+                yield usage
+
+
+def _figures(names: tuple[str, ...], row: DictRow) -> Usage:
+    usage = Usage(group={n: _group_value(row[f"g{i}"]) for i, n in enumerate(names)})
+    for name in Usage.ADDITIVE:
+        if name in row:
+            value = row[name]
+            setattr(usage, name, Decimal(value) if name.startswith("cost") else int(value))
+    for name in ("latency_ms_p50", "latency_ms_p95"):
+        value = row[name]
+        setattr(usage, name, None if value is None else round(float(value), 1))
+    usage.searches = {m: int(row[f"search_{m}"]) for m in SEARCH_MODES}
+    if row["search_other"]:
+        usage.searches["other"] = int(row["search_other"])
+    return usage
+
+
+def _price(usage: Usage, tokens: DictRow, price_of: PriceOf) -> None:
+    price = price_of(tokens["priced_model"]) if tokens["priced_model"] is not None else None
+    if price is None:
+        usage.unpriced_now += int(tokens["answers"])
+        return
+    cost = (
+        Decimal(int(tokens["input_tokens"])) * price.input_per_million
+        + Decimal(int(tokens["output_tokens"])) * price.output_per_million
+    ) / _MILLION
+    usage.cost_current_usd += cost  # exact: no rounding, so groups add up to the total

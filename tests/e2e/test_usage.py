@@ -1,0 +1,167 @@
+"""Usage over HTTP: who reads what, figures that add up, CSV, and refusals with codes.
+
+Questions are answered by a local OpenAI-protocol server (``test-priced`` has a
+price, ``test-unpriced`` has none) and by the extractive provider (priced at 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from domain.access import Role
+from tests.e2e.qa_fixtures import corpus, llm_server, system
+from tests.harness import RunningSystem
+from tests.http import assert_error
+
+__all__ = ["corpus", "llm_server", "system"]  # fixtures used by name
+
+
+def _key(system: RunningSystem, role: Role) -> tuple[str, str]:
+    result, token = system.container.access.issue_api_key(
+        tenant_id=system.tenant_id, actor="test", name=f"usage {role.value}", role=role
+    )
+    return f"key:{result.id}", token
+
+
+def _ask(client: httpx.Client, question: str, model: str) -> None:
+    conversation = client.post("/v1/conversations", json={"title": "usage"}).json()["id"]
+    response = client.post(
+        f"/v1/conversations/{conversation}/questions", json={"question": question, "model": model}
+    )
+    assert response.status_code == 200, response.text
+
+
+def _caught_up(system: RunningSystem) -> None:
+    view = system.container.views["usage"]
+    for context, log in system.container.event_logs.items():
+        if context in view.contexts:
+            assert view.wait_for(context, log.head(), 30), context
+
+
+@pytest.fixture(scope="module")
+def used(system: RunningSystem, corpus: dict[str, str]) -> dict[str, Any]:
+    """A viewer searches twice and asks two questions; an admin asks one."""
+    viewer_actor, viewer = _key(system, Role.VIEWER)
+    with system.client(viewer) as client:
+        for mode in ("hybrid", "keyword"):
+            response = client.get("/v1/search", params={"q": "tomatoes sun", "mode": mode})
+            assert response.status_code == 200, response.text
+        _ask(client, "How much sun do tomatoes need?", "test-priced")
+        _ask(client, "When should the beds be watered?", "test-unpriced")
+    with system.client() as admin:
+        _ask(admin, "What improves the soil?", "extractive")
+    _caught_up(system)
+    return {"viewer": viewer, "viewer_actor": viewer_actor}
+
+
+def _group(report: dict[str, Any], **match: str | None) -> dict[str, Any]:
+    (found,) = [g for g in report["groups"] if all(g["group"][k] == v for k, v in match.items())]
+    return found
+
+
+def test_an_analyst_reads_the_tenants_usage_by_model_and_it_adds_up(
+    system: RunningSystem, used: dict[str, Any]
+) -> None:
+    _, token = _key(system, Role.ANALYST)
+    with system.client(token) as analyst:
+        response = analyst.get("/v1/usage", params={"group_by": "day,model"})
+        assert response.status_code == 200, response.text
+        report = response.json()
+        assert_error(analyst.get("/v1/documents"), 403, "forbidden")  # usage, nothing else
+    assert report["scope"] == "tenant" and report["group_by"] == ["day", "model"]
+    total = report["total"]
+    assert total["questions"] == total["answers"] == 3 and total["failures"] == 0
+    priced = _group(report, model="test-priced")
+    # The fake server reports 42 prompt and 7 completion tokens; $1 and $2 per million.
+    assert priced["input_tokens"] == 42 and priced["output_tokens"] == 7
+    assert Decimal(priced["cost_charged_usd"]) == Decimal("0.000056")
+    assert Decimal(priced["cost_current_usd"]) == Decimal("0.000056")
+    assert priced["latency_ms_p50"] > 0
+    unpriced = _group(report, model="test-unpriced")
+    assert unpriced["answers"] == 1 and unpriced["unpriced_answers"] == 1
+    assert unpriced["unpriced_now"] == 1 and Decimal(unpriced["cost_charged_usd"]) == 0
+    assert _group(report, model="extractive")["unpriced_answers"] == 0
+    searches = _group(report, model=None)["searches"]
+    assert searches["hybrid"] >= 1 and searches["keyword"] >= 1
+    # Ingestion: the two documents of the corpus, their pages, chunks and embedding tokens.
+    assert total["documents"] == 2 and total["chunks"] > 0 and total["pages"] > 0
+    embedded = [
+        e.token_count
+        for e in _document_events(system)
+        if type(e).__qualname__ == "Document.Embedded"
+    ]
+    assert total["embedding_tokens"] == sum(embedded) > 0
+    for name in ("questions", "answers", "input_tokens", "output_tokens", "documents", "bytes"):
+        assert sum(g[name] for g in report["groups"]) == total[name], name
+    assert sum(Decimal(g["cost_charged_usd"]) for g in report["groups"]) == Decimal(
+        total["cost_charged_usd"]
+    )
+
+
+def _document_events(system: RunningSystem) -> list[Any]:
+    app = system.container.documents
+    return [
+        app.mapper.to_domain_event(n)
+        for n in app.recorder.select_notifications(start=1, limit=10_000)
+    ]
+
+
+def test_a_viewer_sees_only_its_own_use(system: RunningSystem, used: dict[str, Any]) -> None:
+    with system.client(used["viewer"]) as viewer:
+        report = viewer.get("/v1/usage", params={"group_by": "key"}).json()
+    assert report["scope"] == "own"
+    assert [g["group"]["key"] for g in report["groups"]] == [used["viewer_actor"]]
+    total = report["total"]
+    assert total["answers"] == 2 and total["documents"] == 0
+    assert total["searches"]["hybrid"] == 1 and total["searches"]["keyword"] == 1
+
+
+def test_csv_streams_the_same_groups(system: RunningSystem, used: dict[str, Any]) -> None:
+    with system.client() as admin:
+        as_json = admin.get("/v1/usage", params={"group_by": "model,provider"}).json()
+        response = admin.get("/v1/usage", params={"group_by": "model,provider", "format": "csv"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in response.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == len(as_json["groups"])
+    for row, group in zip(rows, as_json["groups"], strict=True):
+        assert (row["model"] or None, row["provider"] or None) == (
+            group["group"]["model"],
+            group["group"]["provider"],
+        )
+        assert int(row["answers"]) == group["answers"]
+        assert Decimal(row["cost_charged_usd"]) == Decimal(group["cost_charged_usd"])
+        assert int(row["searches_hybrid"]) == group["searches"]["hybrid"]
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"group_by": "colour"}, "invalid_group_by"),
+        ({"group_by": "day,month"}, "invalid_group_by"),
+        ({"group_by": "model,model"}, "invalid_group_by"),
+        ({"from": "2026-12-02T00:00:00Z", "to": "2026-12-01T00:00:00Z"}, "invalid_window"),
+        ({"from": "2020-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, "invalid_window"),
+        ({"from": "yesterday"}, "invalid_request"),
+        ({"format": "xml"}, "invalid_request"),
+    ],
+)
+def test_bad_parameters_are_422_with_a_code(
+    system: RunningSystem, params: dict[str, str], code: str
+) -> None:
+    with system.client() as admin:
+        assert_error(admin.get("/v1/usage", params=params), 422, code)
+
+
+def test_an_auditor_may_not_read_usage(system: RunningSystem) -> None:
+    _, token = _key(system, Role.AUDITOR)
+    with system.client(token) as auditor:
+        assert_error(auditor.get("/v1/usage"), 403, "forbidden")
+    assert uuid.UUID(system.tenant_id)

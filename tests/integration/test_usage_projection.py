@@ -1,0 +1,320 @@
+"""The usage read model on PostgreSQL: totals are exact, any grouping adds up to them.
+
+Random histories of questions, answers (priced, unpriced), failures, uploads
+with their processing, and searches, spread over three months, are projected
+into a copy of the usage read model; for a random window and grouping, every
+additive figure of every group equals a recomputation from the events, and the
+sums over the groups equal the total (the grouping by nothing), which equals a
+recomputation too. A redelivered batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from config.root import Container
+from domain.activity import Read
+from domain.contexts import event_type
+from domain.conversation import Conversation
+from domain.document import Document
+from infra.envelope import Envelope
+from infra.llm.pricing import Price, PriceTable
+from projections.usage.view import DIMENSIONS, PERIODS, Usage, UsageView, Window
+from tests.read_models import copy_of
+
+EPOCH = datetime(2026, 9, 1, tzinfo=UTC)
+PRICES = PriceTable(
+    {
+        "gpt-4o": Price(Decimal("2.50"), Decimal("10.00")),
+        "claude-*": Price(Decimal("0.80"), Decimal("4.00")),
+    }
+)
+MODELS = ("gpt-4o", "claude-3-5-haiku", "llama-local")  # the last has no price
+ACTORS = ("key:11111111-1111-1111-1111-111111111111", "key:22222222-2222-2222-2222-222222222222",
+          "jwt:https://idp.example#alice")  # fmt: skip
+_positions = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def usage(make_container: Callable[..., Container]) -> Iterator[UsageView]:
+    container = make_container()
+    view = copy_of(container, "usage", "__prop")
+    assert isinstance(view, UsageView)
+    yield view
+
+
+@dataclass
+class Fact:
+    """What one event should count, as the test computes it (independently of SQL)."""
+
+    at: datetime
+    actor: str
+    kind: str
+    model: str | None = None
+    provider: str | None = None
+    document: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def _envelope(context: str, event: type, tenant: str, actor: str, at: datetime,
+              aggregate: uuid.UUID, data: dict[str, Any]) -> Envelope:  # fmt: skip
+    kind = event_type(event)
+    return Envelope(
+        context=context,
+        position=next(_positions),
+        event_type=kind,
+        topic=f"test:{kind}",
+        aggregate_id=str(aggregate),
+        aggregate_version=1,
+        tenant_id=tenant,
+        actor=actor,
+        timestamp=at.isoformat(),
+        data=data,
+    )
+
+
+costs = st.one_of(
+    st.none(),
+    st.decimals(min_value=0, max_value=5, places=8, allow_nan=False, allow_infinity=False),
+)
+answer = st.fixed_dictionaries(
+    {
+        "outcome": st.sampled_from(["answer", "failure"]),
+        "model": st.sampled_from(MODELS),
+        "mode": st.sampled_from(["hybrid", "vector", "keyword"]),
+        "input_tokens": st.integers(0, 50_000),
+        "output_tokens": st.integers(0, 4_000),
+        "cost": costs,
+        "latency_ms": st.floats(1, 60_000, allow_nan=False).map(lambda v: round(v, 1)),
+    }
+)
+upload = st.fixed_dictionaries(
+    {
+        "bytes": st.integers(1, 10**8),
+        "pages": st.one_of(st.none(), st.integers(0, 500)),
+        "chunks": st.integers(0, 2_000),
+        "tokens": st.integers(0, 500_000),
+        "processed": st.integers(0, 3),  # how far it got: uploaded, parsed, chunked, embedded
+    }
+)
+search = st.fixed_dictionaries({"mode": st.sampled_from(["hybrid", "vector", "keyword", "exact"])})
+history = st.lists(
+    st.tuples(
+        st.sampled_from(["answer", "upload", "search"]),
+        st.integers(0, 90 * 24 * 3600),  # seconds after EPOCH
+        st.sampled_from(ACTORS),
+        answer,
+        upload,
+        search,
+    ),
+    max_size=40,
+)
+
+
+def _events(tenant: str, plan: list[Any]) -> tuple[list[Envelope], list[Fact]]:
+    envelopes: list[Envelope] = []
+    facts: list[Fact] = []
+    for what, offset, actor, asked, uploaded, searched in plan:
+        at = EPOCH + timedelta(seconds=offset)
+        if what == "answer":
+            conversation = uuid.uuid4()
+            envelopes.append(_envelope("conversations", Conversation.QuestionAsked, tenant, actor,
+                             at, conversation, {"turn": 1, "model": asked["model"],
+                                                "mode": asked["mode"]}))  # fmt: skip
+            facts.append(Fact(at, actor, "question", model=asked["model"],
+                              figures={"questions": 1}))  # fmt: skip
+            done = at + timedelta(milliseconds=asked["latency_ms"])
+            if asked["outcome"] == "failure":
+                envelopes.append(_envelope("conversations", Conversation.AnswerFailed, tenant,
+                                 "system:answerer", done, conversation, {"turn": 1}))  # fmt: skip
+                facts.append(Fact(done, actor, "failure", model=asked["model"],
+                                  figures={"failures": 1}))  # fmt: skip
+                continue
+            cost = asked["cost"]
+            provider = "p-" + asked["model"].split("-")[0]
+            data = {
+                "turn": 1, "model": asked["model"], "provider": provider,
+                "usage": {"input_tokens": asked["input_tokens"],
+                          "output_tokens": asked["output_tokens"]},
+                "cost_usd": None if cost is None else f"{cost:f}",
+                "latency_ms": asked["latency_ms"],
+            }  # fmt: skip
+            envelopes.append(_envelope("conversations", Conversation.AnswerGenerated, tenant,
+                                       "system:answerer", done, conversation, data))  # fmt: skip
+            price = PRICES.price(asked["model"])
+            current = (
+                None
+                if price is None
+                else (asked["input_tokens"] * price.input_per_million
+                      + asked["output_tokens"] * price.output_per_million) / Decimal(1_000_000)
+            )  # fmt: skip
+            facts.append(
+                Fact(done, actor, "answer", model=asked["model"], provider=provider, figures={
+                    "answers": 1, "input_tokens": asked["input_tokens"],
+                    "output_tokens": asked["output_tokens"],
+                    "cost_charged_usd": cost or Decimal(0),
+                    "unpriced_answers": int(cost is None),
+                    "cost_current_usd": current or Decimal(0),
+                    "unpriced_now": int(current is None),
+                    "latency_ms": asked["latency_ms"],
+                })
+            )  # fmt: skip
+        elif what == "upload":
+            document = uuid.uuid4()
+            steps = [
+                (Document.Uploaded, actor, {"size_bytes": uploaded["bytes"]},
+                 {"documents": 1, "bytes": uploaded["bytes"]}),
+                (Document.Parsed, "system:worker", {"page_count": uploaded["pages"]},
+                 {"pages": uploaded["pages"] or 0}),
+                (Document.Chunked, "system:worker", {"chunk_count": uploaded["chunks"]},
+                 {"chunks": uploaded["chunks"]}),
+                (Document.Embedded, "system:worker", {"token_count": uploaded["tokens"]},
+                 {"embedding_tokens": uploaded["tokens"]}),
+            ]  # fmt: skip
+            for step, (event, recorder, data, figures) in enumerate(steps):
+                if step > uploaded["processed"]:
+                    break
+                when = at + timedelta(seconds=step)
+                envelopes.append(_envelope("documents", event, tenant, recorder, when, document,
+                                           data))  # fmt: skip
+                facts.append(Fact(when, actor, "document", document=str(document),
+                                  figures=figures))  # fmt: skip
+        else:
+            envelopes.append(_envelope("activity", Read.Recorded, tenant, actor, at, uuid.uuid4(),
+                             {"kind": "search", "mode": searched["mode"]}))  # fmt: skip
+            facts.append(Fact(at, actor, "search", figures={f"search_{searched['mode']}": 1}))
+    return envelopes, facts
+
+
+def _group_of(fact: Fact, names: tuple[str, ...]) -> tuple[str | None, ...]:
+    day = fact.at.astimezone(UTC).date()
+    values: dict[str, str | None] = {
+        "day": day.isoformat(),
+        "week": (day - timedelta(days=day.weekday())).isoformat(),
+        "month": date(day.year, day.month, 1).isoformat(),
+        "key": fact.actor if fact.actor.startswith("key:") else None,
+        "user": fact.actor if fact.actor.startswith("jwt:") else None,
+        "model": fact.model if fact.kind in ("question", "answer", "failure") else None,
+        "provider": fact.provider,
+        "document": fact.document,
+    }
+    return tuple(values[n] for n in names)
+
+
+def _figures(usage: Usage) -> dict[str, Any]:
+    figures = {name: getattr(usage, name) for name in Usage.ADDITIVE}
+    figures.update({f"search_{m}": n for m, n in usage.searches.items()})
+    return figures
+
+
+def _expected(facts: list[Fact]) -> dict[str, Any]:
+    totals: dict[str, Any] = defaultdict(int)
+    for fact in facts:
+        for name, value in fact.figures.items():
+            if name != "latency_ms":
+                totals[name] += value
+    return {k: v for k, v in totals.items() if v}
+
+
+def _nonzero(figures: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in figures.items() if v}
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    plan=history,
+    start=st.integers(-5, 90 * 24),  # hours after EPOCH
+    length=st.integers(1, 100 * 24),
+    names=st.lists(st.sampled_from(DIMENSIONS), unique=True, max_size=3),
+    period=st.sampled_from([None, *PERIODS]),
+)
+def test_every_grouping_adds_up_to_the_total_and_both_match_the_events(
+    usage: UsageView, plan: list[Any], start: int, length: int, names: list[str], period: str | None
+) -> None:
+    tenant = str(uuid.uuid4())
+    envelopes, facts = _events(tenant, plan)
+    usage.apply_batch(envelopes)
+    usage.apply_batch(envelopes)  # redelivered: nothing changes
+    window = Window(EPOCH + timedelta(hours=start), EPOCH + timedelta(hours=start + length))
+    inside = [f for f in facts if window.start <= f.at < window.end]
+    grouping = tuple(([period] if period else []) + names)
+
+    total = usage.total(tenant, window, PRICES.price)
+    assert _nonzero(_figures(total)) == _expected(inside)
+    latencies = [f.figures["latency_ms"] for f in inside if f.kind == "answer"]
+    if latencies:
+        assert total.latency_ms_p50 == pytest.approx(np.percentile(latencies, 50), abs=0.051)
+        assert total.latency_ms_p95 == pytest.approx(np.percentile(latencies, 95), abs=0.051)
+    else:
+        assert total.latency_ms_p50 is None and total.latency_ms_p95 is None
+
+    groups = list(usage.usage(tenant, window, grouping, PRICES.price))
+    keys = [tuple(g.group[n] for n in grouping) for g in groups]
+    assert len(keys) == len(set(keys))
+    expected_groups: dict[tuple[str | None, ...], list[Fact]] = defaultdict(list)
+    if not grouping:
+        expected_groups[()] = []  # grouped by nothing: the total, even of nothing
+    for fact in inside:
+        expected_groups[_group_of(fact, grouping)].append(fact)
+    assert {k: _nonzero(_figures(g)) for k, g in zip(keys, groups, strict=True)} == {
+        k: _expected(v) for k, v in expected_groups.items()
+    }
+    summed: dict[str, Any] = defaultdict(int)
+    for group in groups:
+        for name, value in _figures(group).items():
+            summed[name] += value
+    assert _nonzero(summed) == _nonzero(_figures(total))
+
+
+def test_another_tenant_sees_none_of_it(usage: UsageView) -> None:
+    tenant = str(uuid.uuid4())
+    envelopes, _ = _events(tenant, [("search", 10, ACTORS[0], {}, {}, {"mode": "hybrid"})])
+    usage.apply_batch(envelopes)
+    window = Window(EPOCH, EPOCH + timedelta(days=1))
+    assert usage.total(tenant, window, PRICES.price).searches["hybrid"] == 1
+    assert usage.total(str(uuid.uuid4()), window, PRICES.price).searches["hybrid"] == 0
+
+
+def test_an_actor_window_counts_only_that_actors_use(usage: UsageView) -> None:
+    tenant = str(uuid.uuid4())
+    plan = [("search", 10 + i, ACTORS[i % 2], {}, {}, {"mode": "keyword"}) for i in range(5)]
+    envelopes, _ = _events(tenant, plan)
+    usage.apply_batch(envelopes)
+    mine = Window(EPOCH, EPOCH + timedelta(days=1), actor=ACTORS[0])
+    assert usage.total(tenant, mine, PRICES.price).searches["keyword"] == 3
+
+
+def test_periods_are_utc_weeks_from_monday_and_calendar_months(usage: UsageView) -> None:
+    tenant = str(uuid.uuid4())
+    at = [  # a Sunday's last second, the Monday after, and the first of December
+        datetime(2026, 11, 29, 23, 59, 59, tzinfo=UTC),
+        datetime(2026, 11, 30, 0, 0, 0, tzinfo=UTC),
+        datetime(2026, 12, 1, 0, 0, 0, tzinfo=UTC),
+    ]
+    plan = [
+        ("search", int((t - EPOCH).total_seconds()), ACTORS[0], {}, {}, {"mode": "hybrid"})
+        for t in at
+    ]
+    usage.apply_batch(_events(tenant, plan)[0])
+    window = Window(EPOCH, EPOCH + timedelta(days=120))
+    for period, expected in [
+        ("day", ["2026-11-29", "2026-11-30", "2026-12-01"]),
+        ("week", ["2026-11-23", "2026-11-30"]),
+        ("month", ["2026-11-01", "2026-12-01"]),
+    ]:
+        groups = list(usage.usage(tenant, window, (period,), PRICES.price))
+        assert [g.group[period] for g in groups] == expected, period
