@@ -100,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     _audit_parser(sub, common)
+    _usage_parser(sub, common)
 
     projections = _Subcommands(
         sub.add_parser("projections", help="read-model status").add_subparsers(
@@ -109,6 +110,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     projections.add_parser("status", help="position and lag of every relay and projection")
     return parser
+
+
+def _usage_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
+    usage = _Subcommands(
+        sub.add_parser("usage", help="usage and cost").add_subparsers(dest="action", required=True),
+        common,
+    )
+    report = usage.add_parser(
+        "report", help="a tenant's usage and cost per group of a window, as a table"
+    )
+    report.add_argument("--tenant", required=True, help="tenant name")
+    report.add_argument("--from", dest="start", help="ISO 8601 time (default: to - 30 days)")
+    report.add_argument("--to", dest="end", help="ISO 8601 time, exclusive (default: now)")
+    report.add_argument(
+        "--group-by",
+        default="",
+        help="comma-separated: at most one of day, week, month; any of key, user, model,"
+        " provider, document",
+    )
+    report.add_argument("--format", choices=["table", "csv"], default="table")
 
 
 def _audit_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
@@ -536,6 +557,55 @@ def _audit_prune(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _usage_report(args: argparse.Namespace, settings: Settings) -> int:
+    """``kf usage report``: the usage read model (caught up first), as a table or CSV."""
+    from config.llm import price_table
+    from domain.access import Tenant
+    from projections.usage import UsageView, Window
+    from projections.usage.report import csv_lines, table
+    from projections.usage.view import InvalidGroupingError, grouping
+
+    try:
+        end = _moment(args.end) if args.end else datetime.now(UTC)
+        start = _moment(args.start) if args.start else end - timedelta(days=30)
+        names = grouping(tuple(n.strip() for n in args.group_by.split(",") if n.strip()))
+    except (ValueError, InvalidGroupingError) as exc:
+        print(f"kf usage report: {exc}", file=sys.stderr)
+        return 2
+    if start >= end:
+        print("kf usage report: --from must be earlier than --to", file=sys.stderr)
+        return 2
+    tenant_id = str(Tenant.id_for(args.tenant))
+    price_of = price_table(settings.llm).price
+    container, endpoints = _with_store(settings)
+    try:
+        view = container.views["usage"]
+        assert isinstance(view, UsageView)
+        view.catch_up_from(container.event_logs)  # never stale, even with no projector running
+        window = Window(start, end)
+        if args.format == "csv":
+            for chunk in csv_lines(view.usage(tenant_id, window, names, price_of), names):
+                sys.stdout.write(chunk.decode())
+            return 0
+        groups = list(view.usage(tenant_id, window, names, price_of)) if names else []
+        total = view.total(tenant_id, window, price_of)
+    finally:
+        container.close()
+        endpoints.close()
+    print(f"tenant {args.tenant}: {start.isoformat()} to {end.isoformat()}")
+    print(table(groups, total, names))
+    return 0
+
+
+def _moment(value: str) -> datetime:
+    """An ISO 8601 time; without a zone, UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def _who_saw(args: argparse.Namespace, settings: Settings) -> int:
     from uuid import UUID
 
@@ -694,6 +764,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _migrate(settings)
     elif args.command == "audit":
         return _audit(args, settings)
+    elif args.command == "usage":
+        return _usage_report(args, settings)
     else:
         return _admin(args, settings)
     return 0

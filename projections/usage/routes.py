@@ -6,9 +6,6 @@ Analysts and admins read the whole tenant's; viewers and editors read their own
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -19,10 +16,10 @@ from pydantic import BaseModel, Field
 from domain.access import Principal, Role
 from infra.web import ERROR_RESPONSES, ApiError, UsageReader
 from projections.http import view_of
+from projections.usage.report import csv_lines
 from projections.usage.view import (
     DIMENSIONS,
     PERIODS,
-    SEARCH_MODES,
     InvalidGroupingError,
     PriceOf,
     Usage,
@@ -109,34 +106,6 @@ def _group_by(value: str) -> tuple[str, ...]:
         return grouping(names)
     except InvalidGroupingError as exc:
         raise ApiError(422, "invalid_group_by", str(exc)) from exc
-
-
-CSV_FIGURES = (
-    "questions", "answers", "failures", "input_tokens", "output_tokens", "cost_charged_usd",
-    "unpriced_answers", "cost_current_usd", "unpriced_now", "latency_ms_p50", "latency_ms_p95",
-    "documents", "bytes", "pages", "chunks", "embedding_tokens",
-)  # fmt: skip
-
-
-def csv_lines(groups: Iterator[Usage], names: tuple[str, ...]) -> Iterator[bytes]:
-    """The groups as CSV: one column per group_by, per figure, and per search mode."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*names, *CSV_FIGURES, *(f"searches_{m}" for m in SEARCH_MODES)])
-    for usage in groups:
-        figures = [getattr(usage, f) for f in CSV_FIGURES]
-        writer.writerow(
-            [
-                *(usage.group[n] or "" for n in names),
-                *("" if v is None else v for v in figures),
-                *(usage.searches.get(m, 0) for m in SEARCH_MODES),
-            ]
-        )
-        if buffer.tell() > 64 * 1024:
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode()
 
 
 @router.get(

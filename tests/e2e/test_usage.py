@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -165,3 +168,41 @@ def test_an_auditor_may_not_read_usage(system: RunningSystem) -> None:
     with system.client(token) as auditor:
         assert_error(auditor.get("/v1/usage"), 403, "forbidden")
     assert uuid.UUID(system.tenant_id)
+
+
+def _kf(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[str]:
+    settings = system.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KF")}
+    env.update({"KF_DATABASE_URL": settings.database.url, "KF_DATA_DIR": str(settings.data_dir)})
+    return subprocess.run(
+        [sys.executable, "-m", "config.cli", "usage", "report", "--tenant", "default", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_kf_usage_report_prints_the_same_figures(
+    system: RunningSystem, used: dict[str, Any]
+) -> None:
+    with system.client() as admin:
+        report = admin.get("/v1/usage", params={"group_by": "model"}).json()
+    done = _kf(system, "--group-by", "model", "--format", "csv")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert {r["model"] or None: int(r["answers"]) for r in rows} == {
+        g["group"]["model"]: g["answers"] for g in report["groups"]
+    }
+    done = _kf(system, "--group-by", "model")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("tenant default: ") and lines[1].split()[:3] == [
+        "model",
+        "questions",
+        "answers",
+    ]
+    total = lines[-1].split()
+    assert total[0] == "TOTAL" and total[1:3] == ["3", "3"]
+    assert any(line.startswith("test-priced ") for line in lines)
+    done = _kf(system, "--group-by", "colour")
+    assert done.returncode == 2 and "Unknown group_by colour" in done.stderr
+    done = _kf(system, "--from", "last tuesday")
+    assert done.returncode == 2 and "not an ISO 8601 time" in done.stderr

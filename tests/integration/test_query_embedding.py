@@ -37,6 +37,20 @@ def test_onnx_vectors_equal_the_torch_vectors_one_by_one_and_in_padded_batches(
     assert onnx.embed([]).shape == (0, 384)
 
 
+def test_both_embedders_count_the_tokens_the_model_is_given_with_its_tokenizer(
+    embedder: SentenceTransformerEmbedder, queries: list[str]
+) -> None:
+    onnx = shared_query_embedder()
+    # [CLS] hello world [SEP]; word pieces, not words; a long text counts up to the truncation.
+    assert embedder.count_tokens(["hello world"]) == onnx.count_tokens(["hello world"]) == 4
+    assert embedder.count_tokens(["tokenization"]) == 4  # [CLS] token ##ization [SEP]
+    assert embedder.count_tokens(["long " * 400]) == onnx.count_tokens(["long " * 400]) == 256
+    texts = [*queries, "Ünïcödé — ★ 化学", "x"]
+    assert embedder.count_tokens(texts) == onnx.count_tokens(texts)
+    assert embedder.count_tokens(texts) == sum(embedder.count_tokens([t]) for t in texts)
+    assert embedder.count_tokens([]) == onnx.count_tokens([]) == 0
+
+
 def test_the_export_is_made_once_and_reused() -> None:
     """The session's export (made by whoever needed it first) is found, not made again."""
     first = shared_query_embedder()
