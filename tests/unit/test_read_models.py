@@ -134,7 +134,7 @@ def test_every_read_model_declares_what_it_follows_writes_and_serves() -> None:
         assert set(model.events) <= known, model.name
         assert by_name(model.name) is model
     served = {model.name for model in READ_MODELS if model.router is not None}
-    assert served == {"catalog", "search", "keys", "conversations", "audit", "readers"}
+    assert served == {"catalog", "search", "keys", "conversations", "audit", "readers", "usage"}
     with pytest.raises(KeyError, match="known: catalog"):
         by_name("nothing")
 
