@@ -20,6 +20,8 @@ import time
 import unicodedata
 from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -29,6 +31,7 @@ from commands.conversations import ConversationsApp
 from domain.access import Principal
 from domain.conversation import Conversation, ConversationNotFoundError
 from domain.errors import ValidationError
+from domain.usage import PriceEntry
 from infra.blobs import BlobStore
 from infra.llm.base import Completion, CompletionRequest, Message, Passage, ProviderError
 from infra.llm.service import Llm
@@ -131,6 +134,21 @@ class Answer:
     finish_reason: str = "stop"
 
 
+class Pricing(Protocol):
+    """The port onto the tenant's price book (the usage context's ``charge``)."""
+
+    def charge(
+        self,
+        tenant_id: str,
+        provider: str,
+        models: Sequence[str],
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int,
+        at: datetime,
+    ) -> tuple[Decimal | None, int, PriceEntry | None]: ...
+
+
 class AnswerFailedError(Exception):
     def __init__(self, code: str, message: str, status: int, retry_after_s: float | None) -> None:
         super().__init__(message)
@@ -149,6 +167,7 @@ class Answerer:
         llm: Llm,
         limits: AnswerLimits,
         tenant_name: Callable[[str], str],
+        pricing: Pricing,
         actor: str = "system:answerer",
     ) -> None:
         self._conversations = conversations
@@ -157,6 +176,7 @@ class Answerer:
         self._llm = llm
         self._limits = limits
         self._tenant_name = tenant_name
+        self._pricing = pricing
         self._actor = actor
         self._rules = [(p, re.compile(p)) for p in limits.injection_patterns]
 
@@ -362,12 +382,21 @@ class Answerer:
 
     def _record(self, principal: Principal, prepared: Prepared, completion: Completion) -> Answer:
         latency_ms = round((time.perf_counter() - prepared.started) * 1000, 1)
-        cost = self._llm.prices.cost_usd(completion.model, completion.usage)
-        if cost is None:
-            cost = self._llm.prices.cost_usd(prepared.request.model, completion.usage)
+        tokens = completion.usage
+        # The price in force now, for the model that answered, else the one asked for.
+        cost, book_version, entry = self._pricing.charge(
+            principal.tenant_id,
+            completion.provider,
+            list(dict.fromkeys([completion.model, prepared.request.model])),
+            tokens.input_tokens,
+            tokens.output_tokens,
+            tokens.cached_input_tokens,
+            datetime.now(UTC),
+        )
         usage = {
-            "input_tokens": completion.usage.input_tokens,
-            "output_tokens": completion.usage.output_tokens,
+            "input_tokens": tokens.input_tokens,
+            "output_tokens": tokens.output_tokens,
+            "cached_input_tokens": tokens.cached_input_tokens,
         }
         cited = {int(n) for n in re.findall(r"\[(\d+)\]", completion.text)}
         citations = [c for c in prepared.citations if c["n"] in cited] or []
@@ -396,6 +425,15 @@ class Answerer:
             cost_usd=None if cost is None else f"{cost:f}",
             latency_ms=latency_ms,
             attempts=list(completion.attempts),
+            price_book_version=book_version,
+            price=None
+            if entry is None
+            else {
+                "provider": entry.provider,
+                "model": entry.model,
+                "effective_from": entry.effective_from.isoformat(),
+                **entry.price.as_dict(),
+            },
         )
         if cost is None:
             log.warning("unpriced_model", model=completion.model, provider=completion.provider)

@@ -559,10 +559,10 @@ def _audit_prune(args: argparse.Namespace, settings: Settings) -> int:
 
 def _usage_report(args: argparse.Namespace, settings: Settings) -> int:
     """``kf usage report``: the usage read model (caught up first), as a table or CSV."""
-    from config.llm import price_table
     from domain.access import Tenant
     from projections.usage import UsageView, Window
     from projections.usage.report import csv_lines, table
+    from projections.usage.routes import prices_now
     from projections.usage.view import InvalidGroupingError, grouping
 
     try:
@@ -576,9 +576,9 @@ def _usage_report(args: argparse.Namespace, settings: Settings) -> int:
         print("kf usage report: --from must be earlier than --to", file=sys.stderr)
         return 2
     tenant_id = str(Tenant.id_for(args.tenant))
-    price_of = price_table(settings.llm).price
     container, endpoints = _with_store(settings)
     try:
+        price_of = prices_now(container.usage, tenant_id)
         view = container.views["usage"]
         assert isinstance(view, UsageView)
         view.catch_up_from(container.event_logs)  # never stale, even with no projector running

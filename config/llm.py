@@ -1,4 +1,5 @@
-"""Building the model providers, the router and the price table from the ``llm`` settings."""
+"""Building the model providers and the router from the ``llm`` settings, and the prices
+each tenant's price book opens with."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import os
 from collections.abc import Callable, Mapping
 
 from config.settings import LlmSettings
+from domain.usage import ANY_PROVIDER, TokenPrice
 from infra.llm.base import Provider
 from infra.llm.extractive import ExtractiveProvider
-from infra.llm.pricing import Price, PriceTable
 from infra.llm.router import RetryPolicy, Route, Router
 from infra.llm.service import Llm
 
@@ -55,18 +56,23 @@ def build_llm(
     )
     return Llm(
         router=router,
-        prices=price_table(settings),
         default_model=settings.default_model,
         _allowed=dict(settings.allowed_providers),
         _default_allowed=list(settings.default_allowed_providers),
     )
 
 
-def price_table(settings: LlmSettings) -> PriceTable:
-    """The configured prices per model (exact names, then glob patterns in order)."""
-    return PriceTable(
-        {
-            model: Price(price.input_per_million, price.output_per_million)
-            for model, price in settings.prices.items()
-        }
-    )
+def configured_prices(settings: LlmSettings) -> list[tuple[str, str, TokenPrice]]:
+    """The configured prices as a tenant's price book opens with them: any provider."""
+    return [
+        (
+            ANY_PROVIDER,
+            model,
+            TokenPrice(
+                price.input_per_million,
+                price.output_per_million,
+                price.cached_input_per_million,
+            ),
+        )
+        for model, price in settings.prices.items()
+    ]

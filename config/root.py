@@ -25,6 +25,8 @@ from commands.answering import Answerer, AnswerLimits, Found, FoundPassage
 from commands.auth import Authenticator
 from commands.conversations import ConversationsApp
 from commands.documents import DocumentsApp, UploadLimits
+from commands.usage import UsageApp
+from config.llm import configured_prices
 from config.schema import check as check_schema
 from config.settings import SearchSettings as SearchSettingsConfig
 from config.settings import Settings
@@ -138,9 +140,10 @@ class Container:
             refusals_per_window=self.settings.audit.refusals_per_window,
             refusal_window_s=self.settings.audit.refusal_window_s,
         )
+        self.usage = UsageApp(env, configured=configured_prices(self.settings.llm))
         self.applications = {
             app.context: app
-            for app in (self.documents, self.access, self.conversations, self.activity)
+            for app in (self.documents, self.access, self.conversations, self.activity, self.usage)
         }
         self.event_logs = {
             context: EventLog(context, app) for context, app in self.applications.items()
@@ -340,6 +343,7 @@ class Container:
                 injection_patterns=tuple(qa.injection_patterns),
             ),
             tenant_name,
+            self.usage,
         )
 
     def rate_limiter(self) -> RateLimiter | None:
@@ -420,8 +424,6 @@ class Container:
 
     def _set_state(self, app: FastAPI) -> None:
         """What the routers' dependencies take from ``app.state``."""
-        from config.llm import price_table
-
         self.access.enable_key_cache()
         self.tenant_reads.open()  # an API refuses to start if its reader role could bypass RLS
         app.state.settings = self.settings
@@ -437,7 +439,7 @@ class Container:
         )
         app.state.refusal_recorder = self.activity.record_refusal
         app.state.search = self.search_service()
-        app.state.price_of = price_table(self.settings.llm).price
+        app.state.usage_app = self.usage
         app.state.rebuilds = self.rebuilds
         app.state.operator_tenant = str(Tenant.id_for(DEFAULT_TENANT))
         app.state.views = self.views

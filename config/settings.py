@@ -197,6 +197,7 @@ class LlmRouteSettings(_Section):
 class LlmPriceSettings(_Section):
     input_per_million: Decimal = Field(ge=0)
     output_per_million: Decimal = Field(ge=0)
+    cached_input_per_million: Decimal | None = Field(None, ge=0)  # None: as input
 
 
 class LlmSettings(_Section):

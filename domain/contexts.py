@@ -16,6 +16,7 @@ from domain.access import ApiKey, Tenant
 from domain.activity import Read, Refusal, Retention
 from domain.conversation import Conversation
 from domain.document import Document
+from domain.usage import PriceBook
 
 EventClass = type[DomainEvent]
 
@@ -24,6 +25,7 @@ CONTEXTS: Mapping[str, tuple[type[Aggregate], ...]] = {
     "access": (Tenant, ApiKey),
     "conversations": (Conversation,),
     "activity": (Read, Refusal, Retention),
+    "usage": (PriceBook,),
 }
 
 

@@ -80,10 +80,22 @@ class Conversation(Aggregate):
         provider: str
         model: str
         parameters: dict[str, Any]
-        usage: dict[str, int]
-        cost_usd: str | None  # None: the model is not in the price table
+        usage: dict[str, int]  # input_tokens, output_tokens; v2: cached_input_tokens
+        cost_usd: str | None  # None: no price in force for the model
         latency_ms: float
         attempts: list[str]
+        # v2: the tenant's price book version the answer was charged from, and the price
+        # used (provider, model pattern, effective_from, per-million prices); None
+        # before v2, and the price None when the model had none.
+        price_book_version: int | None
+        price: dict[str, Any] | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["price_book_version"] = None
+            state["price"] = None
 
         def apply(self, aggregate: Any) -> None:
             conversation: Conversation = aggregate
@@ -166,6 +178,7 @@ class Conversation(Aggregate):
     def record_answer(self, *, actor: str, turn: int, **record: Any) -> bool:
         if self.pending_turn != turn:
             return False  # answered (or failed) already: a retry appends nothing
+        record = {"price_book_version": None, "price": None, **record}  # unpriced unless said
         self.trigger_event(
             self.AnswerGenerated, tenant_id=self.tenant_id, actor=actor, turn=turn, **record
         )

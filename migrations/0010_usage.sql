@@ -16,7 +16,9 @@ CREATE TABLE IF NOT EXISTS usage_facts (
     document_id       uuid,                  -- ingestion rows
     input_tokens      bigint      NOT NULL DEFAULT 0,
     output_tokens     bigint      NOT NULL DEFAULT 0,
+    cached_input_tokens bigint    NOT NULL DEFAULT 0,  -- of the input, from a prompt cache
     cost_usd          numeric,               -- answers: as charged; NULL when unpriced
+    price_book_version integer,              -- answers: the book they were charged from
     latency_ms        double precision,      -- answers: provider latency
     documents         integer     NOT NULL DEFAULT 0,
     bytes             bigint      NOT NULL DEFAULT 0,

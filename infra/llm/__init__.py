@@ -4,6 +4,6 @@
 OpenAI Chat Completions protocol (OpenAI itself and OpenAI-compatible servers:
 Ollama, vLLM, llama.cpp); ``anthropic_provider`` the Anthropic Messages API;
 ``extractive`` answers offline by quoting the passages; ``router`` maps model
-names to providers with priority, fallback, retries and a circuit breaker;
-``pricing`` turns usage into cost.
+names to providers with priority, fallback, retries and a circuit breaker.
+Cost is the usage context's: each tenant's price book (``domain.usage``).
 """

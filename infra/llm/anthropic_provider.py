@@ -48,7 +48,12 @@ class AnthropicProvider:
             text = "".join(
                 block.text for block in response.content if getattr(block, "type", "") == "text"
             )
-            usage = Usage(int(response.usage.input_tokens), int(response.usage.output_tokens))
+            cache_read, cache_written = _cache_tokens(response.usage)
+            usage = Usage(
+                int(response.usage.input_tokens) + cache_read + cache_written,
+                int(response.usage.output_tokens),
+                cache_read,
+            )
         except (AttributeError, TypeError, ValueError) as error:
             raise ProviderError(
                 "bad_response",
@@ -67,6 +72,7 @@ class AnthropicProvider:
         parts: list[str] = []
         input_tokens: int | None = None
         output_tokens: int | None = None
+        cache_read = 0
         finish = "end_turn"
         model = request.model
         stopped = False
@@ -76,7 +82,10 @@ class AnthropicProvider:
                 kind = getattr(event, "type", "")
                 if kind == "message_start":
                     model = str(event.message.model or model)
-                    input_tokens = int(event.message.usage.input_tokens)
+                    cache_read, cache_written = _cache_tokens(event.message.usage)
+                    input_tokens = (
+                        int(event.message.usage.input_tokens) + cache_read + cache_written
+                    )
                     output_tokens = int(getattr(event.message.usage, "output_tokens", 0) or 0)
                 elif kind == "content_block_delta" and getattr(event.delta, "type", "") == (
                     "text_delta"
@@ -110,8 +119,16 @@ class AnthropicProvider:
             )
         yield Completion(
             text="".join(parts),
-            usage=Usage(input_tokens, output_tokens),
+            usage=Usage(input_tokens, output_tokens, cache_read),
             provider=self.name,
             model=model,
             finish_reason=finish,
         )
+
+
+def _cache_tokens(reported: Any) -> tuple[int, int]:
+    """Input tokens read from and written to the prompt cache. Anthropic counts them apart
+    from ``input_tokens``; ``Usage.input_tokens`` includes them, like OpenAI's."""
+    read = getattr(reported, "cache_read_input_tokens", None) or 0
+    written = getattr(reported, "cache_creation_input_tokens", None) or 0
+    return int(read), int(written)

@@ -48,8 +48,9 @@ class CompletionRequest:
 
 @dataclass(frozen=True)
 class Usage:
-    input_tokens: int
+    input_tokens: int  # every input token, cached ones included
     output_tokens: int
+    cached_input_tokens: int = 0  # of the input, read from the provider's prompt cache
 
 
 @dataclass(frozen=True)

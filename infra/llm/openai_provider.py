@@ -80,10 +80,7 @@ class OpenAIProvider:
         try:
             choice = response.choices[0]
             text = choice.message.content or ""
-            usage = Usage(
-                int(response.usage.prompt_tokens),
-                int(response.usage.completion_tokens),
-            )
+            usage = _usage(response.usage)
         except (AttributeError, IndexError, TypeError, ValueError) as error:
             raise ProviderError(
                 "bad_response",
@@ -110,9 +107,7 @@ class OpenAIProvider:
             for chunk in chunks:
                 model = str(getattr(chunk, "model", None) or model)
                 if chunk.usage is not None:
-                    usage = Usage(
-                        int(chunk.usage.prompt_tokens), int(chunk.usage.completion_tokens)
-                    )
+                    usage = _usage(chunk.usage)
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
@@ -133,3 +128,11 @@ class OpenAIProvider:
         yield Completion(
             text="".join(parts), usage=usage, provider=self.name, model=model, finish_reason=finish
         )
+
+
+def _usage(reported: Any) -> Usage:
+    """The usage an OpenAI-protocol server reported: prompt tokens include the cached ones
+    (``prompt_tokens_details.cached_tokens``, absent from servers without a cache)."""
+    details = getattr(reported, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    return Usage(int(reported.prompt_tokens), int(reported.completion_tokens), int(cached))

@@ -1,18 +1,18 @@
-"""What answering uses of the model providers: the router, the price table, who may use what."""
+"""What answering uses of the model providers: the router, and who may use what.
+
+Prices are not here: each tenant's price book (the usage context) charges answers."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from infra.llm.pricing import PriceTable
 from infra.llm.router import Router
 
 
 @dataclass(frozen=True)
 class Llm:
     router: Router
-    prices: PriceTable
     default_model: str
     _allowed: Mapping[str, list[str]]
     _default_allowed: list[str]

@@ -103,7 +103,9 @@ class UsageProjection(Projection):
                 mode=turn["mode"],
                 input_tokens=int(usage.get("input_tokens", 0)),
                 output_tokens=int(usage.get("output_tokens", 0)),
+                cached_input_tokens=int(usage.get("cached_input_tokens", 0)),
                 cost_usd=None if cost is None else Decimal(cost),
+                price_book_version=data.get("price_book_version"),
                 latency_ms=float(data["latency_ms"]),
             ),
         )

@@ -7,13 +7,14 @@ Analysts and admins read the whole tenant's; viewers and editors read their own
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from domain.access import Principal, Role
+from domain.usage import PriceBook, TokenPrice
 from infra.web import ERROR_RESPONSES, ApiError, UsageReader
 from projections.http import view_of
 from projections.usage.report import csv_lines
@@ -82,6 +83,24 @@ class UsageReport(BaseModel):
     total: UsageOut
 
 
+class PriceBooks(Protocol):
+    """The port onto the tenant's price book (the usage context's ``price_book``)."""
+
+    def price_book(self, tenant_id: str, version: int | None = None) -> PriceBook: ...
+
+
+def prices_now(usage_app: PriceBooks, tenant_id: str) -> PriceOf:
+    """The tenant's prices in force now, per provider and model."""
+    book = usage_app.price_book(tenant_id)
+    now = datetime.now(UTC)
+
+    def price_of(provider: str, model: str) -> TokenPrice | None:
+        entry = book.price(provider, model, now)
+        return None if entry is None else entry.price
+
+    return price_of
+
+
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -142,7 +161,7 @@ def usage_report(
     the totals."""
     window, scope = window_of(principal, start, end)
     names = _group_by(group_by)
-    price_of: PriceOf = request.app.state.price_of
+    price_of = prices_now(request.app.state.usage_app, principal.tenant_id)
     if report_format == "csv":
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return StreamingResponse(

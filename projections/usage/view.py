@@ -11,8 +11,8 @@ dimension's ``None`` group rather than out of the sums.
 Cost appears twice: as charged (the figure recorded on each answer when it was
 generated; answers whose model had no price are counted in
 ``unpriced_answers``, never priced at 0) and as currently priced (the group's
-tokens per model at today's prices; ``unpriced_now`` counts answers whose model
-has no price today).
+tokens per provider and model at the prices in force now in the tenant's price
+book; ``unpriced_now`` counts answers whose model has no price now).
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ from psycopg import Connection
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from infra.llm.pricing import Price
+from domain.usage import TokenPrice
 from projections.base import ProjectionView
 from projections.usage.projection import FACTS
 
 PERIODS = ("day", "week", "month")
 DIMENSIONS = ("key", "user", "model", "provider", "document")
 SEARCH_MODES = ("hybrid", "vector", "keyword", "exact")
-_MILLION = Decimal(1_000_000)
 
 # Each grouping's SQL expression over usage_facts (constants: never user input).
 _EXPRESSIONS = {
@@ -48,7 +47,7 @@ _EXPRESSIONS = {
     "document": "document_id::text",
 }
 
-PriceOf = Callable[[str], Price | None]
+PriceOf = Callable[[str, str], TokenPrice | None]  # (provider, model) -> the price now
 
 
 class InvalidGroupingError(ValueError):
@@ -183,12 +182,12 @@ class UsageView(ProjectionView):
         # Tokens per model of each group's answers, in the same order: today's prices.
         by_model = (
             "SELECT "  # noqa: S608 - every piece is a constant of this module
-            + ", ".join([*dims, "model AS priced_model"])
+            + ", ".join([*dims, "model AS priced_model", "provider AS priced_provider"])
             + ", sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
-            " count(*) AS answers"
+            " sum(cached_input_tokens) AS cached_input_tokens, count(*) AS answers"
             + f" FROM {{facts}} WHERE {conditions} AND kind = 'answer'"
-            + f" GROUP BY {', '.join([*keys, 'model'])}"
-            + (f"{order}, model" if keys else " ORDER BY model")
+            + f" GROUP BY {', '.join([*keys, 'model', 'provider'])}"
+            + (f"{order}, model, provider" if keys else " ORDER BY model, provider")
         )
         facts = Identifier(self.projection.table(FACTS))
         with (
@@ -225,12 +224,14 @@ def _figures(names: tuple[str, ...], row: DictRow) -> Usage:
 
 
 def _price(usage: Usage, tokens: DictRow, price_of: PriceOf) -> None:
-    price = price_of(tokens["priced_model"]) if tokens["priced_model"] is not None else None
+    model, provider = tokens["priced_model"], tokens["priced_provider"]
+    price = price_of(provider, model) if model is not None and provider is not None else None
     if price is None:
         usage.unpriced_now += int(tokens["answers"])
         return
-    cost = (
-        Decimal(int(tokens["input_tokens"])) * price.input_per_million
-        + Decimal(int(tokens["output_tokens"])) * price.output_per_million
-    ) / _MILLION
-    usage.cost_current_usd += cost  # exact: no rounding, so groups add up to the total
+    # Exact: no rounding, so groups add up to the total.
+    usage.cost_current_usd += price.cost(
+        int(tokens["input_tokens"]),
+        int(tokens["output_tokens"]),
+        int(tokens["cached_input_tokens"]),
+    )

@@ -428,6 +428,7 @@ def _rejecting_answerer(system: RunningSystem) -> Answerer:
             injection_policy="reject", injection_patterns=tuple(c.settings.qa.injection_patterns)
         ),
         lambda tenant_id: "default",
+        c.usage,
     )
 
 

@@ -1,10 +1,9 @@
 """Provider adapters (the official SDKs) against local servers speaking the real wire formats,
-and the router's retries, fallback and circuit breaker, pricing and the extractive answerer."""
+and the router's retries, fallback and circuit breaker, and the extractive answerer."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from decimal import Decimal
 
 import pytest
 
@@ -14,7 +13,6 @@ from infra.llm.anthropic_provider import AnthropicProvider
 from infra.llm.base import Completion, CompletionRequest, Message, Passage, ProviderError, Usage
 from infra.llm.extractive import LABEL, ExtractiveProvider
 from infra.llm.openai_provider import OpenAIProvider
-from infra.llm.pricing import Price, PriceTable
 from infra.llm.router import RetryPolicy, Route, Router
 from infra.search_index import Bm25Encoder
 from tests.fakes.llm_servers import ANSWER_WORDS, FakeServer, start
@@ -259,22 +257,6 @@ def test_routes_must_name_known_providers(openai_server: FakeServer) -> None:
         Router([_openai(openai_server)], [Route("*", "nowhere")])
 
 
-# ------------------------------------------------------------------- pricing
-
-
-def test_cost_arithmetic_and_unknown_models() -> None:
-    table = PriceTable(
-        {
-            "gpt-4o-mini": Price(Decimal("0.15"), Decimal("0.60")),
-            "claude-*": Price(Decimal("3"), Decimal("15")),
-        }
-    )
-    assert table.cost_usd("gpt-4o-mini", Usage(1_000_000, 1_000_000)) == Decimal("0.75")
-    assert table.cost_usd("gpt-4o-mini", Usage(1234, 567)) == Decimal("0.00052530")
-    assert table.cost_usd("claude-sonnet-4", Usage(2000, 100)) == Decimal("0.00750000")
-    assert table.cost_usd("mystery-model", Usage(10, 10)) is None
-
-
 # ---------------------------------------------------------------- extractive
 
 
@@ -391,8 +373,6 @@ def test_the_llm_settings_build_routes_keys_allow_lists_and_prices(
         allowed=llm.allowed_providers("cautious"),
     )
     assert cautious.provider == "extractive" and len(openai_server.script.requests) == 1
-    assert llm.prices.cost_usd("extractive", Usage(100, 10)) == Decimal("0")
-    assert llm.prices.cost_usd("llama3", Usage(100, 10)) is None  # unpriced: flagged
 
 
 def test_routes_to_unknown_providers_are_refused_at_start() -> None:

@@ -29,18 +29,27 @@ from domain.activity import Read
 from domain.contexts import event_type
 from domain.conversation import Conversation
 from domain.document import Document
+from domain.usage import ANY_PROVIDER, PriceBook, TokenPrice
 from infra.envelope import Envelope
-from infra.llm.pricing import Price, PriceTable
 from projections.usage.view import DIMENSIONS, PERIODS, Usage, UsageView, Window
 from tests.read_models import copy_of
 
 EPOCH = datetime(2026, 9, 1, tzinfo=UTC)
-PRICES = PriceTable(
-    {
-        "gpt-4o": Price(Decimal("2.50"), Decimal("10.00")),
-        "claude-*": Price(Decimal("0.80"), Decimal("4.00")),
-    }
+BOOK = PriceBook.open(
+    tenant_id="prices",
+    actor="test",
+    configured=[
+        (ANY_PROVIDER, "gpt-4o", TokenPrice(Decimal("2.50"), Decimal("10.00"), Decimal("1.25"))),
+        (ANY_PROVIDER, "claude-*", TokenPrice(Decimal("0.80"), Decimal("4.00"))),
+    ],
 )
+
+
+def _price_of(provider: str, model: str) -> TokenPrice | None:
+    entry = BOOK.price(provider, model, datetime.now(UTC))
+    return None if entry is None else entry.price
+
+
 MODELS = ("gpt-4o", "claude-3-5-haiku", "llama-local")  # the last has no price
 ACTORS = ("key:11111111-1111-1111-1111-111111111111", "key:22222222-2222-2222-2222-222222222222",
           "jwt:https://idp.example#alice")  # fmt: skip
@@ -95,6 +104,7 @@ answer = st.fixed_dictionaries(
         "model": st.sampled_from(MODELS),
         "mode": st.sampled_from(["hybrid", "vector", "keyword"]),
         "input_tokens": st.integers(0, 50_000),
+        "cached_share": st.sampled_from([0, 0, 0.5, 1]),
         "output_tokens": st.integers(0, 4_000),
         "cost": costs,
         "latency_ms": st.floats(1, 60_000, allow_nan=False).map(lambda v: round(v, 1)),
@@ -143,23 +153,24 @@ def _events(tenant: str, plan: list[Any]) -> tuple[list[Envelope], list[Fact]]:
                                   figures={"failures": 1}))  # fmt: skip
                 continue
             cost = asked["cost"]
+            cached = int(asked["input_tokens"] * asked["cached_share"])
             provider = "p-" + asked["model"].split("-")[0]
             data = {
                 "turn": 1, "model": asked["model"], "provider": provider,
                 "usage": {"input_tokens": asked["input_tokens"],
-                          "output_tokens": asked["output_tokens"]},
+                          "output_tokens": asked["output_tokens"],
+                          "cached_input_tokens": cached},
                 "cost_usd": None if cost is None else f"{cost:f}",
                 "latency_ms": asked["latency_ms"],
             }  # fmt: skip
             envelopes.append(_envelope("conversations", Conversation.AnswerGenerated, tenant,
                                        "system:answerer", done, conversation, data))  # fmt: skip
-            price = PRICES.price(asked["model"])
+            price = _price_of(provider, asked["model"])
             current = (
                 None
                 if price is None
-                else (asked["input_tokens"] * price.input_per_million
-                      + asked["output_tokens"] * price.output_per_million) / Decimal(1_000_000)
-            )  # fmt: skip
+                else price.cost(asked["input_tokens"], asked["output_tokens"], cached)
+            )
             facts.append(
                 Fact(done, actor, "answer", model=asked["model"], provider=provider, figures={
                     "answers": 1, "input_tokens": asked["input_tokens"],
@@ -253,7 +264,7 @@ def test_every_grouping_adds_up_to_the_total_and_both_match_the_events(
     inside = [f for f in facts if window.start <= f.at < window.end]
     grouping = tuple(([period] if period else []) + names)
 
-    total = usage.total(tenant, window, PRICES.price)
+    total = usage.total(tenant, window, _price_of)
     assert _nonzero(_figures(total)) == _expected(inside)
     latencies = [f.figures["latency_ms"] for f in inside if f.kind == "answer"]
     if latencies:
@@ -262,7 +273,7 @@ def test_every_grouping_adds_up_to_the_total_and_both_match_the_events(
     else:
         assert total.latency_ms_p50 is None and total.latency_ms_p95 is None
 
-    groups = list(usage.usage(tenant, window, grouping, PRICES.price))
+    groups = list(usage.usage(tenant, window, grouping, _price_of))
     keys = [tuple(g.group[n] for n in grouping) for g in groups]
     assert len(keys) == len(set(keys))
     expected_groups: dict[tuple[str | None, ...], list[Fact]] = defaultdict(list)
@@ -285,8 +296,8 @@ def test_another_tenant_sees_none_of_it(usage: UsageView) -> None:
     envelopes, _ = _events(tenant, [("search", 10, ACTORS[0], {}, {}, {"mode": "hybrid"})])
     usage.apply_batch(envelopes)
     window = Window(EPOCH, EPOCH + timedelta(days=1))
-    assert usage.total(tenant, window, PRICES.price).searches["hybrid"] == 1
-    assert usage.total(str(uuid.uuid4()), window, PRICES.price).searches["hybrid"] == 0
+    assert usage.total(tenant, window, _price_of).searches["hybrid"] == 1
+    assert usage.total(str(uuid.uuid4()), window, _price_of).searches["hybrid"] == 0
 
 
 def test_an_actor_window_counts_only_that_actors_use(usage: UsageView) -> None:
@@ -295,7 +306,7 @@ def test_an_actor_window_counts_only_that_actors_use(usage: UsageView) -> None:
     envelopes, _ = _events(tenant, plan)
     usage.apply_batch(envelopes)
     mine = Window(EPOCH, EPOCH + timedelta(days=1), actor=ACTORS[0])
-    assert usage.total(tenant, mine, PRICES.price).searches["keyword"] == 3
+    assert usage.total(tenant, mine, _price_of).searches["keyword"] == 3
 
 
 def test_periods_are_utc_weeks_from_monday_and_calendar_months(usage: UsageView) -> None:
@@ -316,5 +327,5 @@ def test_periods_are_utc_weeks_from_monday_and_calendar_months(usage: UsageView)
         ("week", ["2026-11-23", "2026-11-30"]),
         ("month", ["2026-11-01", "2026-12-01"]),
     ]:
-        groups = list(usage.usage(tenant, window, (period,), PRICES.price))
+        groups = list(usage.usage(tenant, window, (period,), _price_of))
         assert [g.group[period] for g in groups] == expected, period

@@ -20,6 +20,7 @@ from commands.access import AccessApp
 from commands.activity import ActivityApp
 from commands.conversations import ConversationsApp
 from commands.documents import DocumentsApp
+from commands.usage import UsageApp
 from domain.access import ApiKey, Role, new_key_token
 from domain.contexts import CONTEXTS, EVENTS, context_of
 from domain.conversation import Conversation
@@ -153,10 +154,12 @@ def test_the_contexts_name_exactly_the_events_their_aggregates_record() -> None:
             "Conversation.Started",
         ],
         "activity": ["Read.Recorded", "Refusal.Recorded", "Retention.Applied"],
+        "usage": ["PriceBook.Opened", "PriceBook.PriceSet"],
     }
     assert context_of(Document.Created) is None  # the library's, never recorded
     applications = {
         DocumentsApp.context, AccessApp.context, ConversationsApp.context, ActivityApp.context,
+        UsageApp.context,
     }  # fmt: skip
     assert applications == set(CONTEXTS)
 
@@ -234,7 +237,9 @@ def test_the_catch_all_follows_every_context_and_a_specific_handler_wins() -> No
         ("documents", 1, "any"),
         ("documents", 2, "any"),
     ]
-    assert view.positions == {"documents": 2, "access": 2, "conversations": 1, "activity": 0}
+    assert view.positions == {
+        "documents": 2, "access": 2, "conversations": 1, "activity": 0, "usage": 0,
+    }  # fmt: skip
     assert view.apply_batch(envelopes) == 0
 
 

@@ -1,0 +1,132 @@
+"""Command handlers of the usage context (events table ``usage_events``): price books.
+
+A tenant's price book is opened the first time it is needed (to charge an
+answer, to read or change a price) with the operator's configured prices, as an
+event like every later change. Two requests opening it at once conflict on the
+aggregate's id; the loser reads the winner's book.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.utils import EnvType
+
+from commands.base import CommandResult, ConcurrencyConflictError, ContextApplication
+from domain.errors import NotFoundError
+from domain.usage import PriceBook, PriceEntry, TokenPrice
+
+ConfiguredPrices = Sequence[tuple[str, str, TokenPrice]]  # (provider, model, price)
+OPENER = "system:config"
+
+
+class PriceBookVersionNotFoundError(NotFoundError):
+    code = "price_book_version_not_found"
+
+
+class UsageApp(ContextApplication):
+    context = "usage"
+
+    def __init__(self, env: EnvType | None = None, *, configured: ConfiguredPrices = ()) -> None:
+        super().__init__(env)
+        self._configured = list(configured)
+
+    # --------------------------------------------------------------- reading
+
+    def price_book(self, tenant_id: str, version: int | None = None) -> PriceBook:
+        """The tenant's book (opened now if it never was), or the book as it was at ``version``."""
+        book_id = PriceBook.id_for(tenant_id)
+        try:
+            book: PriceBook = self.repository.get(book_id, version=version)
+        except AggregateNotFoundError:
+            if version is not None:
+                raise PriceBookVersionNotFoundError(
+                    f"The price book has no version {version}."
+                ) from None
+            return self._open(tenant_id)
+        if version is not None and book.version != version:
+            raise PriceBookVersionNotFoundError(
+                f"The price book has no version {version}; its latest is {book.version}."
+            )
+        return book
+
+    def _open(self, tenant_id: str) -> PriceBook:
+        book = PriceBook.open(tenant_id=tenant_id, actor=OPENER, configured=self._configured)
+        try:
+            self.record(book)
+        except ConcurrencyConflictError:  # opened meanwhile by another request
+            opened: PriceBook = self.repository.get(PriceBook.id_for(tenant_id))
+            return opened
+        return book
+
+    def charge(
+        self,
+        tenant_id: str,
+        provider: str,
+        models: Sequence[str],
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int,
+        at: datetime,
+    ) -> tuple[Decimal | None, int, PriceEntry | None]:
+        """Cost at the price in force at ``at`` for the first of ``models`` that has one (the
+        model that answered, then the one asked for), with the book version used and the
+        entry; cost None when none of them has a price."""
+        book = self.price_book(tenant_id)
+        for model in models:
+            entry = book.price(provider, model, at)
+            if entry is not None:
+                cost = entry.price.cost(input_tokens, output_tokens, cached_input_tokens)
+                return cost, book.version, entry
+        return None, book.version, None
+
+    # -------------------------------------------------------------- changing
+
+    def set_price(
+        self,
+        *,
+        tenant_id: str,
+        actor: str,
+        provider: str,
+        model: str,
+        price: TokenPrice,
+        effective_from: datetime,
+        reason: str = "",
+    ) -> tuple[CommandResult, int]:
+        """Set a price; the command's result and the book's new version."""
+        book = self.price_book(tenant_id)
+        book.set_price(
+            actor=actor,
+            provider=provider,
+            model=model,
+            price=price,
+            effective_from=effective_from,
+            reason=reason,
+        )
+        position = self.record(book)
+        assert position is not None
+        return CommandResult(book.id, position, changed=True), book.version
+
+
+def describe(book: PriceBook) -> dict[str, Any]:
+    """A book as the API and the CLI show it: its version and every entry, newest first."""
+    return {
+        "version": book.version,
+        "prices": [
+            {
+                "provider": e.provider,
+                "model": e.model,
+                "effective_from": e.effective_from.isoformat(),
+                **e.price.as_dict(),
+                "set_in_version": e.version,
+            }
+            for e in sorted(
+                book.entries,
+                key=lambda e: (e.provider, e.model, e.effective_from),
+            )
+        ],
+    }
