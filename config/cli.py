@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _audit_parser(sub, common)
     _usage_parser(sub, common)
+    _prices_parser(sub, common)
 
     projections = _Subcommands(
         sub.add_parser("projections", help="read-model status").add_subparsers(
@@ -110,6 +111,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     projections.add_parser("status", help="position and lag of every relay and projection")
     return parser
+
+
+def _prices_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
+    prices = _Subcommands(
+        sub.add_parser("prices", help="a tenant's price book").add_subparsers(
+            dest="action", required=True
+        ),
+        common,
+    )
+    listing = prices.add_parser("list", help="every price of the book, with its version")
+    listing.add_argument("--tenant", required=True, help="tenant name")
+    listing.add_argument("--version", type=int, help="the book as it was at this version")
+    setting = prices.add_parser("set", help="set a price, in force from --effective-from")
+    setting.add_argument("--tenant", required=True, help="tenant name")
+    setting.add_argument("--provider", default="*", help="provider name (default *: any)")
+    setting.add_argument("--model", required=True, help="model name or glob pattern")
+    setting.add_argument("--input", required=True, help="USD per million input tokens")
+    setting.add_argument("--output", required=True, help="USD per million output tokens")
+    setting.add_argument("--cached-input", help="USD per million cached input tokens")
+    setting.add_argument("--effective-from", help="ISO 8601 time (default: now)")
+    setting.add_argument("--reason", default="", help="why, for the record")
 
 
 def _usage_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
@@ -335,6 +357,8 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
             print(
                 json.dumps({"key_id": str(result.id), "revoked": True, "changed": result.changed})
             )
+        elif args.command == "prices":
+            _prices(args, container, actor)
         elif args.command == "projections":
             for status in container.projection_status():
                 for c in status.contexts:
@@ -349,6 +373,40 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
         container.close()
         endpoints.close()
     return 0
+
+
+def _prices(args: argparse.Namespace, container: Container, actor: str) -> None:
+    from decimal import Decimal, InvalidOperation
+
+    from commands.usage import describe
+    from domain.usage import TokenPrice
+
+    tenant = container.access.tenant_by_name(args.tenant)
+    if args.action == "list":
+        book = container.usage.price_book(str(tenant.id), args.version)
+        print(json.dumps(describe(book), indent=2))
+        return
+    try:
+        price = TokenPrice(
+            Decimal(args.input),
+            Decimal(args.output),
+            None if args.cached_input is None else Decimal(args.cached_input),
+        )
+    except InvalidOperation:
+        raise ValueError("--input, --output and --cached-input are decimal numbers") from None
+    effective_from = _moment(args.effective_from) if args.effective_from else datetime.now(UTC)
+    result, version = container.usage.set_price(
+        tenant_id=str(tenant.id),
+        actor=actor,
+        provider=args.provider,
+        model=args.model,
+        price=price,
+        effective_from=effective_from,
+        reason=args.reason,
+    )
+    print(json.dumps({"version": version, "position": result.position, **price.as_dict(),
+                      "provider": args.provider, "model": args.model,
+                      "effective_from": effective_from.isoformat()}))  # fmt: skip
 
 
 def _progress(status: Any) -> str:

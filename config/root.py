@@ -387,6 +387,7 @@ class Container:
         from write_api import conversations as write_conversations
         from write_api import documents as write_documents
         from write_api import keys as write_keys
+        from write_api import prices as write_prices
 
         app = FastAPI(
             title="Knowledge Foundry",
@@ -399,6 +400,7 @@ class Container:
             app.include_router(write_auth.router)
             app.include_router(write_documents.router)
             app.include_router(write_keys.router)
+            app.include_router(write_prices.router)
             app.include_router(write_conversations.router)
             app.include_router(write_chat.router)
         if role in ("all", "read"):

@@ -392,6 +392,8 @@ ROUTES: dict[tuple[str, str], tuple[Role | tuple[Role, ...] | None, dict[str, An
     ("GET", "/v1/audit/documents/{document_id}/readers"): (Role.AUDITOR, {}),
     # Analysts read the tenant's usage; viewers (and so editors, admins) their own.
     ("GET", "/v1/usage"): ((Role.VIEWER, Role.ANALYST), {}),
+    ("GET", "/v1/prices"): (Role.ANALYST, {}),
+    ("PUT", "/v1/prices/{provider}/{model}"): (Role.ADMIN, {"json": {"input_per_million": -1}}),
 }
 
 
@@ -415,6 +417,8 @@ def test_each_role_against_each_route(
         conversation_id=uuid.uuid4(),
         turn=1,
         sha256="0" * 64,
+        provider="*",
+        model="m",
     )
     _, key = _key(system, role)
     with system.client(key) as client:

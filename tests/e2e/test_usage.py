@@ -206,3 +206,84 @@ def test_kf_usage_report_prints_the_same_figures(
     assert done.returncode == 2 and "Unknown group_by colour" in done.stderr
     done = _kf(system, "--from", "last tuesday")
     assert done.returncode == 2 and "not an ISO 8601 time" in done.stderr
+
+
+# ----------------------------------------------------------------- the price book
+
+
+def test_the_price_book_opens_with_the_configured_prices_and_only_admins_change_it(
+    system: RunningSystem, used: dict[str, Any]
+) -> None:
+    _, analyst_token = _key(system, Role.ANALYST)
+    with system.client(analyst_token) as analyst:
+        book = analyst.get("/v1/prices").json()
+        assert_error(
+            analyst.put("/v1/prices/*/test-priced", json=_price("5", "6")), 403, "forbidden"
+        )
+    assert book["version"] >= 1
+    (priced,) = [p for p in book["prices"] if p["model"] == "test-priced"]
+    assert priced["provider"] == "*" and priced["input_per_million"] == "1"
+    assert priced["effective_from"].startswith("1970-01-01")
+    with system.client(used["viewer"]) as viewer:
+        assert_error(viewer.get("/v1/prices"), 403, "forbidden")
+        assert_error(viewer.put("/v1/prices/*/x", json=_price("1", "1")), 403, "forbidden")
+    with system.client() as admin:
+        for body, code in [
+            (_price("-1", "1"), "invalid_price"),
+            (_price("1", "1", effective_from="2026-01-01T00:00:00"), "invalid_price"),
+            ({**_price("1", "1"), "currency": "EUR"}, "invalid_request"),
+            ({"input_per_million": "1"}, "invalid_request"),
+        ]:
+            assert_error(admin.put("/v1/prices/*/test-priced", json=body), 422, code)
+        assert_error(
+            admin.put("/v1/prices/*/has space", json=_price("1", "1")), 422, "invalid_price"
+        )
+        assert admin.get("/v1/prices").json()["version"] == book["version"]  # nothing was set
+        assert_error(
+            admin.get("/v1/prices", params={"version": 999}), 404, "price_book_version_not_found"
+        )
+
+
+def _price(inp: str, out: str, **more: Any) -> dict[str, Any]:
+    return {"input_per_million": inp, "output_per_million": out, **more}
+
+
+def test_a_new_price_charges_answers_from_then_on_and_reprices_the_current_figure(
+    system: RunningSystem, used: dict[str, Any]
+) -> None:
+    with system.client() as admin:
+        before = admin.get("/v1/usage", params={"group_by": "model"}).json()
+        response = admin.put(
+            "/v1/prices/local/test-priced",  # this provider's price beats any provider's
+            json=_price("10", "20", cached_input_per_million="5", reason="new contract"),
+        )
+        assert response.status_code == 200, response.text
+        version = response.json()["version"]
+        _ask(admin, "How much sun do tomatoes need?", "test-priced")
+        old_book = admin.get("/v1/prices", params={"version": version - 1}).json()
+        new_book = admin.get("/v1/prices", params={"version": version}).json()
+    assert (
+        old_book["version"] == version - 1
+        and len(new_book["prices"]) == len(old_book["prices"]) + 1
+    )
+    _caught_up(system)
+    answered = [
+        e for e in _conversation_events(system) if type(e).__qualname__.endswith("AnswerGenerated")
+    ][-1]
+    assert answered.price_book_version == version
+    assert answered.price["provider"] == "local" and answered.price["input_per_million"] == "10"
+    assert Decimal(answered.cost_usd) == Decimal("0.00056")  # 42 in at $10, 7 out at $20
+    with system.client() as admin:
+        after = admin.get("/v1/usage", params={"group_by": "model"}).json()
+    was, now = _group(before, model="test-priced"), _group(after, model="test-priced")
+    # The earlier answer keeps its charge; the current figure prices both at $10/$20.
+    assert Decimal(now["cost_charged_usd"]) == Decimal(was["cost_charged_usd"]) + Decimal("0.00056")
+    assert Decimal(now["cost_current_usd"]) == 2 * Decimal("0.00056")
+
+
+def _conversation_events(system: RunningSystem) -> list[Any]:
+    app = system.container.conversations
+    return [
+        app.mapper.to_domain_event(n)
+        for n in app.recorder.select_notifications(start=1, limit=100_000)
+    ]
