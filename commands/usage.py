@@ -18,7 +18,7 @@ from eventsourcing.utils import EnvType
 
 from commands.base import CommandResult, ConcurrencyConflictError, ContextApplication
 from domain.errors import NotFoundError
-from domain.usage import PriceBook, PriceEntry, TokenPrice
+from domain.usage import PriceBook, PriceEntry, Repricing, TokenPrice
 
 ConfiguredPrices = Sequence[tuple[str, str, TokenPrice]]  # (provider, model, price)
 OPENER = "system:config"
@@ -110,6 +110,29 @@ class UsageApp(ContextApplication):
         position = self.record(book)
         assert position is not None
         return CommandResult(book.id, position, changed=True), book.version
+
+    def reprice(
+        self,
+        *,
+        tenant_id: str,
+        actor: str,
+        price_book_version: int,
+        through: int,
+        reason: str = "",
+    ) -> CommandResult:
+        """Request a re-pricing run of the tenant's answers up to ``through`` (a conversations
+        position) at ``price_book_version``; not found if the book never had that version."""
+        self.price_book(tenant_id, price_book_version)
+        run = Repricing.request(
+            tenant_id=tenant_id,
+            actor=actor,
+            price_book_version=price_book_version,
+            through=through,
+            reason=reason,
+        )
+        position = self.record(run)
+        assert position is not None
+        return CommandResult(run.id, position, changed=True)
 
 
 def describe(book: PriceBook) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The usage context: each tenant's price book (and, later, its budgets).
+"""The usage context: each tenant's price book, and re-pricing runs (later: budgets).
 
 A ``PriceBook`` is one aggregate per tenant. It opens with the prices the
 operator configured (``llm.prices``) when the tenant first needs it; after that
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate
 
@@ -251,3 +251,41 @@ class PriceBook(Aggregate):
             ),
         )
         return ranked[1]
+
+
+class Repricing(Aggregate):
+    """A re-pricing run: every answer up to ``through`` (a conversations position) priced
+    at the tenant's price book as it was at ``price_book_version``, beside what each was
+    charged. One aggregate per run; the figures are the usage read model's."""
+
+    class Event(Aggregate.Event):
+        tenant_id: str
+        actor: str
+
+    class Requested(Event, Aggregate.Created):
+        price_book_version: int
+        through: int  # conversations position: the answers recorded up to here
+        reason: str
+
+    def __init__(self, tenant_id: str, price_book_version: int, through: int) -> None:
+        self.tenant_id = tenant_id
+        self.price_book_version = price_book_version
+        self.through = through
+
+    @classmethod
+    def request(
+        cls, *, tenant_id: str, actor: str, price_book_version: int, through: int, reason: str
+    ) -> Repricing:
+        if price_book_version < 1:
+            raise InvalidPriceError("A price book version is 1 or more.")
+        if len(reason) > 500:
+            raise InvalidPriceError("A reason is at most 500 characters.")
+        return cls._create(
+            cls.Requested,
+            id=uuid4(),
+            tenant_id=tenant_id,
+            actor=actor,
+            price_book_version=price_book_version,
+            through=max(through, 0),
+            reason=reason,
+        )

@@ -50,3 +50,49 @@ CREATE TABLE IF NOT EXISTS usage_documents (
 SELECT kf_protect_tenant_table('usage_facts');
 SELECT kf_protect_tenant_table('usage_turns');
 SELECT kf_protect_tenant_table('usage_documents');
+
+-- Every price any version of a tenant's book held (replaced ones too): the book at
+-- version V is, per (provider, model, effective_from), the entry with the highest
+-- (set_in_version, ordinal) not above V. model_like is the model's glob as a LIKE pattern.
+CREATE TABLE IF NOT EXISTS usage_price_entries (
+    tenant_id                 text        NOT NULL,
+    set_in_version            integer     NOT NULL,
+    ordinal                   integer     NOT NULL,  -- order within the event that set it
+    provider                  text        NOT NULL,  -- * : any provider
+    model                     text        NOT NULL,
+    model_like                text        NOT NULL,
+    effective_from            timestamptz NOT NULL,
+    input_per_million         numeric     NOT NULL,
+    output_per_million        numeric     NOT NULL,
+    cached_input_per_million  numeric,
+    currency                  text        NOT NULL,
+    PRIMARY KEY (tenant_id, set_in_version, ordinal)
+);
+
+-- Re-pricing runs, and each answer's cost at the run's price book version (NULL: the
+-- model had no price in that version), beside what it was charged (usage_facts).
+CREATE TABLE IF NOT EXISTS usage_repricings (
+    tenant_id           text        NOT NULL,
+    run_id              uuid        NOT NULL,
+    price_book_version  integer     NOT NULL,
+    through             bigint      NOT NULL,
+    actor               text        NOT NULL,
+    reason              text        NOT NULL,
+    requested_at        timestamptz NOT NULL,
+    position            bigint      NOT NULL,
+    PRIMARY KEY (tenant_id, run_id)
+);
+CREATE INDEX IF NOT EXISTS usage_repricings_by_version
+    ON usage_repricings (tenant_id, price_book_version, position);
+CREATE TABLE IF NOT EXISTS usage_repriced (
+    tenant_id  text    NOT NULL,
+    run_id     uuid    NOT NULL,
+    context    text    NOT NULL,
+    position   bigint  NOT NULL,
+    cost_usd   numeric,
+    PRIMARY KEY (tenant_id, run_id, context, position)
+);
+
+SELECT kf_protect_tenant_table('usage_price_entries');
+SELECT kf_protect_tenant_table('usage_repricings');
+SELECT kf_protect_tenant_table('usage_repriced');

@@ -14,19 +14,69 @@ the rows add up to the totals.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
+
+from psycopg.sql import SQL, Identifier
 
 from domain.activity import Read, ReadKind
 from domain.conversation import Conversation
 from domain.document import Document
+from domain.usage import PriceBook, Repricing
 from infra.envelope import Envelope
 from projections.base import Projection, handles
-from projections.rows import Rows
+from projections.rows import Rows, postgres
 
 FACTS = "usage_facts"
 TURNS = "usage_turns"
 DOCUMENTS = "usage_documents"
+PRICES = "usage_price_entries"
+RUNS = "usage_repricings"
+REPRICED = "usage_repriced"
+
+
+class RepricingAheadError(RuntimeError):
+    """A re-pricing run arrived before the answers it covers: apply it after a catch-up."""
+
+
+def like_pattern(model: str) -> str:
+    """A model glob (``*``, ``?``) as a LIKE pattern with ``\\`` as its escape."""
+    escaped = model.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+# Each answer up to a run's position, at the book as it was at the run's version: per
+# (provider, model, effective_from) the entry set last up to that version; per answer
+# the most specific entry in force at its time (this provider over any, the exact name
+# over a pattern, the latest effective_from, the one set last), as domain.usage does.
+# Multiplying by 0.000001 (not dividing by a million) keeps numeric exact.
+_REPRICE = """
+WITH book AS (
+    SELECT DISTINCT ON (provider, model, effective_from) *
+    FROM {prices}
+    WHERE tenant_id = %(tenant)s AND set_in_version <= %(version)s
+    ORDER BY provider, model, effective_from, set_in_version DESC, ordinal DESC
+)
+INSERT INTO {repriced} (tenant_id, run_id, context, position, cost_usd)
+SELECT f.tenant_id, %(run)s, f.context, f.position,
+       (  (f.input_tokens - least(f.cached_input_tokens, f.input_tokens)) * p.input_per_million
+        + least(f.cached_input_tokens, f.input_tokens)
+          * coalesce(p.cached_input_per_million, p.input_per_million)
+        + f.output_tokens * p.output_per_million) * 0.000001
+FROM {facts} f
+LEFT JOIN LATERAL (
+    SELECT * FROM book b
+    WHERE (b.provider = f.provider OR b.provider = '*')
+      AND f.model LIKE b.model_like ESCAPE '\\'
+      AND b.effective_from <= f.occurred_at
+    ORDER BY (b.provider <> '*') DESC, (b.model = f.model) DESC, b.effective_from DESC,
+             b.set_in_version DESC, b.ordinal DESC
+    LIMIT 1
+) p ON true
+WHERE f.tenant_id = %(tenant)s AND f.kind = 'answer' AND f.context = 'conversations'
+  AND f.position <= %(through)s
+"""
 
 
 class UsageProjection(Projection):
@@ -35,7 +85,34 @@ class UsageProjection(Projection):
         FACTS: ("tenant_id", "context", "position"),
         TURNS: ("tenant_id", "conversation_id", "turn"),
         DOCUMENTS: ("tenant_id", "document_id"),
+        PRICES: ("tenant_id", "set_in_version", "ordinal"),
+        RUNS: ("tenant_id", "run_id"),
+        REPRICED: ("tenant_id", "run_id", "context", "position"),
     }
+
+    def __init__(self, *, variant: str = "") -> None:
+        super().__init__(variant=variant)
+        self._conversations_applied = 0  # in the batch being applied, so far
+
+    def before_batch(self, rows: Rows, envelopes: Sequence[Envelope]) -> None:
+        if not any(e.event_type == "Repricing.Requested" for e in envelopes):
+            return
+        found = (
+            postgres(rows)
+            .cursor.execute(
+                SQL("SELECT notification_id FROM {} WHERE application_name = %s").format(
+                    Identifier(f"{self.view_name}_tracking")
+                ),
+                ("conversations",),
+            )
+            .fetchone()
+        )
+        self._conversations_applied = int(found["notification_id"] or 0) if found else 0
+
+    def apply(self, rows: Rows, envelope: Envelope) -> None:
+        super().apply(rows, envelope)
+        if envelope.context == "conversations":
+            self._conversations_applied = envelope.position
 
     @staticmethod
     def _fact(envelope: Envelope, kind: str, actor: str, **values: Any) -> dict[str, Any]:
@@ -176,3 +253,78 @@ class UsageProjection(Projection):
             rows.insert(
                 FACTS, self._fact(envelope, "search", envelope.actor, mode=data.get("mode"))
             )
+
+    # ------------------------------------------------------------------ prices
+
+    def _prices(
+        self, rows: Rows, envelope: Envelope, entries: list[dict[str, Any]], version: int
+    ) -> None:
+        rows.insert_many(
+            PRICES,
+            [
+                {
+                    "tenant_id": envelope.tenant_id,
+                    "set_in_version": version,
+                    "ordinal": ordinal,
+                    "provider": entry["provider"],
+                    "model": entry["model"],
+                    "model_like": like_pattern(entry["model"]),
+                    "effective_from": entry["effective_from"],
+                    "input_per_million": Decimal(entry["price"]["input_per_million"]),
+                    "output_per_million": Decimal(entry["price"]["output_per_million"]),
+                    "cached_input_per_million": None
+                    if entry["price"].get("cached_input_per_million") is None
+                    else Decimal(entry["price"]["cached_input_per_million"]),
+                    "currency": entry["price"].get("currency", "USD"),
+                }
+                for ordinal, entry in enumerate(entries)
+            ],
+        )
+
+    @handles(PriceBook.Opened)
+    def _opened(self, rows: Rows, envelope: Envelope) -> None:
+        self._prices(rows, envelope, list(envelope.data["prices"]), envelope.aggregate_version)
+
+    @handles(PriceBook.PriceSet)
+    def _price_set(self, rows: Rows, envelope: Envelope) -> None:
+        data = envelope.data
+        self._prices(rows, envelope, [data], envelope.aggregate_version)
+
+    @handles(Repricing.Requested)
+    def _reprice(self, rows: Rows, envelope: Envelope) -> None:
+        """Every answer up to the run's position, priced at the run's book version."""
+        data = envelope.data
+        through = int(data["through"])
+        if self._conversations_applied < through:
+            raise RepricingAheadError(
+                f"re-pricing run {envelope.aggregate_id} covers conversations up to {through};"
+                f" applied so far: {self._conversations_applied}"
+            )
+        run_id = uuid.UUID(envelope.aggregate_id)
+        rows.insert(
+            RUNS,
+            {
+                "tenant_id": envelope.tenant_id,
+                "run_id": run_id,
+                "price_book_version": data["price_book_version"],
+                "through": through,
+                "actor": envelope.actor,
+                "reason": data["reason"],
+                "requested_at": envelope.occurred_at,
+                "position": envelope.position,
+            },
+        )
+        sql = postgres(rows)
+        sql.cursor.execute(
+            SQL(_REPRICE).format(
+                prices=Identifier(self.table(PRICES)),
+                repriced=Identifier(self.table(REPRICED)),
+                facts=Identifier(self.table(FACTS)),
+            ),
+            {
+                "tenant": envelope.tenant_id,
+                "version": data["price_book_version"],
+                "run": run_id,
+                "through": through,
+            },
+        )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from psycopg import Connection
 from psycopg.rows import DictRow
@@ -29,7 +30,7 @@ from psycopg.sql import SQL, Identifier
 
 from domain.usage import TokenPrice
 from projections.base import ProjectionView
-from projections.usage.projection import FACTS
+from projections.usage.projection import FACTS, REPRICED, RUNS
 
 PERIODS = ("day", "week", "month")
 DIMENSIONS = ("key", "user", "model", "provider", "document")
@@ -83,6 +84,10 @@ class Usage:
     unpriced_answers: int = 0
     cost_current_usd: Decimal = Decimal(0)
     unpriced_now: int = 0
+    # With a re-pricing run: the answers it covered at its price book version.
+    cost_repriced_usd: Decimal | None = None
+    unpriced_repriced: int | None = None
+    not_repriced: int | None = None  # answers recorded after the run
     latency_ms_p50: float | None = None
     latency_ms_p95: float | None = None
     documents: int = 0
@@ -104,6 +109,22 @@ class Window:
     start: datetime  # inclusive
     end: datetime  # exclusive
     actor: str | None = None  # only this principal's use
+    repricing: UUID | None = None  # beside what was charged, this run's figures
+
+
+@dataclass(frozen=True)
+class RepricingRun:
+    run_id: UUID
+    price_book_version: int
+    through: int
+    actor: str
+    reason: str
+    requested_at: datetime
+    position: int
+    answers: int  # answers the run covered
+    unpriced: int  # of which had no price at that version
+    cost_charged_usd: Decimal  # what those answers were charged
+    cost_repriced_usd: Decimal  # what they cost at that version
 
 
 def _group_value(value: Any) -> str | None:
@@ -125,6 +146,49 @@ class UsageView(ProjectionView):
         with self.tenant_reads(tenant_id) as conn:
             yield from self._usage(conn, tenant_id, window, names, price_of)
 
+    def repricing(self, tenant_id: str, run_id: UUID) -> RepricingRun | None:
+        """A run and its totals (None: no such run, or not applied yet)."""
+        return self._run(tenant_id, "run.run_id = %s", [run_id])
+
+    def latest_repricing(self, tenant_id: str, price_book_version: int) -> RepricingRun | None:
+        """The newest run at ``price_book_version`` (None: there is none yet)."""
+        return self._run(tenant_id, "run.price_book_version = %s", [price_book_version])
+
+    def _run(self, tenant_id: str, condition: str, params: list[Any]) -> RepricingRun | None:
+        query = SQL(
+            "SELECT run.run_id, run.price_book_version, run.through, run.actor, run.reason,"  # noqa: S608 - constants
+            " run.requested_at, run.position,"
+            " (SELECT count(*) FROM {repriced} r WHERE r.tenant_id = run.tenant_id"
+            "   AND r.run_id = run.run_id) AS answers,"
+            " (SELECT count(*) FROM {repriced} r WHERE r.tenant_id = run.tenant_id"
+            "   AND r.run_id = run.run_id AND r.cost_usd IS NULL) AS unpriced,"
+            " (SELECT coalesce(sum(f.cost_usd), 0) FROM {repriced} r JOIN {facts} f"
+            "   ON f.tenant_id = r.tenant_id AND f.context = r.context"
+            "   AND f.position = r.position"
+            "   WHERE r.tenant_id = run.tenant_id AND r.run_id = run.run_id)"
+            "   AS cost_charged_usd,"
+            " (SELECT coalesce(sum(r.cost_usd), 0) FROM {repriced} r"
+            "   WHERE r.tenant_id = run.tenant_id AND r.run_id = run.run_id)"
+            "   AS cost_repriced_usd"
+            f" FROM {{runs}} run WHERE run.tenant_id = %s AND {condition}"
+            " ORDER BY run.position DESC LIMIT 1"
+        ).format(
+            runs=Identifier(self.projection.table(RUNS)),
+            repriced=Identifier(self.projection.table(REPRICED)),
+            facts=Identifier(self.projection.table(FACTS)),
+        )
+        with self.tenant_reads(tenant_id) as conn:
+            row = conn.execute(query, [tenant_id, *params]).fetchone()
+        if row is None:
+            return None
+        return RepricingRun(
+            **{
+                **row,
+                "cost_charged_usd": Decimal(row["cost_charged_usd"]),
+                "cost_repriced_usd": Decimal(row["cost_repriced_usd"]),
+            }
+        )
+
     def total(self, tenant_id: str, window: Window, price_of: PriceOf) -> Usage:
         return next(self.usage(tenant_id, window, (), price_of))
 
@@ -136,11 +200,25 @@ class UsageView(ProjectionView):
         names: tuple[str, ...],
         price_of: PriceOf,
     ) -> Iterator[Usage]:
-        conditions = "tenant_id = %s AND occurred_at >= %s AND occurred_at < %s"
+        conditions = "f.tenant_id = %s AND occurred_at >= %s AND occurred_at < %s"
         params: list[Any] = [tenant_id, window.start, window.end]
         if window.actor is not None:
             conditions += " AND actor = %s"
             params.append(window.actor)
+        repricing: list[str] = []
+        join = ""
+        if window.repricing is not None:
+            join = (
+                " LEFT JOIN {repriced} r ON r.tenant_id = f.tenant_id AND r.run_id = %s"
+                " AND r.context = f.context AND r.position = f.position"
+            )
+            params.insert(0, window.repricing)
+            repricing = [
+                "coalesce(sum(r.cost_usd), 0) AS cost_repriced_usd",
+                "count(*) FILTER (WHERE kind = 'answer' AND r.position IS NOT NULL"
+                " AND r.cost_usd IS NULL) AS unpriced_repriced",
+                "count(*) FILTER (WHERE kind = 'answer' AND r.position IS NULL) AS not_repriced",
+            ]
         dims = [f"{_EXPRESSIONS[n]} AS g{i}" for i, n in enumerate(names)]
         keys = [f"g{i}" for i in range(len(names))]
         group = f" GROUP BY {', '.join(keys)}" if keys else ""
@@ -159,8 +237,8 @@ class UsageView(ProjectionView):
                     "count(*) FILTER (WHERE kind = 'failure') AS failures",
                     "coalesce(sum(input_tokens), 0) AS input_tokens",
                     "coalesce(sum(output_tokens), 0) AS output_tokens",
-                    "coalesce(sum(cost_usd), 0) AS cost_charged_usd",
-                    "count(*) FILTER (WHERE kind = 'answer' AND cost_usd IS NULL)"
+                    "coalesce(sum(f.cost_usd), 0) AS cost_charged_usd",
+                    "count(*) FILTER (WHERE kind = 'answer' AND f.cost_usd IS NULL)"
                     " AS unpriced_answers",
                     "percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)"
                     " FILTER (WHERE kind = 'answer') AS latency_ms_p50",
@@ -171,13 +249,14 @@ class UsageView(ProjectionView):
                     "coalesce(sum(pages), 0) AS pages",
                     "coalesce(sum(chunks), 0) AS chunks",
                     "coalesce(sum(embedding_tokens), 0) AS embedding_tokens",
+                    *repricing,
                     *modes,
                     "count(*) FILTER (WHERE kind = 'search' AND (mode IS NULL OR mode NOT IN ("
                     + ", ".join(f"'{m}'" for m in SEARCH_MODES)
                     + "))) AS search_other",
                 ]
             )
-            + f" FROM {{facts}} WHERE {conditions}{group}{order}"
+            + f" FROM {{facts}} f{join} WHERE {conditions}{group}{order}"
         )
         # Tokens per model of each group's answers, in the same order: today's prices.
         by_model = (
@@ -185,18 +264,20 @@ class UsageView(ProjectionView):
             + ", ".join([*dims, "model AS priced_model", "provider AS priced_provider"])
             + ", sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
             " sum(cached_input_tokens) AS cached_input_tokens, count(*) AS answers"
-            + f" FROM {{facts}} WHERE {conditions} AND kind = 'answer'"
+            + f" FROM {{facts}} f WHERE {conditions} AND kind = 'answer'"
             + f" GROUP BY {', '.join([*keys, 'model', 'provider'])}"
             + (f"{order}, model, provider" if keys else " ORDER BY model, provider")
         )
         facts = Identifier(self.projection.table(FACTS))
+        repriced = Identifier(self.projection.table(REPRICED))
+        model_params = params[1:] if window.repricing is not None else params
         with (
             conn.cursor(name="usage_figures") as figures_cursor,
             conn.cursor(name="usage_by_model") as models_cursor,
         ):
             figures_cursor.itersize = models_cursor.itersize = 2000
-            figures_cursor.execute(SQL(figures).format(facts=facts), params)
-            models_cursor.execute(SQL(by_model).format(facts=facts), params)
+            figures_cursor.execute(SQL(figures).format(facts=facts, repriced=repriced), params)
+            models_cursor.execute(SQL(by_model).format(facts=facts), model_params)
             priced = iter(models_cursor)
             pending = next(priced, None)
             for row in figures_cursor:
@@ -217,6 +298,10 @@ def _figures(names: tuple[str, ...], row: DictRow) -> Usage:
     for name in ("latency_ms_p50", "latency_ms_p95"):
         value = row[name]
         setattr(usage, name, None if value is None else round(float(value), 1))
+    if "cost_repriced_usd" in row:
+        usage.cost_repriced_usd = Decimal(row["cost_repriced_usd"])
+        usage.unpriced_repriced = int(row["unpriced_repriced"])
+        usage.not_repriced = int(row["not_repriced"])
     usage.searches = {m: int(row[f"search_{m}"]) for m in SEARCH_MODES}
     if row["search_other"]:
         usage.searches["other"] = int(row["search_other"])

@@ -10,6 +10,7 @@ recomputation too. A redelivered batch changes nothing.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import uuid
 from collections import defaultdict
@@ -29,8 +30,9 @@ from domain.activity import Read
 from domain.contexts import event_type
 from domain.conversation import Conversation
 from domain.document import Document
-from domain.usage import ANY_PROVIDER, PriceBook, TokenPrice
+from domain.usage import ANY_PROVIDER, SINCE_EVER, PriceBook, Repricing, TokenPrice
 from infra.envelope import Envelope
+from projections.usage.projection import RepricingAheadError
 from projections.usage.view import DIMENSIONS, PERIODS, Usage, UsageView, Window
 from tests.read_models import copy_of
 
@@ -329,3 +331,191 @@ def test_periods_are_utc_weeks_from_monday_and_calendar_months(usage: UsageView)
     ]:
         groups = list(usage.usage(tenant, window, (period,), _price_of))
         assert [g.group[period] for g in groups] == expected, period
+
+
+# ------------------------------------------------------------------ re-pricing
+
+PROVIDERS = ("*", "p-gpt", "p-claude", "p-llama")
+PATTERNS = ("gpt-4o", "gpt-*", "claude-*", "claude-3-5-haiku", "llama-?ocal", "*")
+price_figures = st.decimals(min_value=0, max_value=100, places=4)
+price_change = st.tuples(
+    st.sampled_from(PROVIDERS),
+    st.sampled_from(PATTERNS),
+    st.one_of(st.just(-1), st.integers(0, 90)),  # days after EPOCH; -1: since ever
+    price_figures,
+    price_figures,
+    st.one_of(st.none(), price_figures),
+)
+
+
+def _book_events(
+    tenant: str, configured: list[Any], changes: list[Any]
+) -> tuple[list[PriceBook], list[Envelope]]:
+    """The book after each version (index 0: version 1), and its events as envelopes."""
+    book = PriceBook.open(
+        tenant_id=tenant,
+        actor="system:config",
+        configured=[(p, m, TokenPrice(i, o, c)) for p, m, _, i, o, c in configured],
+    )
+    versions: list[PriceBook] = []
+    envelopes: list[Envelope] = []
+
+    def collect() -> None:
+        for event in book.collect_events():
+            envelopes.append(
+                Envelope.from_event(
+                    "usage", next(_positions), f"x:{type(event).__qualname__}", event
+                )
+            )
+        versions.append(copy.deepcopy(book))
+
+    collect()
+    for provider, model, days, inp, out, cached in changes:
+        effective = SINCE_EVER if days < 0 else EPOCH + timedelta(days=days)
+        book.set_price(actor="key:admin", provider=provider, model=model,
+                       price=TokenPrice(inp, out, cached), effective_from=effective)  # fmt: skip
+        collect()
+    return versions, envelopes
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    plan=st.lists(
+        st.tuples(
+            st.just("answer"),
+            st.integers(0, 90 * 24 * 3600),
+            st.sampled_from(ACTORS),
+            answer,
+            upload,
+            search,
+        ),
+        max_size=25,
+    ),
+    configured=st.lists(price_change, max_size=3),
+    changes=st.lists(price_change, max_size=6),
+    data=st.data(),
+)
+def test_a_repricing_run_prices_every_answer_as_the_domain_does_at_that_version(
+    usage: UsageView, plan: list[Any], configured: list[Any], changes: list[Any],
+    data: st.DataObject,
+) -> None:  # fmt: skip
+    tenant = str(uuid.uuid4())
+    conversations, _ = _events(tenant, plan)
+    versions, book_events = _book_events(tenant, configured, changes)
+    version = data.draw(st.integers(1, len(versions)), label="version")
+    through = max((e.position for e in conversations), default=0)
+    run = Repricing.request(tenant_id=tenant, actor="key:analyst", price_book_version=version,
+                            through=through, reason="test")  # fmt: skip
+    (requested,) = run.collect_events()
+    run_envelope = Envelope.from_event("usage", next(_positions), "x:Repricing.Requested",
+                                       requested)  # fmt: skip
+    usage.apply_batch([*conversations, *book_events, run_envelope])
+    usage.apply_batch([run_envelope])  # redelivered: nothing changes
+
+    book = versions[version - 1]
+    expected: dict[int, Decimal | None] = {}
+    for envelope in conversations:
+        if envelope.event_type != "Conversation.AnswerGenerated":
+            continue
+        d = envelope.data
+        entry = book.price(d["provider"], d["model"], envelope.occurred_at)
+        tokens = d["usage"]
+        expected[envelope.position] = (
+            None
+            if entry is None
+            else entry.price.cost(
+                tokens["input_tokens"], tokens["output_tokens"], tokens["cached_input_tokens"]
+            )
+        )
+    with usage.datastore.get_connection() as conn:
+        got = {
+            row["position"]: row["cost_usd"]
+            for row in conn.execute(
+                "SELECT position, cost_usd FROM usage_repriced__prop WHERE run_id = %s",
+                (run.id,),
+            )
+        }
+    assert got == expected
+    summary = usage.repricing(tenant, run.id)
+    assert summary is not None and summary.answers == len(expected)
+    assert summary.unpriced == sum(1 for v in expected.values() if v is None)
+    assert summary.cost_repriced_usd == sum((v for v in expected.values() if v), Decimal(0))
+    assert usage.latest_repricing(tenant, version) == summary
+    # Beside the usage figures: every answer of the window was covered by the run.
+    window = Window(EPOCH, EPOCH + timedelta(days=120), repricing=run.id)
+    total = usage.total(tenant, window, _price_of)
+    assert total.cost_repriced_usd == summary.cost_repriced_usd
+    assert total.not_repriced == 0 and total.unpriced_repriced == summary.unpriced
+
+
+def test_a_run_that_arrives_before_its_answers_waits_for_a_catch_up(usage: UsageView) -> None:
+    tenant = str(uuid.uuid4())
+    conversations, _ = _events(
+        tenant, [("answer", 60, ACTORS[0], {**_ANSWER, "outcome": "answer"}, {}, {})]
+    )
+    _versions, book_events = _book_events(tenant, [], [])
+    run = Repricing.request(tenant_id=tenant, actor="key:analyst", price_book_version=1,
+                            through=conversations[-1].position, reason="")  # fmt: skip
+    (requested,) = run.collect_events()
+    run_envelope = Envelope.from_event(
+        "usage", next(_positions), "x:Repricing.Requested", requested
+    )
+    with pytest.raises(RepricingAheadError):
+        usage.apply_batch([*book_events, run_envelope])  # the answers are not applied yet
+    assert usage.repricing(tenant, run.id) is None  # and nothing of it was written
+    usage.apply_batch([*conversations, *book_events, run_envelope])
+    summary = usage.repricing(tenant, run.id)
+    assert summary is not None and summary.answers == 1
+
+
+_ANSWER = {
+    "model": "gpt-4o", "mode": "hybrid", "input_tokens": 1000, "output_tokens": 10,
+    "cached_share": 0, "cost": Decimal("0.01"), "latency_ms": 100.0,
+}  # fmt: skip
+
+
+BASE = ("*", "gpt-*", -1, 1, 0, None)  # any provider's gpt models, since ever, $1
+
+
+@pytest.mark.parametrize(
+    ("changes", "answer_day", "expected_input_price"),
+    [
+        # The exact name beats a pattern in force later; a later exact price beats both.
+        ([BASE, ("*", "gpt-4o", -1, 2, 0, None), ("*", "gpt-*", 10, 3, 0, None)], 20, 2),
+        ([BASE, ("*", "gpt-4o", -1, 2, 0, None), ("*", "gpt-4o", 15, 4, 0, None)], 20, 4),
+        ([BASE, ("*", "gpt-4o", -1, 2, 0, None), ("*", "gpt-4o", 25, 4, 0, None)], 20, 2),
+        # This provider's pattern beats any provider's exact name.
+        ([BASE, ("*", "gpt-4o", -1, 2, 0, None), ("p-gpt", "gpt-?o", -1, 5, 0, None)], 20, 5),
+        # The same effective time set again: the correction wins.
+        ([BASE, ("*", "gpt-4o", 5, 2, 0, None), ("*", "gpt-4o", 5, 7, 0, None)], 20, 7),
+        # An exact price not in force yet: the pattern applies.
+        ([BASE, ("*", "gpt-4o", 30, 2, 0, None)], 20, 1),
+        # Prices only for another provider, or from later on: unpriced.
+        ([("p-claude", "*", -1, 2, 0, None), ("*", "gpt-*", 30, 9, 0, None)], 20, None),
+    ],
+)
+def test_which_price_a_run_applies(
+    usage: UsageView, changes: list[Any], answer_day: int, expected_input_price: int | None
+) -> None:
+    tenant = str(uuid.uuid4())
+    asked = {**_ANSWER, "outcome": "answer", "input_tokens": 1_000_000, "output_tokens": 0}
+    conversations, _ = _events(tenant, [("answer", answer_day * 86400, ACTORS[0], asked, {}, {})])
+    changes = [(p, m, d, Decimal(i), Decimal(o), c) for p, m, d, i, o, c in changes]
+    versions, book_events = _book_events(tenant, [], changes)
+    run = Repricing.request(tenant_id=tenant, actor="key:analyst",
+                            price_book_version=len(versions),
+                            through=conversations[-1].position, reason="")  # fmt: skip
+    (requested,) = run.collect_events()
+    envelope = Envelope.from_event("usage", next(_positions), "x:Repricing.Requested", requested)
+    usage.apply_batch([*conversations, *book_events, envelope])
+    summary = usage.repricing(tenant, run.id)
+    assert summary is not None and summary.answers == 1
+    entry = versions[-1].price("p-gpt", "gpt-4o", conversations[-1].occurred_at)
+    if expected_input_price is None:
+        assert summary.unpriced == 1 and entry is None
+    else:
+        assert summary.unpriced == 0
+        assert summary.cost_repriced_usd == Decimal(expected_input_price)
+        assert entry is not None and entry.price.input_per_million == expected_input_price
