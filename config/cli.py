@@ -152,6 +152,18 @@ def _usage_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
         " provider, document",
     )
     report.add_argument("--format", choices=["table", "csv"], default="table")
+    report.add_argument(
+        "--price-book", type=int, help="beside the charges: the newest re-pricing run at this"
+        " price book version",
+    )  # fmt: skip
+    reprice = usage.add_parser(
+        "reprice",
+        help="price every answer so far at another price book version, beside what each was"
+        " charged (unchanged); the run is an event",
+    )
+    reprice.add_argument("--tenant", required=True, help="tenant name")
+    reprice.add_argument("--price-book", type=int, required=True, help="price book version")
+    reprice.add_argument("--reason", default="", help="why, for the record")
 
 
 def _audit_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
@@ -633,6 +645,7 @@ def _usage_report(args: argparse.Namespace, settings: Settings) -> int:
     if start >= end:
         print("kf usage report: --from must be earlier than --to", file=sys.stderr)
         return 2
+
     tenant_id = str(Tenant.id_for(args.tenant))
     container, endpoints = _with_store(settings)
     try:
@@ -641,6 +654,16 @@ def _usage_report(args: argparse.Namespace, settings: Settings) -> int:
         assert isinstance(view, UsageView)
         view.catch_up_from(container.event_logs)  # never stale, even with no projector running
         window = Window(start, end)
+        if args.price_book is not None:
+            run = view.latest_repricing(tenant_id, args.price_book)
+            if run is None:
+                print(
+                    f"kf usage report: no re-pricing run at price book version"
+                    f" {args.price_book}; run kf usage reprice first",
+                    file=sys.stderr,
+                )
+                return 1
+            window = Window(start, end, repricing=run.run_id)
         if args.format == "csv":
             for chunk in csv_lines(view.usage(tenant_id, window, names, price_of), names):
                 sys.stdout.write(chunk.decode())
@@ -652,6 +675,47 @@ def _usage_report(args: argparse.Namespace, settings: Settings) -> int:
         endpoints.close()
     print(f"tenant {args.tenant}: {start.isoformat()} to {end.isoformat()}")
     print(table(groups, total, names))
+    return 0
+
+
+def _usage_reprice(args: argparse.Namespace, settings: Settings) -> int:
+    """``kf usage reprice``: append the run, apply it to the usage read model, print its totals."""
+    from domain.access import Tenant
+    from domain.errors import DomainError
+    from infra.causation import set_process
+    from projections.usage import UsageView
+
+    set_process(_cli_origin())
+    tenant_id = str(Tenant.id_for(args.tenant))
+    container, endpoints = _with_store(settings)
+    try:
+        view = container.views["usage"]
+        assert isinstance(view, UsageView)
+        try:
+            result = container.usage.reprice(
+                tenant_id=tenant_id,
+                actor=f"cli:{os.environ.get('USER', 'unknown')}",
+                price_book_version=args.price_book,
+                through=container.conversations.head_position(),
+                reason=args.reason,
+            )
+        except DomainError as exc:
+            print(f"kf usage reprice: {exc}", file=sys.stderr)
+            return 1
+        view.catch_up_from(container.event_logs)  # applies the run (and what it covers)
+        run = view.repricing(tenant_id, result.id)
+    finally:
+        container.close()
+        endpoints.close()
+    if run is None:
+        print("kf usage reprice: the run was recorded but not applied", file=sys.stderr)
+        return 1
+    print(json.dumps({
+        "id": str(run.run_id), "price_book_version": run.price_book_version,
+        "through": run.through, "answers": run.answers, "unpriced": run.unpriced,
+        "cost_charged_usd": f"{run.cost_charged_usd:f}",
+        "cost_repriced_usd": f"{run.cost_repriced_usd:f}",
+    }))  # fmt: skip
     return 0
 
 
@@ -822,6 +886,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _migrate(settings)
     elif args.command == "audit":
         return _audit(args, settings)
+    elif args.command == "usage" and args.action == "reprice":
+        return _usage_reprice(args, settings)
     elif args.command == "usage":
         return _usage_report(args, settings)
     else:

@@ -401,6 +401,7 @@ class Container:
             app.include_router(write_documents.router)
             app.include_router(write_keys.router)
             app.include_router(write_prices.router)
+            app.include_router(write_prices.repricings)
             app.include_router(write_conversations.router)
             app.include_router(write_chat.router)
         if role in ("all", "read"):

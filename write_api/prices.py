@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
@@ -115,4 +116,48 @@ def set_price(
             **price.as_dict(),
             set_in_version=version,
         ),
+    )
+
+
+# ------------------------------------------------------------------ re-pricing
+
+repricings = APIRouter(prefix="/v1/usage/repricings", tags=["usage"])
+
+
+class Reprice(BaseModel):
+    price_book_version: int = Field(ge=1, description="The price book version to price at")
+    reason: str = Field("", max_length=500)
+
+
+class RepriceAccepted(BaseModel):
+    id: UUID
+    position: int = Field(description="Pass as min_position to GET /v1/usage/repricings/{id}")
+    price_book_version: int
+    through: int = Field(description="Answers recorded up to this conversations position")
+
+
+@repricings.post(
+    "",
+    status_code=202,
+    response_model=RepriceAccepted,
+    responses={**ERROR_RESPONSES, 404: {"model": ErrorBody}},
+)
+def reprice(
+    principal: PriceReader, usage: Usage, body: Reprice, request: Request
+) -> RepriceAccepted:
+    """Price every answer recorded so far at another price book version, beside what each
+    was charged (which does not change). The run is an event; its figures follow."""
+    through = request.app.state.conversations.head_position()
+    result = usage.reprice(
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        price_book_version=body.price_book_version,
+        through=through,
+        reason=body.reason,
+    )
+    return RepriceAccepted(
+        id=result.id,
+        position=result.position,
+        price_book_version=body.price_book_version,
+        through=through,
     )

@@ -10,7 +10,8 @@ from projections.usage.view import SEARCH_MODES, Usage
 
 CSV_FIGURES = (
     "questions", "answers", "failures", "input_tokens", "output_tokens", "cost_charged_usd",
-    "unpriced_answers", "cost_current_usd", "unpriced_now", "latency_ms_p50", "latency_ms_p95",
+    "unpriced_answers", "cost_current_usd", "unpriced_now", "cost_repriced_usd",
+    "unpriced_repriced", "not_repriced", "latency_ms_p50", "latency_ms_p95",
     "documents", "bytes", "pages", "chunks", "embedding_tokens",
 )  # fmt: skip
 
@@ -55,14 +56,18 @@ def _cell(value: object) -> str:
 
 def table(groups: Iterable[Usage], total: Usage, names: tuple[str, ...]) -> str:
     """The groups and their total as an aligned text table (numbers right-aligned)."""
-    header = [*names, *(title for _, title in TABLE_COLUMNS), "searches"]
+    columns = list(TABLE_COLUMNS)
+    if total.cost_repriced_usd is not None:  # a re-pricing run's figures beside the charges
+        at = columns.index(("unpriced_now", "unpriced now")) + 1
+        columns[at:at] = [("cost_repriced_usd", "repriced $"), ("not_repriced", "not repriced")]
+    header = [*names, *(title for _, title in columns), "searches"]
     lines = []
     for usage in [*groups, total]:
         searches = " ".join(f"{m}={n}" for m, n in usage.searches.items() if n) or "-"
         lines.append(
             [
                 *(usage.group.get(n) or "-" for n in names),
-                *(_cell(getattr(usage, field)) for field, _ in TABLE_COLUMNS),
+                *(_cell(getattr(usage, field)) for field, _ in columns),
                 searches,
             ]
         )

@@ -6,8 +6,10 @@ Analysts and admins read the whole tenant's; viewers and editors read their own
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal, Protocol
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -15,14 +17,15 @@ from pydantic import BaseModel, Field
 
 from domain.access import Principal, Role
 from domain.usage import PriceBook, TokenPrice
-from infra.web import ERROR_RESPONSES, ApiError, UsageReader
-from projections.http import view_of
+from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, UsageReader, require
+from projections.http import Models, view_of
 from projections.usage.report import csv_lines
 from projections.usage.view import (
     DIMENSIONS,
     PERIODS,
     InvalidGroupingError,
     PriceOf,
+    RepricingRun,
     Usage,
     UsageView,
     Window,
@@ -49,6 +52,11 @@ class UsageOut(BaseModel):
     cost_charged_usd: str = Field(description="As recorded on each answer when generated")
     unpriced_answers: int = Field(description="Answers whose model had no price: not in cost")
     cost_current_usd: str = Field(description="The same tokens at today's prices")
+    cost_repriced_usd: str | None = Field(
+        None, description="With price_book: the answers at that price book version"
+    )
+    unpriced_repriced: int | None = Field(None, description="... that had no price there")
+    not_repriced: int | None = Field(None, description="... recorded after the run")
     unpriced_now: int = Field(description="Answers whose model has no price today")
     latency_ms_p50: float | None = Field(description="Answer latency, provider included")
     latency_ms_p95: float | None
@@ -66,7 +74,38 @@ class UsageOut(BaseModel):
                 **usage.__dict__,
                 "cost_charged_usd": f"{usage.cost_charged_usd:f}",
                 "cost_current_usd": f"{usage.cost_current_usd:f}",
+                "cost_repriced_usd": None
+                if usage.cost_repriced_usd is None
+                else f"{usage.cost_repriced_usd:f}",
             }
+        )
+
+
+class RepricingOut(BaseModel):
+    id: UUID
+    price_book_version: int
+    through: int = Field(description="Covers answers recorded up to this conversations position")
+    actor: str
+    reason: str
+    requested_at: datetime
+    answers: int
+    unpriced: int = Field(description="Answers whose model had no price at that version")
+    cost_charged_usd: str = Field(description="What the covered answers were charged")
+    cost_repriced_usd: str = Field(description="What they cost at that version")
+
+    @classmethod
+    def of(cls, run: RepricingRun) -> RepricingOut:
+        return cls(
+            id=run.run_id,
+            price_book_version=run.price_book_version,
+            through=run.through,
+            actor=run.actor,
+            reason=run.reason,
+            requested_at=run.requested_at,
+            answers=run.answers,
+            unpriced=run.unpriced,
+            cost_charged_usd=f"{run.cost_charged_usd:f}",
+            cost_repriced_usd=f"{run.cost_repriced_usd:f}",
         )
 
 
@@ -81,6 +120,9 @@ class UsageReport(BaseModel):
     groups: list[UsageOut]
     truncated: bool = Field(description=f"More than {MAX_GROUPS} groups: use format=csv")
     total: UsageOut
+    repricing: RepricingOut | None = Field(
+        None, description="With price_book: the run whose figures are beside the charges"
+    )
 
 
 class PriceBooks(Protocol):
@@ -128,6 +170,28 @@ def _group_by(value: str) -> tuple[str, ...]:
 
 
 @router.get(
+    "/v1/usage/repricings/{run_id}",
+    response_model=RepricingOut,
+    responses={**ERROR_RESPONSES, 404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+def repricing_run(
+    principal: Annotated[Principal, Depends(require(Role.ANALYST))],
+    usage: UsageModel,
+    models: Models,
+    run_id: UUID,
+    min_position: Annotated[
+        int | None, Query(ge=0, description="Wait until the run (its position) is applied")
+    ] = None,
+) -> RepricingOut:
+    """A re-pricing run's totals: the answers it covered, charged and at its version."""
+    models.wait("usage", "usage", min_position)
+    run = usage.repricing(principal.tenant_id, run_id)
+    if run is None:
+        raise ApiError(404, "repricing_not_found", f"No re-pricing run {run_id} (yet).")
+    return RepricingOut.of(run)
+
+
+@router.get(
     "/v1/usage",
     response_model=UsageReport,
     responses={
@@ -155,12 +219,27 @@ def usage_report(
     report_format: Annotated[
         Literal["json", "csv"], Query(alias="format", description="json, or csv streamed")
     ] = "json",
+    price_book: Annotated[
+        int | None,
+        Query(ge=1, description="Beside the charges: the newest re-pricing run at this version"),
+    ] = None,
 ) -> UsageReport | StreamingResponse:
     """Questions, answers, failures, tokens, cost as charged and as priced now, answer
     latency, ingestion and searches, per group of the window; the sums over the groups are
     the totals."""
     window, scope = window_of(principal, start, end)
     names = _group_by(group_by)
+    run = None
+    if price_book is not None:
+        run = usage.latest_repricing(principal.tenant_id, price_book)
+        if run is None:
+            raise ApiError(
+                409,
+                "not_repriced",
+                f"No re-pricing run at price book version {price_book} yet: start one with"
+                " POST /v1/usage/repricings (or kf usage reprice).",
+            )
+        window = replace(window, repricing=run.run_id)
     price_of = prices_now(request.app.state.usage_app, principal.tenant_id)
     if report_format == "csv":
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -187,5 +266,6 @@ def usage_report(
             "groups": groups,
             "truncated": truncated,
             "total": UsageOut.of(total),
+            "repricing": None if run is None else RepricingOut.of(run),
         }
     )

@@ -393,6 +393,8 @@ ROUTES: dict[tuple[str, str], tuple[Role | tuple[Role, ...] | None, dict[str, An
     # Analysts read the tenant's usage; viewers (and so editors, admins) their own.
     ("GET", "/v1/usage"): ((Role.VIEWER, Role.ANALYST), {}),
     ("GET", "/v1/prices"): (Role.ANALYST, {}),
+    ("POST", "/v1/usage/repricings"): (Role.ANALYST, {"json": {"price_book_version": 0}}),
+    ("GET", "/v1/usage/repricings/{run_id}"): (Role.ANALYST, {}),
     ("PUT", "/v1/prices/{provider}/{model}"): (Role.ADMIN, {"json": {"input_per_million": -1}}),
 }
 
@@ -419,6 +421,7 @@ def test_each_role_against_each_route(
         sha256="0" * 64,
         provider="*",
         model="m",
+        run_id=uuid.uuid4(),
     )
     _, key = _key(system, role)
     with system.client(key) as client:
