@@ -384,6 +384,7 @@ class ProjectionView(PostgresTrackingRecorder):
         """
         positions = self.lock_positions(curs)
         fresh, current = select_fresh(self.contexts, positions, envelopes)
+        self.writes.clear()  # whatever a failed batch queued was rolled back with it
         rows = PostgresRows(curs, self.projection.table, self.writes)
         self.projection.before_batch(rows, fresh)
         for envelope in fresh:

@@ -63,6 +63,10 @@ class BatchWrites:
     def add(self, statement: Composed, params: tuple[Any, ...]) -> None:
         self._queue.append((statement, params))
 
+    def clear(self) -> None:
+        """Forget what is queued (a batch that failed leaves nothing for the next one)."""
+        self._queue = []
+
     def flush(self, curs: Cursor[DictRow]) -> None:
         queue, self._queue = self._queue, []
         start = 0

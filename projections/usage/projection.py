@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Placeholder
 
 from domain.activity import Read, ReadKind
 from domain.conversation import Conversation
@@ -34,6 +34,20 @@ DOCUMENTS = "usage_documents"
 PRICES = "usage_price_entries"
 RUNS = "usage_repricings"
 REPRICED = "usage_repriced"
+
+
+FACT_COLUMNS = (
+    "tenant_id", "context", "position", "kind", "occurred_at", "actor", "model", "provider",
+    "mode", "document_id", "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd",
+    "price_book_version", "latency_ms", "documents", "bytes", "pages", "chunks",
+    "embedding_tokens",
+)  # fmt: skip
+FACT_DEFAULTS: dict[str, Any] = {
+    "model": None, "provider": None, "mode": None, "document_id": None, "input_tokens": 0,
+    "output_tokens": 0, "cached_input_tokens": 0, "cost_usd": None, "price_book_version": None,
+    "latency_ms": None, "documents": 0, "bytes": 0, "pages": 0, "chunks": 0,
+    "embedding_tokens": 0,
+}  # fmt: skip
 
 
 class RepricingAheadError(RuntimeError):
@@ -93,8 +107,26 @@ class UsageProjection(Projection):
     def __init__(self, *, variant: str = "") -> None:
         super().__init__(variant=variant)
         self._conversations_applied = 0  # in the batch being applied, so far
+        # Rows are written in batches (one statement per kind per batch, sent at its end):
+        # what a later event of the same batch needs of them is kept here meanwhile.
+        self._turns: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._uploaders: dict[tuple[str, str], str] = {}
+        self._insert_fact = SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            Identifier(self.table(FACTS)),
+            SQL(", ").join(Identifier(c) for c in FACT_COLUMNS),
+            SQL(", ").join(Placeholder() for _ in FACT_COLUMNS),
+        )
+        self._insert_turn = SQL(
+            "INSERT INTO {} (tenant_id, conversation_id, turn, actor, model, mode)"
+            " VALUES (%s, %s, %s, %s, %s, %s)"
+        ).format(Identifier(self.table(TURNS)))
+        self._insert_document = SQL(
+            "INSERT INTO {} (tenant_id, document_id, actor) VALUES (%s, %s, %s)"
+        ).format(Identifier(self.table(DOCUMENTS)))
 
     def before_batch(self, rows: Rows, envelopes: Sequence[Envelope]) -> None:
+        self._turns.clear()
+        self._uploaders.clear()
         if not any(e.event_type == "Repricing.Requested" for e in envelopes):
             return
         found = (
@@ -114,9 +146,9 @@ class UsageProjection(Projection):
         if envelope.context == "conversations":
             self._conversations_applied = envelope.position
 
-    @staticmethod
-    def _fact(envelope: Envelope, kind: str, actor: str, **values: Any) -> dict[str, Any]:
-        return {
+    def _fact(self, rows: Rows, envelope: Envelope, kind: str, actor: str, **values: Any) -> None:
+        fact = {
+            **FACT_DEFAULTS,
             "tenant_id": envelope.tenant_id,
             "context": envelope.context,
             "position": envelope.position,
@@ -125,10 +157,14 @@ class UsageProjection(Projection):
             "actor": actor,
             **values,
         }
+        postgres(rows).writes.add(self._insert_fact, tuple(fact[c] for c in FACT_COLUMNS))
 
     # ------------------------------------------------------------ conversations
 
     def _turn(self, rows: Rows, envelope: Envelope) -> dict[str, Any]:
+        key = (envelope.tenant_id, envelope.aggregate_id, int(envelope.data["turn"]))
+        if key in self._turns:
+            return self._turns[key]
         found = rows.select(
             TURNS,
             {
@@ -145,22 +181,14 @@ class UsageProjection(Projection):
     @handles(Conversation.QuestionAsked)
     def _asked(self, rows: Rows, envelope: Envelope) -> None:
         data = envelope.data
-        rows.insert(
-            TURNS,
-            {
-                "tenant_id": envelope.tenant_id,
-                "conversation_id": uuid.UUID(envelope.aggregate_id),
-                "turn": data["turn"],
-                "actor": envelope.actor,
-                "model": data["model"],
-                "mode": data["mode"],
-            },
+        turn = {"actor": envelope.actor, "model": data["model"], "mode": data["mode"]}
+        self._turns[(envelope.tenant_id, envelope.aggregate_id, int(data["turn"]))] = turn
+        postgres(rows).writes.add(
+            self._insert_turn,
+            (envelope.tenant_id, uuid.UUID(envelope.aggregate_id), data["turn"], *turn.values()),
         )
-        rows.insert(
-            FACTS,
-            self._fact(
-                envelope, "question", envelope.actor, model=data["model"], mode=data["mode"]
-            ),
+        self._fact(
+            rows, envelope, "question", envelope.actor, model=data["model"], mode=data["mode"]
         )
 
     @handles(Conversation.AnswerGenerated)
@@ -169,35 +197,33 @@ class UsageProjection(Projection):
         turn = self._turn(rows, envelope)
         usage = data.get("usage") or {}
         cost = data.get("cost_usd")
-        rows.insert(
-            FACTS,
-            self._fact(
-                envelope,
-                "answer",
-                turn["actor"],
-                model=data["model"],
-                provider=data["provider"],
-                mode=turn["mode"],
-                input_tokens=int(usage.get("input_tokens", 0)),
-                output_tokens=int(usage.get("output_tokens", 0)),
-                cached_input_tokens=int(usage.get("cached_input_tokens", 0)),
-                cost_usd=None if cost is None else Decimal(cost),
-                price_book_version=data.get("price_book_version"),
-                latency_ms=float(data["latency_ms"]),
-            ),
+        self._fact(
+            rows,
+            envelope,
+            "answer",
+            turn["actor"],
+            model=data["model"],
+            provider=data["provider"],
+            mode=turn["mode"],
+            input_tokens=int(usage.get("input_tokens", 0)),
+            output_tokens=int(usage.get("output_tokens", 0)),
+            cached_input_tokens=int(usage.get("cached_input_tokens", 0)),
+            cost_usd=None if cost is None else Decimal(cost),
+            price_book_version=data.get("price_book_version"),
+            latency_ms=float(data["latency_ms"]),
         )
 
     @handles(Conversation.AnswerFailed)
     def _failed(self, rows: Rows, envelope: Envelope) -> None:
         turn = self._turn(rows, envelope)
-        rows.insert(
-            FACTS,
-            self._fact(envelope, "failure", turn["actor"], model=turn["model"], mode=turn["mode"]),
-        )
+        self._fact(rows, envelope, "failure", turn["actor"], model=turn["model"], mode=turn["mode"])
 
     # ---------------------------------------------------------------- documents
 
     def _uploader(self, rows: Rows, envelope: Envelope) -> str:
+        key = (envelope.tenant_id, envelope.aggregate_id)
+        if key in self._uploaders:
+            return self._uploaders[key]
         found = rows.select(
             DOCUMENTS,
             {"tenant_id": envelope.tenant_id, "document_id": uuid.UUID(envelope.aggregate_id)},
@@ -205,26 +231,21 @@ class UsageProjection(Projection):
         return str(found[0]["actor"]) if found else envelope.actor
 
     def _document_fact(self, rows: Rows, envelope: Envelope, kind: str, **values: Any) -> None:
-        rows.insert(
-            FACTS,
-            self._fact(
-                envelope,
-                kind,
-                self._uploader(rows, envelope),
-                document_id=uuid.UUID(envelope.aggregate_id),
-                **values,
-            ),
+        self._fact(
+            rows,
+            envelope,
+            kind,
+            self._uploader(rows, envelope),
+            document_id=uuid.UUID(envelope.aggregate_id),
+            **values,
         )
 
     @handles(Document.Uploaded)
     def _uploaded(self, rows: Rows, envelope: Envelope) -> None:
-        rows.insert(
-            DOCUMENTS,
-            {
-                "tenant_id": envelope.tenant_id,
-                "document_id": uuid.UUID(envelope.aggregate_id),
-                "actor": envelope.actor,
-            },
+        self._uploaders[(envelope.tenant_id, envelope.aggregate_id)] = envelope.actor
+        postgres(rows).writes.add(
+            self._insert_document,
+            (envelope.tenant_id, uuid.UUID(envelope.aggregate_id), envelope.actor),
         )
         self._document_fact(
             rows, envelope, "document", documents=1, bytes=int(envelope.data["size_bytes"])
@@ -250,9 +271,7 @@ class UsageProjection(Projection):
     def _read(self, rows: Rows, envelope: Envelope) -> None:
         data = envelope.data
         if data["kind"] == ReadKind.SEARCH.value:
-            rows.insert(
-                FACTS, self._fact(envelope, "search", envelope.actor, mode=data.get("mode"))
-            )
+            self._fact(rows, envelope, "search", envelope.actor, mode=data.get("mode"))
 
     # ------------------------------------------------------------------ prices
 
@@ -301,6 +320,8 @@ class UsageProjection(Projection):
                 f" applied so far: {self._conversations_applied}"
             )
         run_id = uuid.UUID(envelope.aggregate_id)
+        sql = postgres(rows)
+        sql.writes.flush(sql.cursor)  # the answers this batch brought, before pricing them
         rows.insert(
             RUNS,
             {
@@ -314,7 +335,6 @@ class UsageProjection(Projection):
                 "position": envelope.position,
             },
         )
-        sql = postgres(rows)
         sql.cursor.execute(
             SQL(_REPRICE).format(
                 prices=Identifier(self.table(PRICES)),

@@ -197,6 +197,7 @@ def repricing_run(
     responses={
         **ERROR_RESPONSES,
         200: {"description": "The report", "content": {"application/json": {}, "text/csv": {}}},
+        409: {"model": ErrorBody, "description": "No re-pricing run at price_book yet"},
     },
 )
 def usage_report(

@@ -452,8 +452,9 @@ def test_a_repricing_run_prices_every_answer_as_the_domain_does_at_that_version(
 
 def test_a_run_that_arrives_before_its_answers_waits_for_a_catch_up(usage: UsageView) -> None:
     tenant = str(uuid.uuid4())
+    asked = {**_ANSWER, "outcome": "answer"}
     conversations, _ = _events(
-        tenant, [("answer", 60, ACTORS[0], {**_ANSWER, "outcome": "answer"}, {}, {})]
+        tenant, [("answer", 60, ACTORS[0], asked, {}, {}), ("answer", 90, ACTORS[1], asked, {}, {})]
     )
     _versions, book_events = _book_events(tenant, [], [])
     run = Repricing.request(tenant_id=tenant, actor="key:analyst", price_book_version=1,
@@ -462,12 +463,13 @@ def test_a_run_that_arrives_before_its_answers_waits_for_a_catch_up(usage: Usage
     run_envelope = Envelope.from_event(
         "usage", next(_positions), "x:Repricing.Requested", requested
     )
-    with pytest.raises(RepricingAheadError):
-        usage.apply_batch([*book_events, run_envelope])  # the answers are not applied yet
-    assert usage.repricing(tenant, run.id) is None  # and nothing of it was written
+    with pytest.raises(RepricingAheadError):  # the second answer is not applied yet
+        usage.apply_batch([*conversations[:2], *book_events, run_envelope])
+    assert usage.repricing(tenant, run.id) is None  # and nothing of the batch was written
+    assert usage.total(tenant, Window(EPOCH, EPOCH + timedelta(days=1)), _price_of).answers == 0
     usage.apply_batch([*conversations, *book_events, run_envelope])
     summary = usage.repricing(tenant, run.id)
-    assert summary is not None and summary.answers == 1
+    assert summary is not None and summary.answers == 2
 
 
 _ANSWER = {
