@@ -153,12 +153,13 @@ def run(args: argparse.Namespace, database_url: str, data_dir: Path) -> None:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE usage_facts")
 
-        # Prices: version 1 is the configured book; version 2 changes two models.
+        # Prices: version 1 is the configured book; version 2 changes one model.
         usage_app = container.usage
         usage_app.price_book(tenant_id)
         usage_app.set_price(
             tenant_id=tenant_id, actor="bench", provider=ANY_PROVIDER, model="gpt-4o",
-            price=TokenPrice(Decimal(2), Decimal(8)), effective_from=datetime.now(UTC) - timedelta(days=30),
+            price=TokenPrice(Decimal(2), Decimal(8)),
+            effective_from=datetime.now(UTC) - timedelta(days=30),
         )  # fmt: skip
         view.catch_up_from(container.event_logs)
         price_of = prices_now(usage_app, tenant_id)

@@ -27,13 +27,14 @@ from uuid import UUID
 
 import structlog
 
+from commands.budgets import BudgetGuard, Hold, estimate_tokens
 from commands.conversations import ConversationsApp
 from domain.access import Principal
 from domain.conversation import Conversation, ConversationNotFoundError
 from domain.errors import ValidationError
 from domain.usage import PriceEntry
 from infra.blobs import BlobStore
-from infra.llm.base import Completion, CompletionRequest, Message, Passage, ProviderError
+from infra.llm.base import Completion, CompletionRequest, Message, Passage, ProviderError, Usage
 from infra.llm.service import Llm
 
 log = structlog.get_logger(__name__)
@@ -116,6 +117,7 @@ class Prepared:
     allowed: Collection[str] | None
     flags: list[str]
     started: float = field(default_factory=time.perf_counter)
+    hold: Hold | None = None  # what the question holds of its budgets until it is answered
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ class Answerer:
         limits: AnswerLimits,
         tenant_name: Callable[[str], str],
         pricing: Pricing,
+        budgets: BudgetGuard | None = None,
         actor: str = "system:answerer",
     ) -> None:
         self._conversations = conversations
@@ -177,6 +180,7 @@ class Answerer:
         self._limits = limits
         self._tenant_name = tenant_name
         self._pricing = pricing
+        self._budgets = budgets
         self._actor = actor
         self._rules = [(p, re.compile(p)) for p in limits.injection_patterns]
 
@@ -250,46 +254,99 @@ class Answerer:
         found = self._finder.find(principal.tenant_id, query, question.mode, k)
         passages, citations, budget = self._passages(found, flags)
         messages, history_turns = _messages(text, passages, history, budget)
-        prompt_sha256 = self._blobs.put(principal.tenant_id, _prompt_bytes(messages))
-        asked = {
-            "question": text,
-            "model": model,
-            "mode": question.mode,
-            "k": k,
-            "flags": flags,
-            "prompt_sha256": prompt_sha256,
-            "history_turns": history_turns,
-        }
-        if conversation is None:
-            conversation, turn, position = self._conversations.start_and_ask(
-                tenant_id=principal.tenant_id,
-                actor=principal.actor,
-                title=_title(text),
-                origin="chat_completions",
-                **asked,
+        prompt = _prompt_bytes(messages)
+        # Before anything is recorded or sent: a question a hard budget cannot afford is
+        # refused here (429), its refusal recorded with the inputs of the decision.
+        hold = self._hold(principal, model, allowed, len(prompt), len(messages), max_output_tokens)
+        try:
+            prompt_sha256 = self._blobs.put(principal.tenant_id, prompt)
+            asked = {
+                "question": text,
+                "model": model,
+                "mode": question.mode,
+                "k": k,
+                "flags": flags,
+                "prompt_sha256": prompt_sha256,
+                "history_turns": history_turns,
+            }
+            if conversation is None:
+                conversation, turn, position = self._conversations.start_and_ask(
+                    tenant_id=principal.tenant_id,
+                    actor=principal.actor,
+                    title=_title(text),
+                    origin="chat_completions",
+                    **asked,
+                )
+            else:
+                conversation, turn, position = self._conversations.ask(
+                    conversation, actor=principal.actor, **asked
+                )
+            request = CompletionRequest(
+                model=model,
+                messages=tuple(messages),
+                max_output_tokens=max_output_tokens,
+                temperature=question.temperature,
+                passages=tuple(passages),
+                question=text,
             )
-        else:
-            conversation, turn, position = self._conversations.ask(
-                conversation, actor=principal.actor, **asked
+            retrieval = {
+                "query": query,  # what was searched: the question, after the one before it
+                "mode": question.mode,
+                "k": k,
+                "positions": found.positions,
+                "settings": found.settings,
+            }
+            return Prepared(
+                conversation.id,
+                turn,
+                position,
+                request,
+                citations,
+                retrieval,
+                allowed,
+                flags,
+                hold=hold,
             )
-        request = CompletionRequest(
-            model=model,
-            messages=tuple(messages),
-            max_output_tokens=max_output_tokens,
-            temperature=question.temperature,
-            passages=tuple(passages),
-            question=text,
+        except BaseException:
+            self._release(hold)
+            raise
+
+    def _hold(
+        self,
+        principal: Principal,
+        model: str,
+        allowed: Collection[str] | None,
+        prompt_bytes: int,
+        messages: int,
+        max_output_tokens: int,
+    ) -> Hold | None:
+        """Hold the question's largest possible use (tokens, and their cost at the dearest
+        provider that may answer) on the budgets it counts against."""
+        if self._budgets is None:
+            return None
+        tokens = estimate_tokens(prompt_bytes, messages, max_output_tokens)
+        costs = [
+            self._pricing.charge(
+                principal.tenant_id, candidate.provider.name, [candidate.model, model],
+                tokens - max_output_tokens, max_output_tokens, 0, datetime.now(UTC),
+            )[0]
+            for candidate in self._llm.router.candidates(model, allowed)
+        ]  # fmt: skip
+        priced = [c for c in costs if c is not None]
+        return self._budgets.hold(
+            principal.tenant_id, principal.actor, tokens, max(priced) if priced else None
         )
-        retrieval = {
-            "query": query,  # what was searched: the question, after the one before it
-            "mode": question.mode,
-            "k": k,
-            "positions": found.positions,
-            "settings": found.settings,
-        }
-        return Prepared(
-            conversation.id, turn, position, request, citations, retrieval, allowed, flags
-        )
+
+    def _release(self, hold: Hold | None) -> None:
+        if hold is not None and self._budgets is not None:
+            self._budgets.release(hold)  # a hold already settled is no longer held: no-op
+
+    def _settle(
+        self, prepared: Prepared, usage: Usage, cost: Decimal | None, position: int
+    ) -> None:
+        if prepared.hold is not None and self._budgets is not None:
+            hold, prepared.hold = prepared.hold, None
+            self._budgets.settle(hold, usage.input_tokens + usage.output_tokens, cost, position)
 
     def _checked_text(self, text: str) -> str:
         text = text.strip()
@@ -348,10 +405,13 @@ class Answerer:
 
     def answer(self, principal: Principal, prepared: Prepared) -> Answer:
         try:
-            completion = self._llm.router.complete(prepared.request, prepared.allowed)
-        except ProviderError as error:
-            raise self._failed(principal, prepared, error) from error
-        return self._record(principal, prepared, completion)
+            try:
+                completion = self._llm.router.complete(prepared.request, prepared.allowed)
+            except ProviderError as error:
+                raise self._failed(principal, prepared, error) from error
+            return self._record(principal, prepared, completion)
+        finally:
+            self._release(prepared.hold)  # settled by then, unless no answer came
 
     def stream(
         self, principal: Principal, prepared: Prepared
@@ -369,6 +429,7 @@ class Answerer:
             finished = True
             raise self._failed(principal, prepared, error) from error
         finally:
+            self._release(prepared.hold)  # settled by then, unless no answer came
             if not finished:  # the client went away (or the provider broke off)
                 self._conversations.record_failure(
                     tenant_id=principal.tenant_id,
@@ -435,6 +496,7 @@ class Answerer:
                 **entry.price.as_dict(),
             },
         )
+        self._settle(prepared, tokens, cost, result.position)
         if cost is None:
             log.warning("unpriced_model", model=completion.model, provider=completion.provider)
         return Answer(

@@ -18,7 +18,7 @@ from eventsourcing.utils import EnvType
 
 from commands.base import CommandResult, ConcurrencyConflictError, ContextApplication
 from domain.errors import NotFoundError
-from domain.usage import PriceBook, PriceEntry, Repricing, TokenPrice
+from domain.usage import Budgets, Limit, PriceBook, PriceEntry, Repricing, TokenPrice
 
 ConfiguredPrices = Sequence[tuple[str, str, TokenPrice]]  # (provider, model, price)
 OPENER = "system:config"
@@ -83,6 +83,39 @@ class UsageApp(ContextApplication):
                 cost = entry.price.cost(input_tokens, output_tokens, cached_input_tokens)
                 return cost, book.version, entry
         return None, book.version, None
+
+    def budgets(self, tenant_id: str) -> Budgets:
+        """The tenant's budgets (opened now if they never were)."""
+        try:
+            found: Budgets = self.repository.get(Budgets.id_for(tenant_id))
+        except AggregateNotFoundError:
+            opened = Budgets.open(tenant_id=tenant_id, actor=OPENER)
+            try:
+                self.record(opened)
+            except ConcurrencyConflictError:
+                found = self.repository.get(Budgets.id_for(tenant_id))
+                return found
+            return opened
+        return found
+
+    def set_limit(self, *, tenant_id: str, actor: str, limit: Limit, reason: str = "") -> int:
+        """Set a budget; the position of the change."""
+        budgets = self.budgets(tenant_id)
+        budgets.set_limit(actor=actor, limit=limit, reason=reason)
+        position = self.record(budgets)
+        assert position is not None
+        return position
+
+    def remove_limit(
+        self, *, tenant_id: str, actor: str, scope: str, metric: str, period: str, reason: str = ""
+    ) -> int | None:
+        """Remove a budget; the position of the change, or None when there was none."""
+        budgets = self.budgets(tenant_id)
+        if not budgets.remove_limit(
+            actor=actor, scope=scope, metric=metric, period=period, reason=reason
+        ):
+            return None
+        return self.record(budgets)
 
     # -------------------------------------------------------------- changing
 

@@ -102,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     _audit_parser(sub, common)
     _usage_parser(sub, common)
     _prices_parser(sub, common)
+    _budgets_parser(sub, common)
 
     projections = _Subcommands(
         sub.add_parser("projections", help="read-model status").add_subparsers(
@@ -111,6 +112,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     projections.add_parser("status", help="position and lag of every relay and projection")
     return parser
+
+
+def _budgets_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
+    budgets = _Subcommands(
+        sub.add_parser("budgets", help="a tenant's budgets on answers").add_subparsers(
+            dest="action", required=True
+        ),
+        common,
+    )
+    listing = budgets.add_parser("list", help="every budget with this period's use")
+    listing.add_argument("--tenant", required=True, help="tenant name")
+    for action, text in (("set", "set a budget"), ("remove", "remove a budget")):
+        parser = budgets.add_parser(action, help=text)
+        parser.add_argument("--tenant", required=True, help="tenant name")
+        parser.add_argument("--scope", default="tenant", help='"tenant" or "key:<key id>"')
+        parser.add_argument("--metric", required=True, choices=["tokens", "cost_usd"])
+        parser.add_argument("--period", required=True, choices=["day", "month"])
+        parser.add_argument("--reason", default="", help="why, for the record")
+        if action == "set":
+            parser.add_argument("--amount", required=True, help="tokens, or USD")
+            parser.add_argument("--soft", action="store_true", help="warn, never refuse")
 
 
 def _prices_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
@@ -371,6 +393,8 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
             )
         elif args.command == "prices":
             _prices(args, container, actor)
+        elif args.command == "budgets":
+            _budgets(args, container, actor)
         elif args.command == "projections":
             for status in container.projection_status():
                 for c in status.contexts:
@@ -385,6 +409,36 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
         container.close()
         endpoints.close()
     return 0
+
+
+def _budgets(args: argparse.Namespace, container: Container, actor: str) -> None:
+    from decimal import Decimal, InvalidOperation
+
+    from domain.usage import Limit
+
+    tenant = str(container.access.tenant_by_name(args.tenant).id)
+    if args.action == "list":
+        for budget in container.budget_guard.status(tenant):
+            print(json.dumps({k: v if isinstance(v, str | bool) else str(v)
+                              for k, v in budget.items()}))  # fmt: skip
+        return
+    if args.action == "remove":
+        position = container.usage.remove_limit(
+            tenant_id=tenant, actor=actor, scope=args.scope, metric=args.metric,
+            period=args.period, reason=args.reason,
+        )  # fmt: skip
+        print(json.dumps({"removed": position is not None, "position": position}))
+        return
+    try:
+        amount = Decimal(args.amount)
+    except InvalidOperation:
+        raise ValueError("--amount is a number") from None
+    limit = Limit(args.scope, args.metric, args.period, amount, hard=not args.soft)
+    position = container.usage.set_limit(
+        tenant_id=tenant, actor=actor, limit=limit, reason=args.reason
+    )
+    print(json.dumps({"budget": limit.name, "amount": str(amount), "hard": limit.hard,
+                      "position": position}))  # fmt: skip
 
 
 def _prices(args: argparse.Namespace, container: Container, actor: str) -> None:

@@ -8,6 +8,7 @@ and the HTTP app on top of them.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from commands.access import AccessApp
 from commands.activity import ActivityApp
 from commands.answering import Answerer, AnswerLimits, Found, FoundPassage
 from commands.auth import Authenticator
+from commands.budgets import BudgetGuard, Reconciler
 from commands.conversations import ConversationsApp
 from commands.documents import DocumentsApp, UploadLimits
 from commands.usage import UsageApp
@@ -32,6 +34,7 @@ from config.settings import SearchSettings as SearchSettingsConfig
 from config.settings import Settings
 from domain.access import Role, Tenant
 from infra.blobs import PostgresBlobStore
+from infra.budget_ledger import BudgetLedger, InProcessBudgetLedger, RedisBudgetLedger
 from infra.db import TenantReads, datastore, event_store_env, open_pool, reader_url
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.embedding import (
@@ -72,6 +75,7 @@ from projections.search import SearchService, SearchView
 from projections.search import SearchSettings as SearchServiceSettings
 from projections.slice import Parts, RebuildContext
 from projections.status import ComponentStatus, collect_status
+from projections.usage import UsageView
 
 log = structlog.get_logger(__name__)
 
@@ -344,7 +348,21 @@ class Container:
             ),
             tenant_name,
             self.usage,
+            self.budget_guard,
         )
+
+    @functools.cached_property
+    def budget_guard(self) -> BudgetGuard:
+        """Budgets on the question path: counters in Redis when configured (shared by every
+        API process), else in this process."""
+        ledger: BudgetLedger = (
+            RedisBudgetLedger(self.settings.redis.url)
+            if self.settings.redis.url
+            else InProcessBudgetLedger()
+        )
+        view = self.views["usage"]
+        assert isinstance(view, UsageView)
+        return BudgetGuard(self.usage, ledger, view, hold_ttl_s=self.settings.budgets.hold_ttl_s)
 
     def rate_limiter(self) -> RateLimiter | None:
         if not self.settings.rate_limits.enabled:
@@ -368,11 +386,17 @@ class Container:
         return collect_status(list(self.views.values()), self.event_logs, self._relay_tracking)
 
     def close(self) -> None:
+        reconciler = getattr(self, "_reconciler", None)
+        if reconciler is not None:
+            reconciler.stop()
         self.index.close()
         self.documents.close()
         self.access.close()
         self.conversations.close()
         self.activity.close()
+        self.usage.close()
+        if "budget_guard" in self.__dict__:
+            self.budget_guard.close()
         self.tenant_reads.close()
         self._views_store.close()
         self._blob_pool.close()
@@ -383,6 +407,7 @@ class Container:
         from read_api import projections as read_projections
         from read_api import rebuilds as read_rebuilds
         from write_api import auth as write_auth
+        from write_api import budgets as write_budgets
         from write_api import chat as write_chat
         from write_api import conversations as write_conversations
         from write_api import documents as write_documents
@@ -402,6 +427,7 @@ class Container:
             app.include_router(write_keys.router)
             app.include_router(write_prices.router)
             app.include_router(write_prices.repricings)
+            app.include_router(write_budgets.router)
             app.include_router(write_conversations.router)
             app.include_router(write_chat.router)
         if role in ("all", "read"):
@@ -443,6 +469,9 @@ class Container:
         app.state.refusal_recorder = self.activity.record_refusal
         app.state.search = self.search_service()
         app.state.usage_app = self.usage
+        app.state.budget_guard = self.budget_guard
+        self._reconciler = Reconciler(self.budget_guard, self.settings.budgets.reconcile_every_s)
+        self._reconciler.start()
         app.state.rebuilds = self.rebuilds
         app.state.operator_tenant = str(Tenant.id_for(DEFAULT_TENANT))
         app.state.views = self.views

@@ -257,6 +257,15 @@ class AuditSettings(_Section):
     batch_linger_ms: int = Field(200, ge=0, le=5_000)
 
 
+class BudgetSettings(_Section):
+    # Budgets are set per tenant (PUT /v1/budgets/..., kf budgets set); this is how they
+    # are kept. A question's hold on its budgets lapses after hold_ttl_s if the process
+    # that took it never settles it (it died mid-question).
+    hold_ttl_s: float = Field(600, gt=0)
+    # How often counters are set to the usage read model's figure (the record).
+    reconcile_every_s: float = Field(30, gt=0)
+
+
 class QaSettings(_Section):
     default_k: int = Field(5, ge=1, le=100)
     max_k: int = Field(20, ge=1, le=100)
@@ -300,6 +309,7 @@ class Settings(_Section):
     llm: LlmSettings = LlmSettings()
     qa: QaSettings = QaSettings()
     audit: AuditSettings = AuditSettings()
+    budgets: BudgetSettings = BudgetSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @property

@@ -16,7 +16,7 @@ from domain.access import ApiKey, Tenant
 from domain.activity import Read, Refusal, Retention
 from domain.conversation import Conversation
 from domain.document import Document
-from domain.usage import PriceBook, Repricing
+from domain.usage import BudgetAlert, BudgetRefusal, Budgets, PriceBook, Repricing
 
 EventClass = type[DomainEvent]
 
@@ -25,7 +25,7 @@ CONTEXTS: Mapping[str, tuple[type[Aggregate], ...]] = {
     "access": (Tenant, ApiKey),
     "conversations": (Conversation,),
     "activity": (Read, Refusal, Retention),
-    "usage": (PriceBook, Repricing),
+    "usage": (PriceBook, Repricing, Budgets, BudgetRefusal, BudgetAlert),
 }
 
 

@@ -20,14 +20,14 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import ValidationError
+from domain.errors import DomainError, ValidationError
 
 PRICE_BOOK_NAMESPACE = UUID("7d0f7e8e-3c1b-5b61-9d7e-2f3a4b5c6d70")
 ANY_PROVIDER = "*"
@@ -289,3 +289,222 @@ class Repricing(Aggregate):
             through=max(through, 0),
             reason=reason,
         )
+
+
+# ------------------------------------------------------------------ budgets
+
+BUDGET_METRICS = ("tokens", "cost_usd")  # of answers: input + output tokens; cost as charged
+BUDGET_PERIODS = ("day", "month")
+BUDGET_NAMESPACE = UUID("5f3e2d1c-0b9a-5876-9e5d-4c3b2a190817")
+ALERT_THRESHOLDS = (80, 100)  # per cent of a limit
+
+
+class InvalidBudgetError(ValidationError):
+    code = "invalid_budget"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A budget: answers' ``metric`` per ``period`` for the tenant (``scope`` "tenant") or one
+    of its keys (``scope`` "key:<id>"). Hard: a question that could cross it is refused
+    before any provider is asked; soft: it is answered and the crossing is reported."""
+
+    scope: str
+    metric: str
+    period: str
+    amount: Decimal
+    hard: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.scope}/{self.metric}/{self.period}"
+
+
+def period_bounds(period: str, at: datetime) -> tuple[datetime, datetime]:
+    """The UTC day or calendar month holding ``at``: its start and the next one's."""
+    at = at.astimezone(UTC)
+    if period == "day":
+        start = at.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, start + timedelta(days=1)
+    start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = (start + timedelta(days=32)).replace(day=1)
+    return start, following
+
+
+def within_limit(limit: Decimal, used: Decimal, reserved: Decimal, estimate: Decimal) -> bool:
+    """The decision, from its inputs alone: may a request that could cost ``estimate`` go on,
+    with ``used`` spent and ``reserved`` held by requests in flight? Replaying a recorded
+    refusal's inputs through this gives the same answer."""
+    return used + reserved + estimate <= limit
+
+
+def _checked_limit(limit: Limit) -> Limit:
+    if limit.metric not in BUDGET_METRICS:
+        raise InvalidBudgetError(f"A budget is on {' or '.join(BUDGET_METRICS)}.")
+    if limit.period not in BUDGET_PERIODS:
+        raise InvalidBudgetError(f"A budget's period is {' or '.join(BUDGET_PERIODS)}.")
+    if limit.scope != "tenant" and not re.fullmatch(r"key:[0-9a-f-]{36}", limit.scope):
+        raise InvalidBudgetError('A budget is for the "tenant" or one "key:<key id>".')
+    if not limit.amount.is_finite() or limit.amount < 0 or limit.amount > Decimal(10) ** 15:
+        raise InvalidBudgetError("A budget is a number from 0 to 10^15.")
+    if limit.metric == "tokens" and limit.amount != limit.amount.to_integral_value():
+        raise InvalidBudgetError("A token budget is a whole number of tokens.")
+    return limit
+
+
+class Budgets(Aggregate):
+    """A tenant's budgets (one aggregate per tenant): set and removed by admins."""
+
+    class Event(Aggregate.Event):
+        tenant_id: str
+        actor: str
+
+    class Opened(Event, Aggregate.Created):
+        pass
+
+    class LimitSet(Event):
+        scope: str
+        metric: str
+        period: str
+        amount: str
+        hard: bool
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            budgets: Budgets = aggregate
+            limit = Limit(self.scope, self.metric, self.period, Decimal(self.amount), self.hard)
+            budgets.limits[limit.name] = limit
+
+    class LimitRemoved(Event):
+        scope: str
+        metric: str
+        period: str
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            budgets: Budgets = aggregate
+            budgets.limits.pop(f"{self.scope}/{self.metric}/{self.period}", None)
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.limits: dict[str, Limit] = {}
+
+    @staticmethod
+    def id_for(tenant_id: str) -> UUID:
+        return uuid5(BUDGET_NAMESPACE, tenant_id)
+
+    @classmethod
+    def open(cls, *, tenant_id: str, actor: str) -> Budgets:
+        return cls._create(cls.Opened, id=cls.id_for(tenant_id), tenant_id=tenant_id, actor=actor)
+
+    def set_limit(self, *, actor: str, limit: Limit, reason: str = "") -> None:
+        limit = _checked_limit(limit)
+        if len(reason) > 500:
+            raise InvalidBudgetError("A reason is at most 500 characters.")
+        self.trigger_event(
+            self.LimitSet, tenant_id=self.tenant_id, actor=actor, scope=limit.scope,
+            metric=limit.metric, period=limit.period, amount=str(limit.amount),
+            hard=limit.hard, reason=reason,
+        )  # fmt: skip
+
+    def remove_limit(self, *, actor: str, scope: str, metric: str, period: str,
+                     reason: str = "") -> bool:  # fmt: skip
+        if f"{scope}/{metric}/{period}" not in self.limits:
+            return False
+        self.trigger_event(
+            self.LimitRemoved, tenant_id=self.tenant_id, actor=actor, scope=scope,
+            metric=metric, period=period, reason=reason,
+        )  # fmt: skip
+        return True
+
+    def applying_to(self, actor: str) -> list[Limit]:
+        """The limits a request by ``actor`` counts against: the tenant's, and its key's."""
+        return [lim for lim in self.limits.values() if lim.scope in ("tenant", actor)]
+
+
+class BudgetRefusal(Aggregate):
+    """A question refused by a hard budget, with every input of the decision (one small
+    aggregate per refusal: refusals under load never contend)."""
+
+    class Event(Aggregate.Event):
+        tenant_id: str
+        actor: str
+
+    class Recorded(Event, Aggregate.Created):
+        budget: str  # scope/metric/period
+        limit: str
+        used: str
+        reserved: str
+        estimate: str
+        period_start: datetime
+        resets_at: datetime
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+
+    @classmethod
+    def record(cls, *, tenant_id: str, actor: str, budget: str, limit: Decimal, used: Decimal,
+               reserved: Decimal, estimate: Decimal, period_start: datetime,
+               resets_at: datetime) -> BudgetRefusal:  # fmt: skip
+        return cls._create(
+            cls.Recorded, id=uuid4(), tenant_id=tenant_id, actor=actor, budget=budget,
+            limit=str(limit), used=str(used), reserved=str(reserved), estimate=str(estimate),
+            period_start=period_start, resets_at=resets_at,
+        )  # fmt: skip
+
+
+class BudgetAlert(Aggregate):
+    """A budget crossed ``threshold`` per cent in a period: exactly one per budget, threshold
+    and period, because its id is made of them (a second creation conflicts)."""
+
+    class Event(Aggregate.Event):
+        tenant_id: str
+        actor: str
+
+    class Raised(Event, Aggregate.Created):
+        budget: str
+        threshold: int
+        period_start: datetime
+        limit: str
+        used: str
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+
+    @staticmethod
+    def id_for(tenant_id: str, budget: str, threshold: int, period_start: datetime) -> UUID:
+        name = f"{tenant_id}|{budget}|{threshold}|{period_start.isoformat()}"
+        return uuid5(BUDGET_NAMESPACE, name)
+
+    @classmethod
+    def raise_alert(cls, *, tenant_id: str, budget: str, threshold: int, period_start: datetime,
+                    limit: Decimal, used: Decimal) -> BudgetAlert:  # fmt: skip
+        return cls._create(
+            cls.Raised, id=cls.id_for(tenant_id, budget, threshold, period_start),
+            tenant_id=tenant_id, actor="system:budgets", budget=budget, threshold=threshold,
+            period_start=period_start, limit=str(limit), used=str(used),
+        )  # fmt: skip
+
+
+class BudgetExceededError(DomainError):
+    """A hard budget would be crossed: which, its period, what is used, when it resets."""
+
+    code = "budget_exceeded"
+
+    def __init__(
+        self, *, budget: str, limit: Decimal, used: Decimal, reserved: Decimal,
+        estimate: Decimal, resets_at: datetime,
+    ) -> None:  # fmt: skip
+        scope, metric, period = budget.split("/")
+        unit = "USD" if metric == "cost_usd" else "tokens"
+        super().__init__(
+            f"The {period}ly {metric.replace('_usd', '')} budget of {scope} is {limit} {unit};"
+            f" {used} used and {reserved} held by questions in flight, and this question"
+            f" could use up to {estimate}. It resets at {resets_at.isoformat()}."
+        )
+        self.details = {
+            "budget": budget, "scope": scope, "metric": metric, "period": period,
+            "limit": str(limit), "used": str(used), "reserved": str(reserved),
+            "estimate": str(estimate), "resets_at": resets_at.isoformat(),
+        }  # fmt: skip
+        self.retry_after_s = max(1, int((resets_at - datetime.now(UTC)).total_seconds()))

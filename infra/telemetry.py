@@ -143,3 +143,16 @@ def render_metrics() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# Budgets: refused questions, and how far the counters were from the read model when
+# last reconciled (tokens, or USD).
+BUDGET_REFUSALS = Counter(
+    "kf_budget_refusals_total", "Questions refused by a hard budget.", ["metric", "period"]
+)
+BUDGET_DRIFT = Gauge(
+    "kf_budget_drift",
+    "How far a budget counter was from the usage read model at the last reconcile.",
+    ["metric"],
+    multiprocess_mode="max",
+)

@@ -18,7 +18,7 @@ import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +28,7 @@ from domain.activity import NO_TENANT
 from domain.conversation import QuestionPendingError
 from domain.document import FileTooLargeError, UnsupportedMediaTypeError
 from domain.errors import ConflictError, DomainError, NotFoundError, ValidationError
+from domain.usage import BudgetExceededError
 from infra.causation import caused_by
 from infra.ratelimit import Bucket, RateLimiter
 from infra.telemetry import AUTH_FAILURES, RATE_LIMITED, REQUEST_LATENCY
@@ -39,6 +40,9 @@ class ErrorBody(BaseModel):
     code: str
     message: str
     request_id: str | None = None
+    details: dict[str, Any] | None = Field(
+        None, description="Machine-readable particulars (budget_exceeded: which limit, ...)"
+    )
 
 
 class OpenAIError(BaseModel):
@@ -92,6 +96,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[DomainError], int], ...] = (
     (ConflictError, 409),
     (TenantExistsError, 409),
     (QuestionPendingError, 409),
+    (BudgetExceededError, 429),
     (NotFoundError, 404),
     (ValidationError, 422),
 )
@@ -111,14 +116,19 @@ def _request_id(request: Request) -> str | None:
 
 
 def error_response(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: dict[str, Any] | None = None,
 ) -> JSONResponse:
     if request.url.path.startswith(OPENAI_COMPATIBLE_PATHS):
         return JSONResponse(
             openai_error(status, code, message), status_code=status, headers=headers
         )
-    body = ErrorBody(code=code, message=message, request_id=_request_id(request))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    body = ErrorBody(code=code, message=message, request_id=_request_id(request), details=details)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
 def _status_for(error: DomainError) -> int:
@@ -131,7 +141,11 @@ def _status_for(error: DomainError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, DomainError)
-        return error_response(request, _status_for(exc), exc.code, exc.message)
+        retry_after = getattr(exc, "retry_after_s", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return error_response(
+            request, _status_for(exc), exc.code, exc.message, headers, getattr(exc, "details", None)
+        )
 
     async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)

@@ -146,6 +146,34 @@ class UsageView(ProjectionView):
         with self.tenant_reads(tenant_id) as conn:
             yield from self._usage(conn, tenant_id, window, names, price_of)
 
+    def budget_use(
+        self, tenant_id: str, scope: str, metric: str, start: datetime, end: datetime
+    ) -> tuple[Decimal, int]:
+        """Answers' tokens (input + output) or cost as charged in [start, end), of the tenant
+        or of one key (``scope``), and the conversations position the figure is at: both
+        read in one statement, so the figure holds exactly the answers up to it."""
+        figure = (
+            "coalesce(sum(input_tokens + output_tokens), 0)"
+            if metric == "tokens"
+            # Each answer rounded up to a nano-dollar, as budget counters count it.
+            else "coalesce(sum(ceil(cost_usd * 1000000000)), 0) / 1000000000"
+        )
+        by_actor = "" if scope == "tenant" else " AND actor = %(scope)s"
+        query = SQL(
+            "SELECT (SELECT notification_id FROM {tracking}"  # noqa: S608 - constants
+            "  WHERE application_name = 'conversations') AS through,"
+            f" (SELECT {figure} FROM {{facts}} WHERE tenant_id = %(tenant)s AND kind = 'answer'"
+            f"  AND occurred_at >= %(start)s AND occurred_at < %(end)s{by_actor}) AS used"
+        ).format(
+            tracking=Identifier(self.tracking_table_name),
+            facts=Identifier(self.projection.table(FACTS)),
+        )
+        params = {"tenant": tenant_id, "start": start, "end": end, "scope": scope}
+        with self.datastore.get_connection() as conn:
+            row = conn.execute(query, params).fetchone()
+        assert row is not None
+        return Decimal(row["used"]), int(row["through"] or 0)
+
     def repricing(self, tenant_id: str, run_id: UUID) -> RepricingRun | None:
         """A run and its totals (None: no such run, or not applied yet)."""
         return self._run(tenant_id, "run.run_id = %s", [run_id])

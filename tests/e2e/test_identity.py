@@ -395,6 +395,9 @@ ROUTES: dict[tuple[str, str], tuple[Role | tuple[Role, ...] | None, dict[str, An
     ("GET", "/v1/prices"): (Role.ANALYST, {}),
     ("POST", "/v1/usage/repricings"): (Role.ANALYST, {"json": {"price_book_version": 0}}),
     ("GET", "/v1/usage/repricings/{run_id}"): (Role.ANALYST, {}),
+    ("GET", "/v1/budgets"): (Role.ANALYST, {}),
+    ("PUT", "/v1/budgets/{scope}/{metric}/{period}"): (Role.ADMIN, {"json": {"amount": "-1"}}),
+    ("DELETE", "/v1/budgets/{scope}/{metric}/{period}"): (Role.ADMIN, {}),
     ("PUT", "/v1/prices/{provider}/{model}"): (Role.ADMIN, {"json": {"input_per_million": -1}}),
 }
 
@@ -422,6 +425,9 @@ def test_each_role_against_each_route(
         provider="*",
         model="m",
         run_id=uuid.uuid4(),
+        scope="tenant",
+        metric="tokens",
+        period="day",
     )
     _, key = _key(system, role)
     with system.client(key) as client:

@@ -26,6 +26,10 @@ class Script:
     retry_after: str = "1"
     slow_s: float = 3.0
     stream_delay_s: float = 0.0  # between streamed events
+    # Report the most a request could use: every byte of its messages as a prompt token
+    # and every output token it allowed (budget tests: real use as close to the hold as
+    # it gets).
+    worst_case_usage: bool = False
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -124,6 +128,15 @@ class _Server(ThreadingHTTPServer):
         raise NotImplementedError
 
 
+def _openai_usage(script: Script, body: dict[str, Any]) -> dict[str, int]:
+    if not script.worst_case_usage:
+        return {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
+    prompt = sum(len(str(m.get("content", "")).encode()) for m in body.get("messages", []))
+    completion = int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}  # fmt: skip
+
+
 class _OpenAI(_Server):
     def answer(self, body: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -138,7 +151,7 @@ class _OpenAI(_Server):
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49},
+            "usage": _openai_usage(self.script, body),
         }
 
     def stream_events(self, body: dict[str, Any]) -> list[tuple[str | None, Any]]:

@@ -1,4 +1,4 @@
-"""The price book: exact cost, which price is in force when, what may be set."""
+"""The price book (exact cost, which price is in force when, what may be set) and budgets."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ from hypothesis import strategies as st
 from domain.usage import (
     ANY_PROVIDER,
     SINCE_EVER,
+    Budgets,
     InvalidPriceError,
+    Limit,
     PriceBook,
     TokenPrice,
+    period_bounds,
+    within_limit,
 )
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -122,3 +126,47 @@ def test_cost_is_linear_in_tokens_and_never_negative(
     cost = price.cost(inp, out, cached)
     assert cost >= 0
     assert price.cost(2 * inp, 2 * out, 2 * cached) == 2 * cost
+
+
+# ------------------------------------------------------------------ budgets
+
+
+def test_periods_are_utc_days_and_calendar_months() -> None:
+    at = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+    assert period_bounds("day", at) == (
+        datetime(2026, 12, 31, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    assert period_bounds("month", at) == (
+        datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    feb = datetime(2028, 2, 29, 12, tzinfo=UTC)
+    assert period_bounds("month", feb)[1] == datetime(2028, 3, 1, tzinfo=UTC)
+
+
+def test_budgets_apply_to_the_tenant_and_to_their_own_key_only() -> None:
+    budgets = Budgets.open(tenant_id="t", actor="system:config")
+    key = "key:11111111-1111-1111-1111-111111111111"
+    other = "key:22222222-2222-2222-2222-222222222222"
+    budgets.set_limit(actor="key:a", limit=Limit("tenant", "cost_usd", "month", Decimal(100)))
+    budgets.set_limit(actor="key:a", limit=Limit(key, "tokens", "day", Decimal(5000), False))
+    assert {lim.scope for lim in budgets.applying_to(key)} == {"tenant", key}
+    assert {lim.scope for lim in budgets.applying_to(other)} == {"tenant"}
+    assert budgets.remove_limit(actor="key:a", scope=key, metric="tokens", period="day")
+    assert not budgets.remove_limit(actor="key:a", scope=key, metric="tokens", period="day")
+    assert [lim.scope for lim in budgets.applying_to(key)] == ["tenant"]
+
+
+@given(
+    limit=st.decimals(0, 10**6, places=3),
+    used=st.decimals(0, 10**6, places=3),
+    reserved=st.decimals(0, 10**6, places=3),
+    estimate=st.decimals(0, 10**6, places=3),
+)
+def test_a_decision_depends_on_its_inputs_alone(
+    limit: Decimal, used: Decimal, reserved: Decimal, estimate: Decimal
+) -> None:
+    decided = within_limit(limit, used, reserved, estimate)
+    assert decided == within_limit(limit, used, reserved, estimate)  # replayed
+    assert decided == (used + reserved + estimate <= limit)
+    if decided:
+        assert within_limit(limit, used, reserved, Decimal(0))  # less never refuses
