@@ -18,7 +18,15 @@ from eventsourcing.utils import EnvType
 
 from commands.base import CommandResult, ConcurrencyConflictError, ContextApplication
 from domain.errors import NotFoundError
-from domain.usage import Budgets, Limit, PriceBook, PriceEntry, Repricing, TokenPrice
+from domain.usage import (
+    Budgets,
+    Limit,
+    PriceBook,
+    PriceEntry,
+    Repricing,
+    TokenPrice,
+    charged,
+)
 
 ConfiguredPrices = Sequence[tuple[str, str, TokenPrice]]  # (provider, model, price)
 OPENER = "system:config"
@@ -73,15 +81,16 @@ class UsageApp(ContextApplication):
         cached_input_tokens: int,
         at: datetime,
     ) -> tuple[Decimal | None, int, PriceEntry | None]:
-        """Cost at the price in force at ``at`` for the first of ``models`` that has one (the
-        model that answered, then the one asked for), with the book version used and the
-        entry; cost None when none of them has a price."""
+        """What the answer is charged (its cost to the hundred-millionth of a dollar) at the
+        price in force at ``at`` for the first of ``models`` that has one (the model that
+        answered, then the one asked for), with the book version used and the entry;
+        None when none of them has a price."""
         book = self.price_book(tenant_id)
         for model in models:
             entry = book.price(provider, model, at)
             if entry is not None:
                 cost = entry.price.cost(input_tokens, output_tokens, cached_input_tokens)
-                return cost, book.version, entry
+                return charged(cost), book.version, entry
         return None, book.version, None
 
     def budgets(self, tenant_id: str) -> Budgets:

@@ -21,7 +21,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from uuid import UUID, uuid4, uuid5
 
@@ -33,6 +33,15 @@ PRICE_BOOK_NAMESPACE = UUID("7d0f7e8e-3c1b-5b61-9d7e-2f3a4b5c6d70")
 ANY_PROVIDER = "*"
 CURRENCIES = ("USD",)
 MAX_PRICE_PER_MILLION = Decimal(1_000_000)
+# What an answer is charged: its exact cost rounded to a hundred-millionth of a dollar
+# (half up, as PostgreSQL's round() does, so re-pricing in SQL rounds the same way).
+CHARGE_QUANTUM = Decimal("0.00000001")
+
+
+def charged(cost: Decimal) -> Decimal:
+    return cost.quantize(CHARGE_QUANTUM, rounding=ROUND_HALF_UP)
+
+
 _NAME = re.compile(r"^[A-Za-z0-9*?._:/@+-]{1,200}$")
 _MILLION = Decimal(1_000_000)
 # The configured prices a book opens with apply to all earlier answers too.

@@ -64,7 +64,8 @@ def like_pattern(model: str) -> str:
 # (provider, model, effective_from) the entry set last up to that version; per answer
 # the most specific entry in force at its time (this provider over any, the exact name
 # over a pattern, the latest effective_from, the one set last), as domain.usage does.
-# Multiplying by 0.000001 (not dividing by a million) keeps numeric exact.
+# Multiplying by 0.000001 (not dividing by a million) keeps numeric exact; each answer
+# is then rounded to 8 places as charges are (domain.usage.charged).
 _REPRICE = """
 WITH book AS (
     SELECT DISTINCT ON (provider, model, effective_from) *
@@ -74,10 +75,12 @@ WITH book AS (
 )
 INSERT INTO {repriced} (tenant_id, run_id, context, position, cost_usd)
 SELECT f.tenant_id, %(run)s, f.context, f.position,
-       (  (f.input_tokens - least(f.cached_input_tokens, f.input_tokens)) * p.input_per_million
-        + least(f.cached_input_tokens, f.input_tokens)
-          * coalesce(p.cached_input_per_million, p.input_per_million)
-        + f.output_tokens * p.output_per_million) * 0.000001
+       round(
+         (  (f.input_tokens - least(f.cached_input_tokens, f.input_tokens)) * p.input_per_million
+          + least(f.cached_input_tokens, f.input_tokens)
+            * coalesce(p.cached_input_per_million, p.input_per_million)
+          + f.output_tokens * p.output_per_million) * 0.000001,
+         8)
 FROM {facts} f
 LEFT JOIN LATERAL (
     SELECT * FROM book b

@@ -30,7 +30,7 @@ from domain.activity import Read
 from domain.contexts import event_type
 from domain.conversation import Conversation
 from domain.document import Document
-from domain.usage import ANY_PROVIDER, SINCE_EVER, PriceBook, Repricing, TokenPrice
+from domain.usage import ANY_PROVIDER, SINCE_EVER, PriceBook, Repricing, TokenPrice, charged
 from infra.envelope import Envelope
 from projections.usage.projection import RepricingAheadError
 from projections.usage.view import DIMENSIONS, PERIODS, Usage, UsageView, Window
@@ -425,8 +425,10 @@ def test_a_repricing_run_prices_every_answer_as_the_domain_does_at_that_version(
         expected[envelope.position] = (
             None
             if entry is None
-            else entry.price.cost(
-                tokens["input_tokens"], tokens["output_tokens"], tokens["cached_input_tokens"]
+            else charged(
+                entry.price.cost(
+                    tokens["input_tokens"], tokens["output_tokens"], tokens["cached_input_tokens"]
+                )
             )
         )
     with usage.datastore.get_connection() as conn:

@@ -154,7 +154,18 @@ def test_the_contexts_name_exactly_the_events_their_aggregates_record() -> None:
             "Conversation.Started",
         ],
         "activity": ["Read.Recorded", "Refusal.Recorded", "Retention.Applied"],
-        "usage": ["PriceBook.Opened", "PriceBook.PriceSet", "Repricing.Requested"],
+        "usage": sorted(
+            [
+                "PriceBook.Opened",
+                "PriceBook.PriceSet",
+                "Repricing.Requested",
+                "Budgets.Opened",
+                "Budgets.LimitSet",
+                "Budgets.LimitRemoved",
+                "BudgetRefusal.Recorded",
+                "BudgetAlert.Raised",
+            ]
+        ),
     }
     assert context_of(Document.Created) is None  # the library's, never recorded
     applications = {
