@@ -36,6 +36,14 @@ from domain.usage import PriceEntry
 from infra.blobs import BlobStore
 from infra.llm.base import Completion, CompletionRequest, Message, Passage, ProviderError, Usage
 from infra.llm.service import Llm
+from infra.telemetry import (
+    ANSWER_COST,
+    ANSWER_LATENCY,
+    ANSWER_TOKENS,
+    ANSWERS_UNPRICED,
+    MODEL_LABEL,
+    TENANT_LABEL,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -497,6 +505,7 @@ class Answerer:
             },
         )
         self._settle(prepared, tokens, cost, result.position)
+        _count(principal.tenant_id, completion, cost, latency_ms)
         if cost is None:
             log.warning("unpriced_model", model=completion.model, provider=completion.provider)
         return Answer(
@@ -530,6 +539,21 @@ class Answerer:
         return AnswerFailedError(
             f"provider_{error.kind}", error.message, status, error.retry_after_s
         )
+
+
+def _count(tenant_id: str, completion: Completion, cost: Decimal | None, latency_ms: float) -> None:
+    """The answer in the usage metrics (bounded label sets)."""
+    tenant, model = TENANT_LABEL(tenant_id), MODEL_LABEL(completion.model)
+    for direction, tokens in (
+        ("input", completion.usage.input_tokens),
+        ("output", completion.usage.output_tokens),
+    ):
+        ANSWER_TOKENS.labels(tenant, completion.provider, model, direction).inc(tokens)
+    if cost is None:
+        ANSWERS_UNPRICED.labels(tenant, completion.provider, model).inc()
+    else:
+        ANSWER_COST.labels(tenant, completion.provider, model).inc(float(cost))
+    ANSWER_LATENCY.labels(completion.provider).observe(latency_ms / 1000)
 
 
 def _quote(passages: Sequence[Passage]) -> str:

@@ -37,7 +37,7 @@ from domain.usage import (
     period_bounds,
 )
 from infra.budget_ledger import BudgetLedger, Charge, amount, units
-from infra.telemetry import BUDGET_DRIFT, BUDGET_REFUSALS
+from infra.telemetry import BUDGET_DRIFT, BUDGET_REFUSALS, BUDGET_USED_RATIO, TENANT_LABEL
 
 log = structlog.get_logger(__name__)
 
@@ -148,6 +148,12 @@ class BudgetGuard:
             hold.limits, hold.periods, after, spent, strict=True
         ):
             limit = units(lim.metric, lim.amount)
+            BUDGET_USED_RATIO.labels(
+                TENANT_LABEL(hold.tenant_id),
+                "tenant" if lim.scope == "tenant" else "key",
+                lim.metric,
+                lim.period,
+            ).set(used / limit if limit else 1.0)
             for threshold in ALERT_THRESHOLDS:
                 line = limit * threshold / 100
                 if used - spend < line <= used:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 
 import structlog
 from prometheus_client import (
@@ -156,3 +157,57 @@ BUDGET_DRIFT = Gauge(
     ["metric"],
     multiprocess_mode="max",
 )
+
+# Usage and cost of answers. Label values are bounded: the first MAX_LABEL_VALUES
+# tenants (and models) seen by a process get their own series, later ones share "other",
+# so a platform with many tenants cannot blow up Prometheus.
+MAX_LABEL_VALUES = 50
+ANSWER_TOKENS = Counter(
+    "kf_answer_tokens_total",
+    "Tokens of recorded answers, by tenant, provider, model and direction (input, output).",
+    ["tenant", "provider", "model", "direction"],
+)
+ANSWER_COST = Counter(
+    "kf_answer_cost_usd_total",
+    "What recorded answers were charged (USD), by tenant, provider and model.",
+    ["tenant", "provider", "model"],
+)
+ANSWERS_UNPRICED = Counter(
+    "kf_answers_unpriced_total",
+    "Answers whose model had no price (not in kf_answer_cost_usd_total).",
+    ["tenant", "provider", "model"],
+)
+ANSWER_LATENCY = Histogram(
+    "kf_answer_duration_seconds",
+    "Time from question to recorded answer, provider included.",
+    ["provider"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120),
+)
+BUDGET_USED_RATIO = Gauge(
+    "kf_budget_used_ratio",
+    "A budget's use this period over its limit (1: exhausted), by tenant and budget kind.",
+    ["tenant", "scope", "metric", "period"],
+    multiprocess_mode="max",
+)
+
+
+class BoundedLabel:
+    """The first ``limit`` distinct values pass; later ones read as ``other``."""
+
+    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        with self._lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) < self._limit:
+                self._seen.add(value)
+                return value
+        return "other"
+
+
+TENANT_LABEL = BoundedLabel()
+MODEL_LABEL = BoundedLabel()

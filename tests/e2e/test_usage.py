@@ -362,3 +362,27 @@ def test_kf_usage_reprice_records_a_run_and_the_report_shows_it(
     assert "repriced $" in done.stdout.splitlines()[1]
     done = _kf(system, "--price-book", "99")
     assert done.returncode == 1 and "no re-pricing run" in done.stderr
+
+
+def test_the_metrics_count_tokens_and_cost_by_tenant_provider_and_model(
+    system: RunningSystem, used: dict[str, Any]
+) -> None:
+    metrics = httpx.get(f"{system.base_url}/metrics").text
+    tenant = system.tenant_id
+    tokens = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("kf_answer_tokens_total{")
+        and f'tenant="{tenant}"' in line
+        and 'model="test-priced"' in line
+    ]
+    assert {('direction="input"' in line) for line in tokens} == {True, False}
+    assert any(
+        line.startswith("kf_answer_cost_usd_total{") and 'model="test-priced"' in line
+        for line in metrics.splitlines()
+    )
+    assert any(
+        line.startswith("kf_answers_unpriced_total{") and 'model="test-unpriced"' in line
+        for line in metrics.splitlines()
+    )
+    assert "kf_answer_duration_seconds_bucket{" in metrics

@@ -110,3 +110,45 @@ def test_docker_compose_accepts_the_file() -> None:
         timeout=120,
     )
     assert refused.returncode != 0 and "KF_JWT_SECRET" in refused.stderr
+
+
+# ------------------------------------------------------------------ grafana
+
+DASHBOARD = DEPLOY / "grafana" / "knowledge-foundry.json"
+
+
+def _exported_series() -> set[str]:
+    """Every series name the app exports (counters' _total, histograms' _bucket/_count/_sum)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from infra import telemetry
+
+    names: set[str] = set()
+    for value in vars(telemetry).values():
+        if isinstance(value, MetricWrapperBase):
+            name, kind = value._name, value._type
+            if kind == "counter":
+                names |= {name, f"{name}_total"}
+            elif kind == "histogram":
+                names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
+            else:
+                names.add(name)
+    return names
+
+
+def test_the_grafana_dashboard_is_valid_and_queries_only_metrics_the_app_exports() -> None:
+    import json
+    import re
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    titles = " ".join(p["title"].lower() for p in panels)
+    for topic in ("cost", "tokens", "budget", "latency", "ingestion", "projection lag"):
+        assert topic in titles, topic
+    exported = _exported_series()
+    for panel in panels:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            used = set(re.findall(r"\bkf_[a-z_]+", target["expr"]))
+            assert used and used <= exported, (panel["title"], used - exported)
+    assert len({p["id"] for p in panels}) == len(panels)
