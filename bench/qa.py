@@ -21,6 +21,11 @@
    The overhead is that total less the provider's round trip.
 
 Prints p50/p95/p99 per measure. Aim: overhead p95 under 150 ms.
+
+4. the cost of budgets on the question path: ``--budget-rounds`` rounds, each
+   asking the questions as JSON without budgets and then with a tenant cost
+   budget and a key token budget (large enough never to refuse), in the same
+   run; p50/p95 of each setting (median over rounds) and the difference.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -145,6 +151,36 @@ def ask_chat(client: httpx.Client, question: str) -> float:
     return elapsed
 
 
+BUDGETS = ("/v1/budgets/tenant/cost_usd/month", "/v1/budgets/{key}/tokens/day")
+
+
+def budget_rounds(client: httpx.Client, key_actor: str, queries: list[str], rounds: int) -> None:
+    """Questions without budgets, then with two (never refusing), alternating, same run."""
+    paths = [p.format(key=key_actor) for p in BUDGETS]
+    figures: dict[str, list[tuple[float, float]]] = {"without": [], "with": []}
+    for _ in range(rounds):
+        for setting in ("without", "with"):
+            for path in paths:
+                if setting == "with":
+                    client.put(path, json={"amount": "1000000000"}).raise_for_status()
+                else:
+                    client.delete(path).raise_for_status()
+            times = [ask_json(client, q) for q in queries]
+            figures[setting].append((pct(times, 0.5), pct(times, 0.95)))
+    median = {
+        s: (statistics.median(f[0] for f in v), statistics.median(f[1] for f in v))
+        for s, v in figures.items()
+    }
+    for setting, (p50, p95) in median.items():
+        print(f"budgets {setting:8s} JSON answer p50 {p50:6.1f}  p95 {p95:6.1f} ms", flush=True)
+    print(
+        f"budget checks add p50 {median['with'][0] - median['without'][0]:+.1f} ms,"
+        f" p95 {median['with'][1] - median['without'][1]:+.1f} ms"
+        f" (rounds: {json.dumps(figures)})",
+        flush=True,
+    )
+
+
 def report(name: str, values: list[float], provider_p50: float) -> None:
     p95 = pct(values, 0.95)
     print(
@@ -160,6 +196,7 @@ def main() -> None:
     )
     parser.add_argument("--docs", type=int, default=500)
     parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument("--budget-rounds", type=int, default=2)
     parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
     args = parser.parse_args()
     queries = [json.loads(line)["text"] for line in (args.dataset / "queries.jsonl").open()]
@@ -194,6 +231,8 @@ def main() -> None:
                     report("SSE answer, total", [s[1] for s in streamed], provider_p50)
                     report("chat/completions, total", [ask_chat(client, q) for q in queries],
                            provider_p50)  # fmt: skip
+                    key_id = client.get("/v1/keys").json()["items"][0]["id"]
+                    budget_rounds(client, f"key:{key_id}", queries, args.budget_rounds)
                     print(f"load average after: {os.getloadavg()}")
             finally:
                 process.send_signal(signal.SIGINT)

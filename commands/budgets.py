@@ -30,10 +30,14 @@ from commands.base import ConcurrencyConflictError
 from commands.usage import UsageApp
 from domain.usage import (
     ALERT_THRESHOLDS,
+    QUOTA_METRICS,
+    SINCE_EVER,
     BudgetAlert,
     BudgetExceededError,
     BudgetRefusal,
+    DocumentQuotaExceededError,
     Limit,
+    StorageQuotaExceededError,
     period_bounds,
 )
 from infra.budget_ledger import BudgetLedger, Charge, amount, units
@@ -45,12 +49,16 @@ TOKENS_PER_MESSAGE = 8  # the chat format's own tokens, generously
 
 
 class UsageFigures(Protocol):
-    """The port onto the usage read model: a budget's use so far in a period."""
+    """The port onto the read models: a budget's use so far in a period, a quota's use."""
 
     def budget_use(
         self, tenant_id: str, scope: str, metric: str, start: datetime, end: datetime
     ) -> tuple[Decimal, int]:
         """The answers' tokens or cost as charged, and the conversations position it is at."""
+        ...
+
+    def quota_use(self, tenant_id: str, metric: str) -> tuple[Decimal, int]:
+        """Documents stored (not deleted) or their bytes, and the documents position."""
         ...
 
 
@@ -175,6 +183,73 @@ class BudgetGuard:
             )  # fmt: skip
         return found
 
+    # ---------------------------------------------------------------- quotas
+
+    def hold_upload(self, tenant_id: str, actor: str, size: int) -> Hold | None:
+        """Hold one document and ``size`` bytes on the tenant's quotas (None: it has none);
+        refuses (and records why) when a quota would be crossed."""
+        quotas = tuple(self._usage.budgets(tenant_id).quotas())
+        if not quotas:
+            return None
+        charges = tuple(
+            Charge(
+                self.counter(tenant_id, q, SINCE_EVER),
+                units(q.metric, q.amount),
+                1 if q.metric == "documents" else size,
+                True,
+            )
+            for q in quotas
+        )
+        by_counter = {c.counter: q for c, q in zip(charges, quotas, strict=True)}
+
+        def seed(counter: str) -> int:
+            figure, _ = self._figures.quota_use(tenant_id, by_counter[counter].metric)
+            return int(figure)
+
+        hold_id = uuid4().hex
+        refused = self._ledger.reserve(hold_id, charges, seed, self._hold_ttl_s)
+        periods = tuple(period_bounds(q.period, SINCE_EVER) for q in quotas)
+        if refused is None:
+            return Hold(hold_id, tenant_id, actor, quotas, charges, periods)
+        quota = by_counter[refused.charge.counter]
+        used = Decimal(refused.used + refused.reserved)
+        self._usage.record(
+            BudgetRefusal.record(
+                tenant_id=tenant_id, actor=actor, budget=quota.name, limit=quota.amount,
+                used=Decimal(refused.used), reserved=Decimal(refused.reserved),
+                estimate=Decimal(refused.charge.estimate), period_start=SINCE_EVER,
+                resets_at=SINCE_EVER,
+            )
+        )  # fmt: skip
+        error = (
+            DocumentQuotaExceededError if quota.metric == "documents" else StorageQuotaExceededError
+        )
+        raise error(
+            metric=quota.metric, limit=quota.amount, used=used,
+            adding=Decimal(refused.charge.estimate),
+        )  # fmt: skip
+
+    def settle_upload(self, hold: Hold, position: int) -> None:
+        """The document was stored: what it held is now used."""
+        self._ledger.settle(hold.id, hold.charges, [c.estimate for c in hold.charges], position)
+
+    def document_removed(self, tenant_id: str, size: int, position: int) -> None:
+        """A deleted document frees its place and bytes on counters this process keeps."""
+        kept = set(self._ledger.counters())
+        quotas = [
+            q
+            for q in self._usage.budgets(tenant_id).quotas()
+            if self.counter(tenant_id, q, SINCE_EVER) in kept
+        ]
+        if not quotas:
+            return
+        charges = [
+            Charge(self.counter(tenant_id, q, SINCE_EVER), units(q.metric, q.amount), 0, True)
+            for q in quotas
+        ]
+        freed = [-1 if q.metric == "documents" else -size for q in quotas]
+        self._ledger.settle(uuid4().hex, charges, freed, position)
+
     def release(self, hold: Hold) -> None:
         self._ledger.release(hold.id, hold.charges)
 
@@ -203,8 +278,11 @@ class BudgetGuard:
         for counter in self._ledger.counters():
             tenant_id, name, start_text = counter.split("|")
             scope, metric, period = name.split("/")
-            start, end = period_bounds(period, datetime.fromisoformat(start_text))
-            figure, through = self._figures.budget_use(tenant_id, scope, metric, start, end)
+            if metric in QUOTA_METRICS:
+                figure, through = self._figures.quota_use(tenant_id, metric)
+            else:
+                start, end = period_bounds(period, datetime.fromisoformat(start_text))
+                figure, through = self._figures.budget_use(tenant_id, scope, metric, start, end)
             drift = self._ledger.reconcile(counter, units(metric, figure), through)
             BUDGET_DRIFT.labels(metric).set(float(amount(metric, abs(drift))))
             drifts[counter] = drift

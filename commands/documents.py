@@ -72,8 +72,14 @@ class DocumentsApp(ContextApplication):
         filename: str,
         declared_type: str | None,
         content: bytes,
+        admit: Callable[[], Callable[[int | None], None]] | None = None,
     ) -> CommandResult:
-        """Upload bytes; identical bytes already live in this tenant → that document."""
+        """Upload bytes; identical bytes already live in this tenant → that document.
+
+        ``admit`` is asked, once the bytes are known to be valid and new, whether they may
+        be stored (it raises if not, e.g. past a quota); what it returns is called with
+        the position the document was recorded at, or None if it was not recorded.
+        """
         if not content:
             raise EmptyFileError("The file is empty.")
         if len(content) > self.limits.max_bytes:
@@ -100,26 +106,52 @@ class DocumentsApp(ContextApplication):
                     generation += 1
                     continue
                 return CommandResult(document_id, self.position_of(document_id), changed=False)
-            self.blobs.put(tenant_id, content)
-            document = Document.upload(
-                document_id=document_id,
-                tenant_id=tenant_id,
-                actor=actor,
-                filename=filename,
-                media_type=media_type,
-                declared_type=declared_type,
-                size_bytes=len(content),
-                content_sha256=digest,
-            )
+            admitted = admit() if admit is not None else None
             try:
-                position = self.record(document)
-            except ConcurrencyConflictError:
-                # The same bytes were uploaded concurrently and won the id:
-                # look again, and return that document as a duplicate.
-                continue
-            assert position is not None
-            return CommandResult(document_id, position, changed=True)
+                result = self._store(document_id, tenant_id, actor, filename, media_type,
+                                     declared_type, content, digest)  # fmt: skip
+            except BaseException:
+                if admitted is not None:
+                    admitted(None)
+                raise
+            if admitted is not None:
+                admitted(result.position if result is not None else None)
+            if result is None:
+                continue  # the same bytes were stored concurrently: look again
+            return result
         raise RuntimeError("too many generations of one document")  # pragma: no cover
+
+    def _store(
+        self,
+        document_id: UUID,
+        tenant_id: str,
+        actor: str,
+        filename: str,
+        media_type: str,
+        declared_type: str | None,
+        content: bytes,
+        digest: str,
+    ) -> CommandResult | None:
+        """Record the upload; None when the same bytes won the id concurrently."""
+        self.blobs.put(tenant_id, content)
+        document = Document.upload(
+            document_id=document_id,
+            tenant_id=tenant_id,
+            actor=actor,
+            filename=filename,
+            media_type=media_type,
+            declared_type=declared_type,
+            size_bytes=len(content),
+            content_sha256=digest,
+        )
+        try:
+            position = self.record(document)
+        except ConcurrencyConflictError:
+            # The same bytes were uploaded concurrently and won the id:
+            # look again, and return that document as a duplicate.
+            return None
+        assert position is not None
+        return CommandResult(document_id, position, changed=True)
 
     def delete_document(self, *, tenant_id: str, actor: str, document_id: UUID) -> CommandResult:
         """Delete a document, even while a worker is processing it.

@@ -12,6 +12,8 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -68,6 +70,7 @@ from infra.web import (
 )
 from projections.audit.checkpoints import Checkpointer, CheckpointStore
 from projections.base import ProjectionView
+from projections.catalog import CatalogView
 from projections.fulltext import FulltextView
 from projections.read_models import READ_MODELS
 from projections.rebuild import Rebuilder, RebuildJobs
@@ -360,9 +363,10 @@ class Container:
             if self.settings.redis.url
             else InProcessBudgetLedger()
         )
-        view = self.views["usage"]
-        assert isinstance(view, UsageView)
-        return BudgetGuard(self.usage, ledger, view, hold_ttl_s=self.settings.budgets.hold_ttl_s)
+        usage, catalog = self.views["usage"], self.views["catalog"]
+        assert isinstance(usage, UsageView) and isinstance(catalog, CatalogView)
+        figures = ReadModelFigures(usage, catalog)
+        return BudgetGuard(self.usage, ledger, figures, hold_ttl_s=self.settings.budgets.hold_ttl_s)
 
     def rate_limiter(self) -> RateLimiter | None:
         if not self.settings.rate_limits.enabled:
@@ -558,6 +562,23 @@ class SearchPassages:
     def _service_bm25(self) -> str:
         s = self._settings
         return f"k1={s.bm25_k} b={s.bm25_b} avg_len={s.bm25_avg_len} {s.bm25_language}"
+
+
+class ReadModelFigures:
+    """What budgets and quotas read of the read models: usage for answers, the catalog
+    for what is stored."""
+
+    def __init__(self, usage: UsageView, catalog: CatalogView) -> None:
+        self._usage = usage
+        self._catalog = catalog
+
+    def budget_use(
+        self, tenant_id: str, scope: str, metric: str, start: datetime, end: datetime
+    ) -> tuple[Decimal, int]:
+        return self._usage.budget_use(tenant_id, scope, metric, start, end)
+
+    def quota_use(self, tenant_id: str, metric: str) -> tuple[Decimal, int]:
+        return self._catalog.quota_use(tenant_id, metric)
 
 
 class LazyEmbedder:

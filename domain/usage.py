@@ -304,6 +304,9 @@ class Repricing(Aggregate):
 
 BUDGET_METRICS = ("tokens", "cost_usd")  # of answers: input + output tokens; cost as charged
 BUDGET_PERIODS = ("day", "month")
+# Quotas: what a tenant may keep stored (documents not deleted, and their bytes).
+QUOTA_METRICS = ("documents", "bytes")
+QUOTA_PERIOD = "total"
 BUDGET_NAMESPACE = UUID("5f3e2d1c-0b9a-5876-9e5d-4c3b2a190817")
 ALERT_THRESHOLDS = (80, 100)  # per cent of a limit
 
@@ -330,7 +333,10 @@ class Limit:
 
 
 def period_bounds(period: str, at: datetime) -> tuple[datetime, datetime]:
-    """The UTC day or calendar month holding ``at``: its start and the next one's."""
+    """The UTC day or calendar month holding ``at``: its start and the next one's (a
+    quota's ``total`` never resets: since ever, to never)."""
+    if period == QUOTA_PERIOD:
+        return SINCE_EVER, datetime.max.replace(tzinfo=UTC)
     at = at.astimezone(UTC)
     if period == "day":
         start = at.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -348,16 +354,24 @@ def within_limit(limit: Decimal, used: Decimal, reserved: Decimal, estimate: Dec
 
 
 def _checked_limit(limit: Limit) -> Limit:
-    if limit.metric not in BUDGET_METRICS:
-        raise InvalidBudgetError(f"A budget is on {' or '.join(BUDGET_METRICS)}.")
-    if limit.period not in BUDGET_PERIODS:
+    if limit.metric in QUOTA_METRICS:
+        if limit.period != QUOTA_PERIOD or limit.scope != "tenant":
+            raise InvalidBudgetError(
+                f"A quota on {limit.metric} is the tenant's, with period {QUOTA_PERIOD!r}."
+            )
+    elif limit.metric not in BUDGET_METRICS:
+        raise InvalidBudgetError(
+            f"A budget is on {' or '.join(BUDGET_METRICS)}; a quota on"
+            f" {' or '.join(QUOTA_METRICS)}."
+        )
+    elif limit.period not in BUDGET_PERIODS:
         raise InvalidBudgetError(f"A budget's period is {' or '.join(BUDGET_PERIODS)}.")
     if limit.scope != "tenant" and not re.fullmatch(r"key:[0-9a-f-]{36}", limit.scope):
         raise InvalidBudgetError('A budget is for the "tenant" or one "key:<key id>".')
     if not limit.amount.is_finite() or limit.amount < 0 or limit.amount > Decimal(10) ** 15:
         raise InvalidBudgetError("A budget is a number from 0 to 10^15.")
-    if limit.metric == "tokens" and limit.amount != limit.amount.to_integral_value():
-        raise InvalidBudgetError("A token budget is a whole number of tokens.")
+    if limit.metric != "cost_usd" and limit.amount != limit.amount.to_integral_value():
+        raise InvalidBudgetError(f"A limit on {limit.metric} is a whole number.")
     return limit
 
 
@@ -427,8 +441,16 @@ class Budgets(Aggregate):
         return True
 
     def applying_to(self, actor: str) -> list[Limit]:
-        """The limits a request by ``actor`` counts against: the tenant's, and its key's."""
-        return [lim for lim in self.limits.values() if lim.scope in ("tenant", actor)]
+        """The budgets a question by ``actor`` counts against: the tenant's, and its key's."""
+        return [
+            lim
+            for lim in self.limits.values()
+            if lim.scope in ("tenant", actor) and lim.metric in BUDGET_METRICS
+        ]
+
+    def quotas(self) -> list[Limit]:
+        """The tenant's quotas on what it keeps stored."""
+        return [lim for lim in self.limits.values() if lim.metric in QUOTA_METRICS]
 
 
 class BudgetRefusal(Aggregate):
@@ -517,3 +539,28 @@ class BudgetExceededError(DomainError):
             "estimate": str(estimate), "resets_at": resets_at.isoformat(),
         }  # fmt: skip
         self.retry_after_s = max(1, int((resets_at - datetime.now(UTC)).total_seconds()))
+
+
+class QuotaExceededError(DomainError):
+    """Storing this document would cross a quota (409 for documents, 413 for bytes)."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, *, metric: str, limit: Decimal, used: Decimal, adding: Decimal) -> None:
+        unit = "documents" if metric == "documents" else "bytes"
+        super().__init__(
+            f"The tenant's quota is {limit} {unit} stored; {used} are stored (or being"
+            f" stored) and this upload adds {adding}. Delete documents or ask for more."
+        )
+        self.details = {
+            "budget": f"tenant/{metric}/{QUOTA_PERIOD}", "metric": metric, "limit": str(limit),
+            "used": str(used), "adding": str(adding),
+        }  # fmt: skip
+
+
+class DocumentQuotaExceededError(QuotaExceededError):
+    pass
+
+
+class StorageQuotaExceededError(QuotaExceededError):
+    pass

@@ -28,7 +28,11 @@ from domain.activity import NO_TENANT
 from domain.conversation import QuestionPendingError
 from domain.document import FileTooLargeError, UnsupportedMediaTypeError
 from domain.errors import ConflictError, DomainError, NotFoundError, ValidationError
-from domain.usage import BudgetExceededError
+from domain.usage import (
+    BudgetExceededError,
+    DocumentQuotaExceededError,
+    StorageQuotaExceededError,
+)
 from infra.causation import caused_by
 from infra.ratelimit import Bucket, RateLimiter
 from infra.telemetry import AUTH_FAILURES, RATE_LIMITED, REQUEST_LATENCY
@@ -97,6 +101,8 @@ _STATUS_BY_ERROR: tuple[tuple[type[DomainError], int], ...] = (
     (TenantExistsError, 409),
     (QuestionPendingError, 409),
     (BudgetExceededError, 429),
+    (StorageQuotaExceededError, 413),
+    (DocumentQuotaExceededError, 409),
     (NotFoundError, 404),
     (ValidationError, 422),
 )

@@ -18,8 +18,8 @@ from infra.web import ERROR_RESPONSES, Admin, ErrorBody, require
 
 router = APIRouter(prefix="/v1/budgets", tags=["usage"])
 BudgetReader = Annotated[Principal, Depends(require(Role.ANALYST))]  # analysts and admins
-Metric = Literal["tokens", "cost_usd"]
-Period = Literal["day", "month"]
+Metric = Literal["tokens", "cost_usd", "documents", "bytes"]
+Period = Literal["day", "month", "total"]
 
 
 def _usage(request: Request) -> UsageApp:
@@ -37,7 +37,9 @@ Guard = Annotated[BudgetGuard, Depends(_guard)]
 
 
 class SetBudget(BaseModel):
-    amount: Decimal = Field(description="Tokens (input + output), or USD as charged")
+    amount: Decimal = Field(
+        description="Tokens (input + output), USD as charged, documents, or bytes"
+    )
     hard: bool = Field(True, description="Hard: refuse past it (429); soft: warn (alert)")
     reason: str = Field("", max_length=500)
 
@@ -76,7 +78,8 @@ def set_budget(
     principal: Admin, usage: Usage, scope: str, metric: Metric, period: Period, body: SetBudget
 ) -> BudgetChanged:
     """Set the tenant's (scope ``tenant``) or one key's (``key:<id>``) budget on answers'
-    tokens or cost per day or month."""
+    tokens or cost per day or month, or the tenant's quota on documents or stored bytes
+    (``tenant/documents/total``, ``tenant/bytes/total``)."""
     position = usage.set_limit(
         tenant_id=principal.tenant_id,
         actor=principal.actor,

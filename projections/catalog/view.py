@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from psycopg.sql import SQL, Composable
+from psycopg.sql import SQL, Composable, Identifier
 
 from projections.base import (
     InvalidCursorError,
@@ -149,6 +150,24 @@ class CatalogView(ProjectionView):
                 (tenant_id, sha256),
             ).fetchone()
         return None if row is None else bytes(row["content"])
+
+    def quota_use(self, tenant_id: str, metric: str) -> tuple[Decimal, int]:
+        """Documents the tenant keeps (not deleted), or their bytes, and the documents
+        position the figure is at: both read in one statement."""
+        figure = "count(*)" if metric == "documents" else "coalesce(sum(size_bytes), 0)"
+        query = SQL(
+            "SELECT (SELECT notification_id FROM {tracking}"  # noqa: S608 - constants
+            "  WHERE application_name = 'documents') AS through,"
+            f" (SELECT {figure} FROM {{documents}} WHERE tenant_id = %s"
+            "  AND status <> 'deleted') AS used"
+        ).format(
+            tracking=Identifier(self.tracking_table_name),
+            documents=Identifier(self.projection.table("catalog_documents")),
+        )
+        with self.datastore.get_connection() as conn:
+            row = conn.execute(query, (tenant_id,)).fetchone()
+        assert row is not None
+        return Decimal(row["used"]), int(row["through"] or 0)
 
     def counts(self, tenant_id: str | None = None) -> dict[str, int]:
         """Documents per status (all tenants when ``tenant_id`` is None)."""

@@ -74,7 +74,9 @@ def test_admins_set_and_remove_budgets_analysts_read_them_and_bad_ones_are_refus
             ("/v1/budgets/tenant/tokens/day", {"amount": "-1"}, "invalid_budget"),
             ("/v1/budgets/tenant/tokens/day", {"amount": "1.5"}, "invalid_budget"),
             ("/v1/budgets/tenant/tokens/week", {"amount": "1"}, "invalid_request"),
-            ("/v1/budgets/tenant/bytes/day", {"amount": "1"}, "invalid_request"),
+            ("/v1/budgets/tenant/bytes/day", {"amount": "1"}, "invalid_budget"),
+            ("/v1/budgets/tenant/tokens/total", {"amount": "1"}, "invalid_budget"),
+            ("/v1/budgets/tenant/colour/day", {"amount": "1"}, "invalid_request"),
         ]:
             assert_error(admin.put(bad_path, json=body), 422, code)
     with system.client(analyst) as reader:
@@ -170,3 +172,76 @@ def test_a_soft_budget_answers_and_warns_once_and_the_counter_matches_the_record
     mine = {c: d for c, d in drifts.items() if f"|{actor}/tokens/day|" in c}
     assert mine and set(mine.values()) == {0}
     assert uuid.UUID(actor.removeprefix("key:"))
+
+
+# ----------------------------------------------------------------- quotas
+
+
+def _content_of(responses: list[httpx.Response], document_id: str) -> bytes:
+    (sent,) = [r.extensions["sent"] for r in responses if r.status_code == 202
+               and r.json()["id"] == document_id]  # fmt: skip
+    return bytes(sent)
+
+
+def _stored(system: RunningSystem, metric: str) -> int:
+    catalog = system.container.views["catalog"]
+    assert catalog.wait_for("documents", system.container.documents.head_position(), 30)
+    used, _ = catalog.quota_use(system.tenant_id, metric)  # type: ignore[attr-defined]
+    return int(used)
+
+
+def test_quotas_on_documents_and_bytes_hold_under_concurrent_uploads(
+    system: RunningSystem, corpus: dict[str, str]
+) -> None:
+    documents = _stored(system, "documents")
+    with system.client() as admin:
+        admin.put("/v1/budgets/tenant/documents/total", json={"amount": str(documents + 3)})
+        assert_error(
+            admin.put("/v1/budgets/key:00000000-0000-0000-0000-000000000000/bytes/total",
+                      json={"amount": "1"}),
+            422, "invalid_budget",
+        )  # fmt: skip
+
+        def upload(i: int) -> httpx.Response:
+            with system.client() as client:
+                response = client.post("/v1/documents", files={"file": (f"q{i}.txt", _texts[i])})
+                response.extensions["sent"] = _texts[i]
+                return response
+
+        _texts = {i: f"quota {i} {uuid.uuid4()}".encode() for i in range(12)}
+
+        with ThreadPoolExecutor(10) as pool:
+            responses = list(pool.map(upload, range(10)))
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [202] * 3 + [409] * 7, [r.text for r in responses]
+        refused = next(r for r in responses if r.status_code == 409).json()
+        assert refused["code"] == "quota_exceeded"
+        assert refused["details"]["limit"] == str(documents + 3)
+        accepted = [r for r in responses if r.status_code == 202]
+        # At the quota: bad bytes are still told what is wrong with them, and bytes
+        # already stored are the same document again (nothing more is stored).
+        assert_error(admin.post("/v1/documents", files={"file": ("e.txt", b"")}), 422,
+                     "empty_file")  # fmt: skip
+        first = accepted[0].json()["id"]
+        again = admin.post(
+            "/v1/documents", files={"file": ("again.txt", _content_of(responses, first))}
+        )
+        assert again.status_code == 200 and again.json()["id"] == first
+        # Deleting frees a place.
+        assert admin.delete(f"/v1/documents/{first}").status_code == 202
+        assert upload(10).status_code == 202
+        assert upload(11).status_code == 409
+        admin.delete("/v1/budgets/tenant/documents/total")
+
+        stored = _stored(system, "bytes")
+        admin.put("/v1/budgets/tenant/bytes/total", json={"amount": str(stored + 100)})
+        small = admin.post("/v1/documents", files={"file": ("s.txt", b"x" * 60)})
+        assert small.status_code == 202, small.text
+        duplicate = admin.post("/v1/documents", files={"file": ("s2.txt", b"x" * 60)})
+        assert duplicate.status_code == 200 and duplicate.json()["duplicate"] is True
+        big = admin.post("/v1/documents", files={"file": ("b.txt", b"y" * 60)})
+        assert_error(big, 413, "quota_exceeded")
+        admin.delete("/v1/budgets/tenant/bytes/total")
+    refusals = [e for e in _usage_events(system, "BudgetRefusal.Recorded") if "/total" in e.budget]
+    assert len(refusals) == 7 + 1 + 1
+    assert {e.budget for e in refusals} == {"tenant/documents/total", "tenant/bytes/total"}
