@@ -19,11 +19,14 @@ from typing import Any, Literal
 from uuid import UUID
 
 import structlog
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
 from fastapi import FastAPI
 from fastapi.responses import Response
 
 from commands.access import AccessApp
 from commands.activity import ActivityApp
+from commands.alerts import TRACKING_TABLE as NOTIFIER_TRACKING_TABLE
+from commands.alerts import Notifier
 from commands.answering import Answerer, AnswerLimits, Found, FoundPassage
 from commands.auth import Authenticator
 from commands.budgets import BudgetGuard, Reconciler
@@ -37,7 +40,7 @@ from config.settings import Settings
 from domain.access import Role, Tenant
 from infra.blobs import PostgresBlobStore
 from infra.budget_ledger import BudgetLedger, InProcessBudgetLedger, RedisBudgetLedger
-from infra.db import TenantReads, datastore, event_store_env, open_pool, reader_url
+from infra.db import SessionLock, TenantReads, datastore, event_store_env, open_pool, reader_url
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.embedding import (
     MODEL_NAME,
@@ -48,6 +51,7 @@ from infra.embedding import (
 )
 from infra.eventlog import EventLog
 from infra.index_home import IndexHolder, IndexHome
+from infra.notify import Channel, EmailChannel, WebhookChannel
 from infra.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter, RoleRateLimits
 from infra.relay import relay_tracking
 from infra.search_index import (
@@ -368,6 +372,29 @@ class Container:
         figures = ReadModelFigures(usage, catalog)
         return BudgetGuard(self.usage, ledger, figures, hold_ttl_s=self.settings.budgets.hold_ttl_s)
 
+    def notifier(self) -> Notifier:
+        """Budget alerts to the configured webhooks and email (started by API processes)."""
+        alerts = self.settings.alerts
+        channels: list[Channel] = [
+            WebhookChannel(hook.url, hook.secret or os.environ.get(hook.secret_env, ""))
+            for hook in alerts.webhooks
+        ]
+        if alerts.email.smtp_host and alerts.email.recipients:
+            email = alerts.email
+            channels.append(
+                EmailChannel(email.smtp_host, email.smtp_port, email.sender, email.recipients)
+            )
+        store = self.usage.recorder
+        assert isinstance(store, PostgresApplicationRecorder)
+        tracking = PostgresTrackingRecorder(
+            store.datastore, tracking_table_name=NOTIFIER_TRACKING_TABLE
+        )
+        return Notifier(
+            self.usage, channels, tracking,
+            SessionLock(self.endpoints.database_url, "kf.notifier"),
+            max_attempts=alerts.max_attempts, backoff_s=alerts.backoff_s, poll_s=alerts.poll_s,
+        )  # fmt: skip
+
     def rate_limiter(self) -> RateLimiter | None:
         if not self.settings.rate_limits.enabled:
             return None
@@ -393,6 +420,9 @@ class Container:
         reconciler = getattr(self, "_reconciler", None)
         if reconciler is not None:
             reconciler.stop()
+        notifier = getattr(self, "_notifier", None)
+        if notifier is not None:
+            notifier.stop()
         self.index.close()
         self.documents.close()
         self.access.close()
@@ -476,6 +506,8 @@ class Container:
         app.state.budget_guard = self.budget_guard
         self._reconciler = Reconciler(self.budget_guard, self.settings.budgets.reconcile_every_s)
         self._reconciler.start()
+        self._notifier = self.notifier()
+        self._notifier.start()
         app.state.rebuilds = self.rebuilds
         app.state.operator_tenant = str(Tenant.id_for(DEFAULT_TENANT))
         app.state.views = self.views

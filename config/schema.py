@@ -19,6 +19,7 @@ import psycopg
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.conninfo import conninfo_to_dict
 
+from commands.alerts import TRACKING_TABLE as NOTIFIER_TRACKING
 from config.settings import Settings
 from domain.contexts import CONTEXTS
 from infra.db import (
@@ -41,7 +42,7 @@ def events_table(context: str) -> str:
 
 def tracking_tables() -> dict[str, tuple[str, ...]]:
     """Every tracking table and the contexts it has a row for."""
-    tables: dict[str, tuple[str, ...]] = {RELAY_TRACKING: ()}
+    tables: dict[str, tuple[str, ...]] = {RELAY_TRACKING: (), NOTIFIER_TRACKING: ("usage",)}
     tables.update({f"{m.name}_tracking": m.contexts for m in READ_MODELS})
     return tables
 

@@ -266,6 +266,30 @@ class BudgetSettings(_Section):
     reconcile_every_s: float = Field(30, gt=0)
 
 
+class WebhookSettings(_Section):
+    url: str
+    # The HMAC key receivers check X-KF-Signature with; empty: from the environment
+    # variable named by secret_env.
+    secret: str = ""
+    secret_env: str = ""
+
+
+class EmailSettings(_Section):
+    smtp_host: str = ""  # empty: no email
+    smtp_port: int = Field(25, ge=1, le=65535)
+    sender: str = "knowledge-foundry@localhost"
+    recipients: list[str] = []
+
+
+class AlertSettings(_Section):
+    # Budget alerts (80% and 100% of a budget, once per period) go to these.
+    webhooks: list[WebhookSettings] = []
+    email: EmailSettings = EmailSettings()
+    max_attempts: int = Field(5, ge=1, le=50)
+    backoff_s: float = Field(1.0, ge=0)  # doubles after each failed attempt
+    poll_s: float = Field(1.0, gt=0)
+
+
 class QaSettings(_Section):
     default_k: int = Field(5, ge=1, le=100)
     max_k: int = Field(20, ge=1, le=100)
@@ -310,6 +334,7 @@ class Settings(_Section):
     qa: QaSettings = QaSettings()
     audit: AuditSettings = AuditSettings()
     budgets: BudgetSettings = BudgetSettings()
+    alerts: AlertSettings = AlertSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @property

@@ -499,8 +499,38 @@ class BudgetAlert(Aggregate):
         limit: str
         used: str
 
-    def __init__(self, tenant_id: str) -> None:
+    class Delivered(Event):
+        channel: str  # webhook:<url> or email:<recipients>
+        attempts: int
+        detail: str  # the receiver's answer (an HTTP status, the SMTP reply)
+
+        def apply(self, aggregate: Any) -> None:
+            alert: BudgetAlert = aggregate
+            alert.done[self.channel] = "delivered"
+
+    class DeliveryFailed(Event):
+        channel: str
+        attempts: int
+        error: str
+
+        def apply(self, aggregate: Any) -> None:
+            alert: BudgetAlert = aggregate
+            alert.done[self.channel] = "failed"
+
+    def __init__(self, tenant_id: str, budget: str, threshold: int) -> None:
         self.tenant_id = tenant_id
+        self.budget = budget
+        self.threshold = threshold
+        self.done: dict[str, str] = {}  # channel -> delivered | failed
+
+    def record_delivery(self, *, channel: str, attempts: int, detail: str) -> None:
+        self.trigger_event(self.Delivered, tenant_id=self.tenant_id, actor="system:notifier",
+                           channel=channel, attempts=attempts, detail=detail[:500])  # fmt: skip
+
+    def record_failure(self, *, channel: str, attempts: int, error: str) -> None:
+        self.trigger_event(self.DeliveryFailed, tenant_id=self.tenant_id,
+                           actor="system:notifier", channel=channel, attempts=attempts,
+                           error=error[:500])  # fmt: skip
 
     @staticmethod
     def id_for(tenant_id: str, budget: str, threshold: int, period_start: datetime) -> UUID:

@@ -324,3 +324,30 @@ async def hold_advisory_lock(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
     return False
+
+
+class SessionLock:
+    """One PostgreSQL advisory lock held by a connection of its own (threads, not asyncio):
+    ``try_acquire`` is True once this process holds it; it is released on ``release`` or
+    when the connection (the process) goes away."""
+
+    def __init__(self, database_url: str, key: str) -> None:
+        self._url = database_url
+        self._key = key
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def try_acquire(self) -> bool:
+        if self._conn is not None and not self._conn.closed:
+            return True
+        conn = psycopg.connect(self._url, autocommit=True)
+        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self._key,)).fetchone()
+        if row is None or not row[0]:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
