@@ -29,6 +29,45 @@ CREATE TABLE IF NOT EXISTS usage_facts (
 );
 CREATE INDEX IF NOT EXISTS usage_facts_by_time ON usage_facts (tenant_id, occurred_at);
 
+-- The same facts summed per UTC day and everything a report groups by: a month's report
+-- reads about (days x keys x models) rows instead of every fact. Text dimensions use ''
+-- for "none" (a primary key has no NULLs). latency_hist counts answers per latency
+-- bucket (projections/usage/latency.py): percentiles to within 2.5%.
+CREATE TABLE IF NOT EXISTS usage_daily (
+    tenant_id            text    NOT NULL,
+    day                  date    NOT NULL,
+    kind                 text    NOT NULL,
+    actor                text    NOT NULL,
+    model                text    NOT NULL,
+    provider             text    NOT NULL,
+    mode                 text    NOT NULL,
+    document_id          text    NOT NULL,
+    n                    bigint  NOT NULL,
+    input_tokens         bigint  NOT NULL,
+    output_tokens        bigint  NOT NULL,
+    cached_input_tokens  bigint  NOT NULL,
+    cost_usd             numeric NOT NULL,   -- as charged, priced answers only
+    unpriced             bigint  NOT NULL,   -- answers without a price
+    documents            bigint  NOT NULL,
+    bytes                bigint  NOT NULL,
+    pages                bigint  NOT NULL,
+    chunks               bigint  NOT NULL,
+    embedding_tokens     bigint  NOT NULL,
+    latency_hist         integer[],
+    PRIMARY KEY (tenant_id, day, kind, actor, model, provider, mode, document_id)
+);
+
+-- Element-wise sum of latency histograms (the rollup's merge, in SQL).
+CREATE OR REPLACE FUNCTION kf_hist_add(a integer[], b integer[]) RETURNS integer[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN a IS NULL THEN b
+        WHEN b IS NULL THEN a
+        ELSE ARRAY(SELECT coalesce(x, 0) + coalesce(y, 0) FROM unnest(a, b) AS t(x, y))
+    END
+$$;
+CREATE OR REPLACE AGGREGATE kf_hist_sum(integer[]) (SFUNC = kf_hist_add, STYPE = integer[]);
+
 -- Who asked each turn (an answer is the asker's use, though the answerer records it),
 -- and who uploaded each document (its processing is the uploader's use).
 CREATE TABLE IF NOT EXISTS usage_turns (
@@ -48,6 +87,7 @@ CREATE TABLE IF NOT EXISTS usage_documents (
 );
 
 SELECT kf_protect_tenant_table('usage_facts');
+SELECT kf_protect_tenant_table('usage_daily');
 SELECT kf_protect_tenant_table('usage_turns');
 SELECT kf_protect_tenant_table('usage_documents');
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -27,8 +28,10 @@ from domain.usage import PriceBook, Repricing
 from infra.envelope import Envelope
 from projections.base import Projection, handles
 from projections.rows import Rows, postgres
+from projections.usage.latency import BUCKETS, bucket
 
 FACTS = "usage_facts"
+DAILY = "usage_daily"
 TURNS = "usage_turns"
 DOCUMENTS = "usage_documents"
 PRICES = "usage_price_entries"
@@ -48,6 +51,16 @@ FACT_DEFAULTS: dict[str, Any] = {
     "latency_ms": None, "documents": 0, "bytes": 0, "pages": 0, "chunks": 0,
     "embedding_tokens": 0,
 }  # fmt: skip
+
+
+DAILY_SUMS = (
+    "n", "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd", "unpriced",
+    "documents", "bytes", "pages", "chunks", "embedding_tokens",
+)  # fmt: skip
+DAILY_COLUMNS = (
+    "tenant_id", "day", "kind", "actor", "model", "provider", "mode", "document_id",
+    *DAILY_SUMS, "latency_hist",
+)  # fmt: skip
 
 
 class RepricingAheadError(RuntimeError):
@@ -100,6 +113,7 @@ class UsageProjection(Projection):
     name = "usage"
     tables = {
         FACTS: ("tenant_id", "context", "position"),
+        DAILY: ("tenant_id", "day", "kind", "actor", "model", "provider", "mode", "document_id"),
         TURNS: ("tenant_id", "conversation_id", "turn"),
         DOCUMENTS: ("tenant_id", "document_id"),
         PRICES: ("tenant_id", "set_in_version", "ordinal"),
@@ -123,6 +137,24 @@ class UsageProjection(Projection):
             "INSERT INTO {} (tenant_id, conversation_id, turn, actor, model, mode)"
             " VALUES (%s, %s, %s, %s, %s, %s)"
         ).format(Identifier(self.table(TURNS)))
+        columns = SQL(", ").join(Identifier(c) for c in DAILY_COLUMNS)
+        added = SQL(", ").join(
+            SQL("{c} = d.{c} + EXCLUDED.{c}").format(c=Identifier(c)) for c in DAILY_SUMS
+        )
+        self._upsert_daily = SQL(
+            "INSERT INTO {} AS d ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {},"
+            " latency_hist = kf_hist_add(d.latency_hist, EXCLUDED.latency_hist)"
+        ).format(
+            Identifier(self.table(DAILY)),
+            columns,
+            SQL(", ").join(
+                SQL("%s::integer[]") if c == "latency_hist" else Placeholder()
+                for c in DAILY_COLUMNS
+            ),
+            SQL(", ").join(Identifier(c) for c in self.tables[DAILY]),
+            added,
+        )
+        self._daily: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._insert_document = SQL(
             "INSERT INTO {} (tenant_id, document_id, actor) VALUES (%s, %s, %s)"
         ).format(Identifier(self.table(DOCUMENTS)))
@@ -130,6 +162,7 @@ class UsageProjection(Projection):
     def before_batch(self, rows: Rows, envelopes: Sequence[Envelope]) -> None:
         self._turns.clear()
         self._uploaders.clear()
+        self._daily.clear()
         if not any(e.event_type == "Repricing.Requested" for e in envelopes):
             return
         found = (
@@ -161,6 +194,38 @@ class UsageProjection(Projection):
             **values,
         }
         postgres(rows).writes.add(self._insert_fact, tuple(fact[c] for c in FACT_COLUMNS))
+        self._roll_up(fact)
+
+    def _roll_up(self, fact: dict[str, Any]) -> None:
+        """Add the fact to its day's row (written once per batch, in after_batch)."""
+        key = (
+            fact["tenant_id"], fact["occurred_at"].astimezone(UTC).date(), fact["kind"],
+            fact["actor"], fact["model"] or "", fact["provider"] or "", fact["mode"] or "",
+            "" if fact["document_id"] is None else str(fact["document_id"]),
+        )  # fmt: skip
+        day = self._daily.get(key)
+        if day is None:
+            day = self._daily[key] = {c: 0 for c in DAILY_SUMS} | {"cost_usd": Decimal(0)}
+            day["latency_hist"] = None
+        day["n"] += 1
+        for column in ("input_tokens", "output_tokens", "cached_input_tokens", "documents",
+                       "bytes", "pages", "chunks", "embedding_tokens"):  # fmt: skip
+            day[column] += fact[column]
+        if fact["kind"] == "answer":
+            if fact["cost_usd"] is None:
+                day["unpriced"] += 1
+            else:
+                day["cost_usd"] += fact["cost_usd"]
+            if fact["latency_ms"] is not None:
+                day["latency_hist"] = day["latency_hist"] or [0] * BUCKETS
+                day["latency_hist"][bucket(fact["latency_ms"])] += 1
+
+    def after_batch(self, rows: Rows) -> None:
+        writes = postgres(rows).writes
+        for key, day in self._daily.items():
+            values = dict(zip(self.tables[DAILY], key, strict=True)) | day
+            writes.add(self._upsert_daily, tuple(values[c] for c in DAILY_COLUMNS))
+        self._daily.clear()
 
     # ------------------------------------------------------------ conversations
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -30,7 +30,9 @@ from psycopg.sql import SQL, Identifier
 
 from domain.usage import TokenPrice
 from projections.base import ProjectionView
-from projections.usage.projection import FACTS, REPRICED, RUNS
+from projections.usage.latency import BUCKETS, RATIO, quantile
+from projections.usage.latency import add as add_counts
+from projections.usage.projection import DAILY, FACTS, REPRICED, RUNS
 
 PERIODS = ("day", "week", "month")
 DIMENSIONS = ("key", "user", "model", "provider", "document")
@@ -38,14 +40,26 @@ SEARCH_MODES = ("hybrid", "vector", "keyword", "exact")
 
 # Each grouping's SQL expression over usage_facts (constants: never user input).
 _EXPRESSIONS = {
-    "day": "(date_trunc('day', occurred_at AT TIME ZONE 'UTC'))::date",
-    "week": "(date_trunc('week', occurred_at AT TIME ZONE 'UTC'))::date",
-    "month": "(date_trunc('month', occurred_at AT TIME ZONE 'UTC'))::date",
-    "key": "CASE WHEN actor LIKE 'key:%%' THEN actor END",
-    "user": "CASE WHEN actor LIKE 'jwt:%%' THEN actor END",
-    "model": "model",
-    "provider": "provider",
-    "document": "document_id::text",
+    "day": "(date_trunc('day', f.occurred_at AT TIME ZONE 'UTC'))::date",
+    "week": "(date_trunc('week', f.occurred_at AT TIME ZONE 'UTC'))::date",
+    "month": "(date_trunc('month', f.occurred_at AT TIME ZONE 'UTC'))::date",
+    "key": "CASE WHEN f.actor LIKE 'key:%%' THEN f.actor END",
+    "user": "CASE WHEN f.actor LIKE 'jwt:%%' THEN f.actor END",
+    "model": "f.model",
+    "provider": "f.provider",
+    "document": "f.document_id::text",
+}
+
+# The same over the daily rollup, whose text dimensions use '' for none.
+_DAILY = {
+    "day": "f.day",
+    "week": "(date_trunc('week', f.day))::date",
+    "month": "(date_trunc('month', f.day))::date",
+    "key": "CASE WHEN f.actor LIKE 'key:%%' THEN f.actor END",
+    "user": "CASE WHEN f.actor LIKE 'jwt:%%' THEN f.actor END",
+    "model": "NULLIF(f.model, '')",
+    "provider": "NULLIF(f.provider, '')",
+    "document": "NULLIF(f.document_id, '')",
 }
 
 PriceOf = Callable[[str, str], TokenPrice | None]  # (provider, model) -> the price now
@@ -228,123 +242,211 @@ class UsageView(ProjectionView):
         names: tuple[str, ...],
         price_of: PriceOf,
     ) -> Iterator[Usage]:
-        conditions = "f.tenant_id = %s AND occurred_at >= %s AND occurred_at < %s"
-        params: list[Any] = [tenant_id, window.start, window.end]
+        """Whole UTC days from the daily rollup, the partial days at either end from the
+        facts (and everything from the facts when a re-pricing run's figures are asked
+        for: they are per answer); merged per group."""
+        first = _next_midnight(window.start)
+        last = _midnight(window.end)
+        if window.repricing is not None or first >= last:
+            parts = [("facts", window.start, window.end)]
+        else:
+            parts = [
+                ("facts", window.start, first),
+                ("daily", first, last),
+                ("facts", last, window.end),
+            ]
+        groups: dict[tuple[Any, ...], _Group] = {}
+        for source, start, end in parts:
+            if start < end:
+                self._part(conn, source, tenant_id, window, start, end, names, groups)
+        if not names and not groups:
+            groups[()] = _Group(Usage(group={}))
+        for key in sorted(groups, key=_order):
+            yield groups[key].finish(price_of)
+
+    def _part(
+        self,
+        conn: Connection[DictRow],
+        source: str,
+        tenant_id: str,
+        window: Window,
+        start: datetime,
+        end: datetime,
+        names: tuple[str, ...],
+        groups: dict[tuple[Any, ...], _Group],
+    ) -> None:
+        daily = source == "daily"
+        expressions = _DAILY if daily else _EXPRESSIONS
+        dims = [f"{expressions[n]} AS g{i}" for i, n in enumerate(names)]
+        keys = [f"g{i}" for i in range(len(names))]
+        if daily:
+            conditions = "f.tenant_id = %s AND f.day >= %s AND f.day < %s"
+            params: list[Any] = [tenant_id, start.date(), end.date()]
+        else:
+            conditions = "f.tenant_id = %s AND f.occurred_at >= %s AND f.occurred_at < %s"
+            params = [tenant_id, start, end]
         if window.actor is not None:
-            conditions += " AND actor = %s"
+            conditions += " AND f.actor = %s"
             params.append(window.actor)
-        repricing: list[str] = []
-        join = ""
+        join, extra = "", []
         if window.repricing is not None:
             join = (
                 " LEFT JOIN {repriced} r ON r.tenant_id = f.tenant_id AND r.run_id = %s"
                 " AND r.context = f.context AND r.position = f.position"
             )
             params.insert(0, window.repricing)
-            repricing = [
+            extra = [
                 "coalesce(sum(r.cost_usd), 0) AS cost_repriced_usd",
                 "count(*) FILTER (WHERE kind = 'answer' AND r.position IS NOT NULL"
                 " AND r.cost_usd IS NULL) AS unpriced_repriced",
                 "count(*) FILTER (WHERE kind = 'answer' AND r.position IS NULL) AS not_repriced",
             ]
-        dims = [f"{_EXPRESSIONS[n]} AS g{i}" for i, n in enumerate(names)]
-        keys = [f"g{i}" for i in range(len(names))]
-        group = f" GROUP BY {', '.join(keys)}" if keys else ""
-        order = f" ORDER BY {', '.join(k + ' NULLS FIRST' for k in keys)}" if keys else ""
+        n = "f.n" if daily else "1"
+        unpriced = "f.unpriced" if daily else "CASE WHEN f.cost_usd IS NULL THEN 1 ELSE 0 END"
         modes = [
-            f"count(*) FILTER (WHERE kind = 'search' AND mode = '{m}') AS search_{m}"
+            f"coalesce(sum({n}) FILTER (WHERE kind = 'search' AND mode = '{m}'), 0) AS search_{m}"
             for m in SEARCH_MODES
         ]
-        figures = (
+        known = ", ".join(f"'{m}'" for m in SEARCH_MODES)
+        figures = [
+            *dims,
+            f"coalesce(sum({n}) FILTER (WHERE kind = 'question'), 0) AS questions",
+            f"coalesce(sum({n}) FILTER (WHERE kind = 'answer'), 0) AS answers",
+            f"coalesce(sum({n}) FILTER (WHERE kind = 'failure'), 0) AS failures",
+            "coalesce(sum(f.input_tokens), 0) AS input_tokens",
+            "coalesce(sum(f.output_tokens), 0) AS output_tokens",
+            "coalesce(sum(f.cost_usd), 0) AS cost_charged_usd",
+            f"coalesce(sum({unpriced}) FILTER (WHERE kind = 'answer'), 0) AS unpriced_answers",
+            "coalesce(sum(f.documents), 0) AS documents",
+            "coalesce(sum(f.bytes), 0) AS bytes",
+            "coalesce(sum(f.pages), 0) AS pages",
+            "coalesce(sum(f.chunks), 0) AS chunks",
+            "coalesce(sum(f.embedding_tokens), 0) AS embedding_tokens",
+            *extra,
+            *modes,
+            f"coalesce(sum({n}) FILTER (WHERE kind = 'search' AND (mode IS NULL OR"
+            f" mode NOT IN ({known}))), 0) AS search_other",
+        ]
+        if daily:  # '' is the rollup's "none"
+            figures[-1] = figures[-1].replace("mode IS NULL", "mode = ''")
+        group = f" GROUP BY {', '.join(keys)}" if keys else ""
+        table = Identifier(self.projection.table(DAILY if daily else FACTS))
+        sql = SQL(
+            f"SELECT {', '.join(figures)} FROM {{table}} f{join}"  # noqa: S608 - constants
+            f" WHERE {conditions}{group}"
+        ).format(table=table, repriced=Identifier(self.projection.table(REPRICED)))
+        answers = f"{conditions} AND kind = 'answer'"
+        answer_params = params[1:] if window.repricing is not None else params
+        latency = (
+            "kf_hist_sum(f.latency_hist) AS hist"
+            if daily
+            else f"CASE WHEN f.latency_ms < 1 THEN 0 ELSE least({BUCKETS - 1},"
+            f" 1 + floor(ln(f.latency_ms) / ln({RATIO}))::int) END AS bucket, count(*) AS c"
+        )
+        latency_group = ", ".join([*keys, *([] if daily else ["bucket"])])
+        grouped = f" GROUP BY {latency_group}" if latency_group else ""
+        latency_sql = SQL(
+            f"SELECT {', '.join([*dims, latency])} FROM {{table}} f"  # noqa: S608 - constants
+            f" WHERE {answers}{grouped}"
+        ).format(table=table)
+        model = "NULLIF(f.model, '')" if daily else "f.model"
+        provider = "NULLIF(f.provider, '')" if daily else "f.provider"
+        cached = "f.cached_input_tokens"
+        tokens_sql = SQL(
             "SELECT "  # noqa: S608 - every piece is a constant of this module
-            + ", ".join(
-                [
-                    *dims,
-                    "count(*) FILTER (WHERE kind = 'question') AS questions",
-                    "count(*) FILTER (WHERE kind = 'answer') AS answers",
-                    "count(*) FILTER (WHERE kind = 'failure') AS failures",
-                    "coalesce(sum(input_tokens), 0) AS input_tokens",
-                    "coalesce(sum(output_tokens), 0) AS output_tokens",
-                    "coalesce(sum(f.cost_usd), 0) AS cost_charged_usd",
-                    "count(*) FILTER (WHERE kind = 'answer' AND f.cost_usd IS NULL)"
-                    " AS unpriced_answers",
-                    "percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)"
-                    " FILTER (WHERE kind = 'answer') AS latency_ms_p50",
-                    "percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms)"
-                    " FILTER (WHERE kind = 'answer') AS latency_ms_p95",
-                    "coalesce(sum(documents), 0) AS documents",
-                    "coalesce(sum(bytes), 0) AS bytes",
-                    "coalesce(sum(pages), 0) AS pages",
-                    "coalesce(sum(chunks), 0) AS chunks",
-                    "coalesce(sum(embedding_tokens), 0) AS embedding_tokens",
-                    *repricing,
-                    *modes,
-                    "count(*) FILTER (WHERE kind = 'search' AND (mode IS NULL OR mode NOT IN ("
-                    + ", ".join(f"'{m}'" for m in SEARCH_MODES)
-                    + "))) AS search_other",
-                ]
+            + ", ".join([*dims, f"{model} AS priced_model", f"{provider} AS priced_provider"])
+            + ", sum(f.input_tokens) AS input_tokens, sum(f.output_tokens) AS output_tokens,"
+            f" sum({cached}) AS cached_input_tokens, sum({n}) AS answers"
+            f" FROM {{table}} f WHERE {answers}"
+            f" GROUP BY {', '.join([*keys, 'priced_model', 'priced_provider'])}"
+        ).format(table=table)
+        for row in conn.execute(sql, params):
+            key = tuple(row[k] for k in keys)
+            groups.setdefault(key, _Group(Usage(group=_group_of(names, row)))).add(row)
+        for row in conn.execute(latency_sql, answer_params):
+            key = tuple(row[k] for k in keys)
+            target = groups.setdefault(key, _Group(Usage(group=_group_of(names, row))))
+            if daily:
+                add_counts(target.hist, row["hist"])
+            else:
+                target.hist[int(row["bucket"])] += int(row["c"])
+        for row in conn.execute(tokens_sql, answer_params):
+            key = tuple(row[k] for k in keys)
+            target = groups.setdefault(key, _Group(Usage(group=_group_of(names, row))))
+            target.tokens.append(
+                (
+                    row["priced_provider"],
+                    row["priced_model"],
+                    int(row["input_tokens"]),
+                    int(row["output_tokens"]),
+                    int(row["cached_input_tokens"]),
+                    int(row["answers"]),
+                )
             )
-            + f" FROM {{facts}} f{join} WHERE {conditions}{group}{order}"
-        )
-        # Tokens per model of each group's answers, in the same order: today's prices.
-        by_model = (
-            "SELECT "  # noqa: S608 - every piece is a constant of this module
-            + ", ".join([*dims, "model AS priced_model", "provider AS priced_provider"])
-            + ", sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,"
-            " sum(cached_input_tokens) AS cached_input_tokens, count(*) AS answers"
-            + f" FROM {{facts}} f WHERE {conditions} AND kind = 'answer'"
-            + f" GROUP BY {', '.join([*keys, 'model', 'provider'])}"
-            + (f"{order}, model, provider" if keys else " ORDER BY model, provider")
-        )
-        facts = Identifier(self.projection.table(FACTS))
-        repriced = Identifier(self.projection.table(REPRICED))
-        model_params = params[1:] if window.repricing is not None else params
-        with (
-            conn.cursor(name="usage_figures") as figures_cursor,
-            conn.cursor(name="usage_by_model") as models_cursor,
-        ):
-            figures_cursor.itersize = models_cursor.itersize = 2000
-            figures_cursor.execute(SQL(figures).format(facts=facts, repriced=repriced), params)
-            models_cursor.execute(SQL(by_model).format(facts=facts), model_params)
-            priced = iter(models_cursor)
-            pending = next(priced, None)
-            for row in figures_cursor:
-                usage = _figures(names, row)
-                key = [row[k] for k in keys]
-                while pending is not None and [pending[k] for k in keys] == key:
-                    _price(usage, pending, price_of)
-                    pending = next(priced, None)
-                yield usage
 
 
-def _figures(names: tuple[str, ...], row: DictRow) -> Usage:
-    usage = Usage(group={n: _group_value(row[f"g{i}"]) for i, n in enumerate(names)})
-    for name in Usage.ADDITIVE:
-        if name in row:
-            value = row[name]
-            setattr(usage, name, Decimal(value) if name.startswith("cost") else int(value))
-    for name in ("latency_ms_p50", "latency_ms_p95"):
-        value = row[name]
-        setattr(usage, name, None if value is None else round(float(value), 1))
-    if "cost_repriced_usd" in row:
-        usage.cost_repriced_usd = Decimal(row["cost_repriced_usd"])
-        usage.unpriced_repriced = int(row["unpriced_repriced"])
-        usage.not_repriced = int(row["not_repriced"])
-    usage.searches = {m: int(row[f"search_{m}"]) for m in SEARCH_MODES}
-    if row["search_other"]:
-        usage.searches["other"] = int(row["search_other"])
-    return usage
+class _Group:
+    """One group's figures as the parts of a window come in."""
+
+    def __init__(self, usage: Usage) -> None:
+        self.usage = usage
+        self.hist = [0] * BUCKETS
+        self.tokens: list[tuple[str | None, str | None, int, int, int, int]] = []
+
+    def add(self, row: DictRow) -> None:
+        usage = self.usage
+        for name in Usage.ADDITIVE:
+            if name in row:
+                value = row[name]
+                if name.startswith("cost"):
+                    setattr(usage, name, getattr(usage, name) + Decimal(value))
+                else:
+                    setattr(usage, name, getattr(usage, name) + int(value))
+        if "cost_repriced_usd" in row:
+            usage.cost_repriced_usd = (usage.cost_repriced_usd or Decimal(0)) + Decimal(
+                row["cost_repriced_usd"]
+            )
+            usage.unpriced_repriced = (usage.unpriced_repriced or 0) + int(row["unpriced_repriced"])
+            usage.not_repriced = (usage.not_repriced or 0) + int(row["not_repriced"])
+        for mode in (*SEARCH_MODES, "other"):
+            count = int(row[f"search_{mode}"])
+            if count or mode != "other":
+                usage.searches[mode] = usage.searches.get(mode, 0) + count
+
+    def finish(self, price_of: PriceOf) -> Usage:
+        usage = self.usage
+        for mode in SEARCH_MODES:
+            usage.searches.setdefault(mode, 0)
+        usage.latency_ms_p50 = quantile(self.hist, 0.5)
+        usage.latency_ms_p95 = quantile(self.hist, 0.95)
+        priced: dict[tuple[str | None, str | None], list[int]] = {}
+        for provider, model, inp, out, cached, answers in self.tokens:
+            figures = priced.setdefault((provider, model), [0, 0, 0, 0])
+            for index, value in enumerate((inp, out, cached, answers)):
+                figures[index] += value
+        for (provider, model), (inp, out, cached, answers) in priced.items():
+            price = price_of(provider, model) if provider and model else None
+            if price is None:
+                usage.unpriced_now += answers
+            else:  # exact: no rounding, so groups add up to the total
+                usage.cost_current_usd += price.cost(inp, out, cached)
+        return usage
 
 
-def _price(usage: Usage, tokens: DictRow, price_of: PriceOf) -> None:
-    model, provider = tokens["priced_model"], tokens["priced_provider"]
-    price = price_of(provider, model) if model is not None and provider is not None else None
-    if price is None:
-        usage.unpriced_now += int(tokens["answers"])
-        return
-    # Exact: no rounding, so groups add up to the total.
-    usage.cost_current_usd += price.cost(
-        int(tokens["input_tokens"]),
-        int(tokens["output_tokens"]),
-        int(tokens["cached_input_tokens"]),
-    )
+def _group_of(names: tuple[str, ...], row: DictRow) -> dict[str, str | None]:
+    return {n: _group_value(row[f"g{i}"]) for i, n in enumerate(names)}
+
+
+def _order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Groups in order of their values, None first (as SQL's NULLS FIRST)."""
+    return tuple((value is not None, "" if value is None else str(value)) for value in key)
+
+
+def _midnight(at: datetime) -> datetime:
+    at = at.astimezone(UTC)
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _next_midnight(at: datetime) -> datetime:
+    midnight = _midnight(at)
+    return midnight if midnight == at.astimezone(UTC) else midnight + timedelta(days=1)

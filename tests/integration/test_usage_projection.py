@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -20,7 +22,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -226,6 +227,12 @@ def _group_of(fact: Fact, names: tuple[str, ...]) -> tuple[str | None, ...]:
     return tuple(values[n] for n in names)
 
 
+def _nearest_rank(latencies: list[float], q: float) -> Any:
+    """The k-th smallest latency (k = ceil(q n)), to within the histogram's 2.5%."""
+    ordered = sorted(latencies)
+    return pytest.approx(ordered[max(1, math.ceil(q * len(ordered))) - 1], rel=0.0248, abs=0.006)
+
+
 def _figures(usage: Usage) -> dict[str, Any]:
     figures = {name: getattr(usage, name) for name in Usage.ADDITIVE}
     figures.update({f"search_{m}": n for m, n in usage.searches.items()})
@@ -270,8 +277,8 @@ def test_every_grouping_adds_up_to_the_total_and_both_match_the_events(
     assert _nonzero(_figures(total)) == _expected(inside)
     latencies = [f.figures["latency_ms"] for f in inside if f.kind == "answer"]
     if latencies:
-        assert total.latency_ms_p50 == pytest.approx(np.percentile(latencies, 50), abs=0.051)
-        assert total.latency_ms_p95 == pytest.approx(np.percentile(latencies, 95), abs=0.051)
+        assert total.latency_ms_p50 == _nearest_rank(latencies, 0.5)
+        assert total.latency_ms_p95 == _nearest_rank(latencies, 0.95)
     else:
         assert total.latency_ms_p50 is None and total.latency_ms_p95 is None
 
@@ -523,3 +530,77 @@ def test_which_price_a_run_applies(
         assert summary.unpriced == 0
         assert summary.cost_repriced_usd == Decimal(expected_input_price)
         assert entry is not None and entry.price.input_per_million == expected_input_price
+
+
+def test_latency_percentiles_are_nearest_rank_to_within_the_histograms_precision(
+    usage: UsageView,
+) -> None:
+    tenant = str(uuid.uuid4())
+    latencies = [7.0 * 1.13**i for i in range(100)]  # 7 ms to about 1.2 hours
+    plan = [
+        ("answer", 3600 * (i % 50), ACTORS[0], {**_ANSWER, "outcome": "answer",
+                                                "latency_ms": latency}, {}, {})
+        for i, latency in enumerate(latencies)
+    ]  # fmt: skip
+    usage.apply_batch(_events(tenant, plan)[0])
+    for window in (  # all from the facts; from the daily rollup with facts at its ends
+        Window(EPOCH, EPOCH + timedelta(hours=30)),
+        Window(EPOCH - timedelta(hours=3), EPOCH + timedelta(days=3, hours=5)),
+    ):
+        answered = [  # an answer is recorded its latency after the question
+            (EPOCH + timedelta(seconds=t, milliseconds=lat), lat)
+            for (_, t, *_), lat in zip(plan, latencies, strict=True)
+        ]
+        inside = [lat for at, lat in answered if window.start <= at < window.end]
+        total = usage.total(tenant, window, _price_of)
+        assert total.answers == len(inside)
+        assert total.latency_ms_p50 == _nearest_rank(inside, 0.5)
+        assert total.latency_ms_p95 == _nearest_rank(inside, 0.95)
+
+
+def test_the_daily_rollup_and_the_facts_at_a_windows_ends_add_up_exactly(
+    usage: UsageView,
+) -> None:
+    """A seeded history of every kind over ten days, read through windows whose ends fall
+    inside days: every figure of every group is what the events say."""
+    rng = random.Random(20261202)
+    tenant = str(uuid.uuid4())
+    plan = []
+    for _ in range(400):
+        asked = {
+            "outcome": rng.choice(["answer", "answer", "failure"]),
+            "model": rng.choice(MODELS), "mode": rng.choice(["hybrid", "vector", "keyword"]),
+            "input_tokens": rng.randint(0, 9000), "output_tokens": rng.randint(0, 900),
+            "cached_share": rng.choice([0, 0.5]),
+            "cost": rng.choice([None, Decimal(rng.randint(1, 10**6)) / 10**8]),
+            "latency_ms": round(rng.uniform(5, 9000), 1),
+        }  # fmt: skip
+        uploaded = {"bytes": rng.randint(1, 10**6), "pages": rng.choice([None, 3]),
+                    "chunks": rng.randint(0, 40), "tokens": rng.randint(0, 9999),
+                    "processed": rng.randint(0, 3)}  # fmt: skip
+        what = rng.choice(["answer", "answer", "upload", "search"])
+        plan.append((what, rng.randint(0, 10 * 86400), rng.choice(ACTORS), asked, uploaded,
+                     {"mode": rng.choice(["hybrid", "keyword", "exact"])}))  # fmt: skip
+    envelopes, facts = _events(tenant, plan)
+    for start in range(0, len(envelopes), 97):  # batches of every size: rollup rows merge
+        usage.apply_batch(envelopes[start : start + 97])
+    for hours in ((5, 200), (0, 240), (13, 14), (23, 73)):
+        window = Window(EPOCH + timedelta(hours=hours[0]), EPOCH + timedelta(hours=hours[1]))
+        inside = [f for f in facts if window.start <= f.at < window.end]
+        for grouping in ((), ("day", "model"), ("key", "provider"), ("document",)):
+            expected: dict[tuple[str | None, ...], list[Fact]] = defaultdict(list)
+            if not grouping:
+                expected[()] = []
+            for fact in inside:
+                expected[_group_of(fact, grouping)].append(fact)
+            got = {
+                tuple(g.group[n] for n in grouping): g
+                for g in usage.usage(tenant, window, grouping, _price_of)
+            }
+            assert {k: _nonzero(_figures(g)) for k, g in got.items()} == {
+                k: _expected(v) for k, v in expected.items()
+            }, (hours, grouping)
+            for key, group in got.items():
+                latencies = [f.figures["latency_ms"] for f in expected[key] if f.kind == "answer"]
+                if latencies:
+                    assert group.latency_ms_p95 == _nearest_rank(latencies, 0.95)
