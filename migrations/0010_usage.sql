@@ -31,8 +31,7 @@ CREATE INDEX IF NOT EXISTS usage_facts_by_time ON usage_facts (tenant_id, occurr
 
 -- The same facts summed per UTC day and everything a report groups by: a month's report
 -- reads about (days x keys x models) rows instead of every fact. Text dimensions use ''
--- for "none" (a primary key has no NULLs). latency_hist counts answers per latency
--- bucket (projections/usage/latency.py): percentiles to within 2.5%.
+-- for "none" (a primary key has no NULLs).
 CREATE TABLE IF NOT EXISTS usage_daily (
     tenant_id            text    NOT NULL,
     day                  date    NOT NULL,
@@ -53,20 +52,21 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     pages                bigint  NOT NULL,
     chunks               bigint  NOT NULL,
     embedding_tokens     bigint  NOT NULL,
-    latency_hist         integer[],
     PRIMARY KEY (tenant_id, day, kind, actor, model, provider, mode, document_id)
 );
 
--- Element-wise sum of latency histograms (the rollup's merge, in SQL).
-CREATE OR REPLACE FUNCTION kf_hist_add(a integer[], b integer[]) RETURNS integer[]
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE
-        WHEN a IS NULL THEN b
-        WHEN b IS NULL THEN a
-        ELSE ARRAY(SELECT coalesce(x, 0) + coalesce(y, 0) FROM unnest(a, b) AS t(x, y))
-    END
-$$;
-CREATE OR REPLACE AGGREGATE kf_hist_sum(integer[]) (SFUNC = kf_hist_add, STYPE = integer[]);
+-- Answers per UTC day, group and latency bucket (buckets 5% wide, only those with
+-- answers: projections/usage/latency.py): percentiles to within 2.5%.
+CREATE TABLE IF NOT EXISTS usage_daily_latency (
+    tenant_id  text     NOT NULL,
+    day        date     NOT NULL,
+    actor      text     NOT NULL,
+    model      text     NOT NULL,
+    provider   text     NOT NULL,
+    bucket     smallint NOT NULL,
+    n          bigint   NOT NULL,
+    PRIMARY KEY (tenant_id, day, actor, model, provider, bucket)
+);
 
 -- Who asked each turn (an answer is the asker's use, though the answerer records it),
 -- and who uploaded each document (its processing is the uploader's use).
@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS usage_documents (
 
 SELECT kf_protect_tenant_table('usage_facts');
 SELECT kf_protect_tenant_table('usage_daily');
+SELECT kf_protect_tenant_table('usage_daily_latency');
 SELECT kf_protect_tenant_table('usage_turns');
 SELECT kf_protect_tenant_table('usage_documents');
 

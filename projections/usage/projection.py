@@ -28,10 +28,11 @@ from domain.usage import PriceBook, Repricing
 from infra.envelope import Envelope
 from projections.base import Projection, handles
 from projections.rows import Rows, postgres
-from projections.usage.latency import BUCKETS, bucket
+from projections.usage.latency import bucket
 
 FACTS = "usage_facts"
 DAILY = "usage_daily"
+LATENCY = "usage_daily_latency"
 TURNS = "usage_turns"
 DOCUMENTS = "usage_documents"
 PRICES = "usage_price_entries"
@@ -59,7 +60,7 @@ DAILY_SUMS = (
 )  # fmt: skip
 DAILY_COLUMNS = (
     "tenant_id", "day", "kind", "actor", "model", "provider", "mode", "document_id",
-    *DAILY_SUMS, "latency_hist",
+    *DAILY_SUMS,
 )  # fmt: skip
 
 
@@ -114,6 +115,7 @@ class UsageProjection(Projection):
     tables = {
         FACTS: ("tenant_id", "context", "position"),
         DAILY: ("tenant_id", "day", "kind", "actor", "model", "provider", "mode", "document_id"),
+        LATENCY: ("tenant_id", "day", "actor", "model", "provider", "bucket"),
         TURNS: ("tenant_id", "conversation_id", "turn"),
         DOCUMENTS: ("tenant_id", "document_id"),
         PRICES: ("tenant_id", "set_in_version", "ordinal"),
@@ -142,19 +144,22 @@ class UsageProjection(Projection):
             SQL("{c} = d.{c} + EXCLUDED.{c}").format(c=Identifier(c)) for c in DAILY_SUMS
         )
         self._upsert_daily = SQL(
-            "INSERT INTO {} AS d ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {},"
-            " latency_hist = kf_hist_add(d.latency_hist, EXCLUDED.latency_hist)"
+            "INSERT INTO {} AS d ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}"
         ).format(
             Identifier(self.table(DAILY)),
             columns,
-            SQL(", ").join(
-                SQL("%s::integer[]") if c == "latency_hist" else Placeholder()
-                for c in DAILY_COLUMNS
-            ),
+            SQL(", ").join(Placeholder() for _ in DAILY_COLUMNS),
             SQL(", ").join(Identifier(c) for c in self.tables[DAILY]),
             added,
         )
+        self._upsert_latency = SQL(
+            "INSERT INTO {} AS d (tenant_id, day, actor, model, provider, bucket, n)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (tenant_id, day, actor, model, provider, bucket)"
+            " DO UPDATE SET n = d.n + EXCLUDED.n"
+        ).format(Identifier(self.table(LATENCY)))
         self._daily: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._latency: dict[tuple[Any, ...], int] = {}
         self._insert_document = SQL(
             "INSERT INTO {} (tenant_id, document_id, actor) VALUES (%s, %s, %s)"
         ).format(Identifier(self.table(DOCUMENTS)))
@@ -163,6 +168,7 @@ class UsageProjection(Projection):
         self._turns.clear()
         self._uploaders.clear()
         self._daily.clear()
+        self._latency.clear()
         if not any(e.event_type == "Repricing.Requested" for e in envelopes):
             return
         found = (
@@ -206,7 +212,6 @@ class UsageProjection(Projection):
         day = self._daily.get(key)
         if day is None:
             day = self._daily[key] = {c: 0 for c in DAILY_SUMS} | {"cost_usd": Decimal(0)}
-            day["latency_hist"] = None
         day["n"] += 1
         for column in ("input_tokens", "output_tokens", "cached_input_tokens", "documents",
                        "bytes", "pages", "chunks", "embedding_tokens"):  # fmt: skip
@@ -217,15 +222,18 @@ class UsageProjection(Projection):
             else:
                 day["cost_usd"] += fact["cost_usd"]
             if fact["latency_ms"] is not None:
-                day["latency_hist"] = day["latency_hist"] or [0] * BUCKETS
-                day["latency_hist"][bucket(fact["latency_ms"])] += 1
+                at = (*key[:2], *key[3:6], bucket(fact["latency_ms"]))
+                self._latency[at] = self._latency.get(at, 0) + 1
 
     def after_batch(self, rows: Rows) -> None:
         writes = postgres(rows).writes
         for key, day in self._daily.items():
             values = dict(zip(self.tables[DAILY], key, strict=True)) | day
             writes.add(self._upsert_daily, tuple(values[c] for c in DAILY_COLUMNS))
+        for at, count in self._latency.items():
+            writes.add(self._upsert_latency, (*at, count))
         self._daily.clear()
+        self._latency.clear()
 
     # ------------------------------------------------------------ conversations
 

@@ -26,13 +26,12 @@ from uuid import UUID
 
 from psycopg import Connection
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from domain.usage import TokenPrice
 from projections.base import ProjectionView
 from projections.usage.latency import BUCKETS, RATIO, quantile
-from projections.usage.latency import add as add_counts
-from projections.usage.projection import DAILY, FACTS, REPRICED, RUNS
+from projections.usage.projection import DAILY, FACTS, LATENCY, REPRICED, RUNS
 
 PERIODS = ("day", "week", "month")
 DIMENSIONS = ("key", "user", "model", "provider", "document")
@@ -264,6 +263,38 @@ class UsageView(ProjectionView):
         for key in sorted(groups, key=_order):
             yield groups[key].finish(price_of)
 
+    def _latency_sql(
+        self,
+        daily: bool,
+        names: tuple[str, ...],
+        dims: list[str],
+        keys: list[str],
+        conditions: str,
+        answers: str,
+        table: Identifier,
+    ) -> Composed:
+        """Answers per group and latency bucket (from the latency rollup, or the facts)."""
+        if daily:  # the latency rollup: answers only, and no document
+            latency_dims = [
+                f"{'NULL' if n == 'document' else _DAILY[n]} AS g{i}" for i, n in enumerate(names)
+            ]
+            latency = "f.bucket, sum(f.n) AS c"
+            latency_where = conditions
+            latency_table = Identifier(self.projection.table(LATENCY))
+        else:
+            latency_dims = dims
+            latency = (
+                f"CASE WHEN f.latency_ms < 1 THEN 0 ELSE least({BUCKETS - 1},"
+                f" 1 + floor(ln(f.latency_ms) / ln({RATIO}))::int) END AS bucket, count(*) AS c"
+            )
+            latency_where = answers
+            latency_table = table
+        latency_sql = SQL(
+            f"SELECT {', '.join([*latency_dims, latency])} FROM {{table}} f"  # noqa: S608
+            f" WHERE {latency_where} GROUP BY {', '.join([*keys, 'bucket'])}"
+        ).format(table=latency_table)
+        return latency_sql
+
     def _part(
         self,
         conn: Connection[DictRow],
@@ -337,18 +368,7 @@ class UsageView(ProjectionView):
         ).format(table=table, repriced=Identifier(self.projection.table(REPRICED)))
         answers = f"{conditions} AND kind = 'answer'"
         answer_params = params[1:] if window.repricing is not None else params
-        latency = (
-            "kf_hist_sum(f.latency_hist) AS hist"
-            if daily
-            else f"CASE WHEN f.latency_ms < 1 THEN 0 ELSE least({BUCKETS - 1},"
-            f" 1 + floor(ln(f.latency_ms) / ln({RATIO}))::int) END AS bucket, count(*) AS c"
-        )
-        latency_group = ", ".join([*keys, *([] if daily else ["bucket"])])
-        grouped = f" GROUP BY {latency_group}" if latency_group else ""
-        latency_sql = SQL(
-            f"SELECT {', '.join([*dims, latency])} FROM {{table}} f"  # noqa: S608 - constants
-            f" WHERE {answers}{grouped}"
-        ).format(table=table)
+        latency_sql = self._latency_sql(daily, names, dims, keys, conditions, answers, table)
         model = "NULLIF(f.model, '')" if daily else "f.model"
         provider = "NULLIF(f.provider, '')" if daily else "f.provider"
         cached = "f.cached_input_tokens"
@@ -366,10 +386,7 @@ class UsageView(ProjectionView):
         for row in conn.execute(latency_sql, answer_params):
             key = tuple(row[k] for k in keys)
             target = groups.setdefault(key, _Group(Usage(group=_group_of(names, row))))
-            if daily:
-                add_counts(target.hist, row["hist"])
-            else:
-                target.hist[int(row["bucket"])] += int(row["c"])
+            target.hist[int(row["bucket"])] += int(row["c"])
         for row in conn.execute(tokens_sql, answer_params):
             key = tuple(row[k] for k in keys)
             target = groups.setdefault(key, _Group(Usage(group=_group_of(names, row))))
