@@ -94,17 +94,12 @@ class UsageApp(ContextApplication):
         return None, book.version, None
 
     def budgets(self, tenant_id: str) -> Budgets:
-        """The tenant's budgets (opened now if they never were)."""
+        """The tenant's budgets; a tenant that never set one gets an empty book, recorded
+        only with its first budget (reading records nothing)."""
         try:
             found: Budgets = self.repository.get(Budgets.id_for(tenant_id))
         except AggregateNotFoundError:
-            opened = Budgets.open(tenant_id=tenant_id, actor=OPENER)
-            try:
-                self.record(opened)
-            except ConcurrencyConflictError:
-                found = self.repository.get(Budgets.id_for(tenant_id))
-                return found
-            return opened
+            return Budgets.open(tenant_id=tenant_id, actor=OPENER)
         return found
 
     def set_limit(self, *, tenant_id: str, actor: str, limit: Limit, reason: str = "") -> int:

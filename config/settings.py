@@ -54,7 +54,7 @@ class DatabaseSettings(_Section):
     # servers that require passwords; empty: trust/peer authentication.
     reader_password: str = Field("", repr=False)
     pool_size: int = Field(1, ge=1, le=100)
-    max_overflow: int = Field(10, ge=0, le=100)
+    max_overflow: int = Field(20, ge=0, le=100)
 
 
 class NatsSettings(_Section):

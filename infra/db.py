@@ -13,11 +13,12 @@ import select
 import threading
 from collections.abc import Iterator
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import structlog
-from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.postgres import BasePostgresFactory, PostgresDatastore, PostgresFactory
+from eventsourcing.utils import Environment, EnvType
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
@@ -39,7 +40,8 @@ def event_store_env(
     """
     info = conninfo_to_dict(database_url)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        # One pool per process for every context's Application (not one each).
+        "PERSISTENCE_MODULE": "infra.db:SharedPostgresFactory",
         "POSTGRES_DBNAME": str(info.get("dbname") or "postgres"),
         "POSTGRES_HOST": str(info.get("host") or "127.0.0.1"),
         "POSTGRES_PORT": str(info.get("port") or "5432"),
@@ -351,3 +353,40 @@ class SessionLock:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class SharedPostgresFactory(PostgresFactory):
+    """The library's PostgreSQL factory, with one datastore (one connection pool) shared by
+    every Application of a process that has the same connection settings: five contexts
+    cost a process one pool, not five. Each factory's ``close`` gives its share back; the
+    last one closes the pool."""
+
+    _shared: ClassVar[dict[tuple[tuple[str, str], ...], tuple[PostgresDatastore, int]]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, env: Environment | EnvType | None) -> None:
+        settings = env if isinstance(env, Environment) else Environment(env=env)
+        self._share_key = tuple(
+            sorted((str(k), str(v)) for k, v in settings.items() if str(k).startswith("POSTGRES_"))
+        )
+        with self._shared_lock:
+            found = self._shared.get(self._share_key)
+            if found is not None:
+                datastore, users = found
+                self._shared[self._share_key] = (datastore, users + 1)
+                super(BasePostgresFactory, self).__init__(env)  # the environment, no new pool
+                self.datastore = datastore
+                return
+            super().__init__(env)
+            self._shared[self._share_key] = (self.datastore, 1)
+
+    def close(self) -> None:
+        with self._shared_lock:
+            found = self._shared.get(self._share_key)
+            if found is not None and found[0] is self.datastore:
+                datastore, users = found
+                if users > 1:
+                    self._shared[self._share_key] = (datastore, users - 1)
+                    return
+                del self._shared[self._share_key]
+        super().close()

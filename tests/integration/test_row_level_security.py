@@ -59,6 +59,9 @@ def _fill(conn: psycopg.Connection[tuple[object, ...]], table: str) -> None:
         "bytea": b"x",
         "jsonb": "[]",
         "timestamp with time zone": "2026-01-01T00:00:00Z",
+        "date": "2026-01-01",
+        "smallint": 1,
+        "numeric": 1,
     }
     for n, tenant in enumerate((TENANT_A, TENANT_B), start=1):
         names, values = [], []

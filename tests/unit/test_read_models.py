@@ -164,6 +164,8 @@ def test_the_contexts_name_exactly_the_events_their_aggregates_record() -> None:
                 "Budgets.LimitRemoved",
                 "BudgetRefusal.Recorded",
                 "BudgetAlert.Raised",
+                "BudgetAlert.Delivered",
+                "BudgetAlert.DeliveryFailed",
             ]
         ),
     }
