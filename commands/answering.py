@@ -333,17 +333,19 @@ class Answerer:
         if self._budgets is None:
             return None
         tokens = estimate_tokens(prompt_bytes, messages, max_output_tokens)
-        costs = [
-            self._pricing.charge(
-                principal.tenant_id, candidate.provider.name, [candidate.model, model],
-                tokens - max_output_tokens, max_output_tokens, 0, datetime.now(UTC),
-            )[0]
-            for candidate in self._llm.router.candidates(model, allowed)
-        ]  # fmt: skip
-        priced = [c for c in costs if c is not None]
-        return self._budgets.hold(
-            principal.tenant_id, principal.actor, tokens, max(priced) if priced else None
-        )
+
+        def dearest() -> Decimal | None:  # read the price book only for a cost budget
+            costs = [
+                self._pricing.charge(
+                    principal.tenant_id, candidate.provider.name, [candidate.model, model],
+                    tokens - max_output_tokens, max_output_tokens, 0, datetime.now(UTC),
+                )[0]
+                for candidate in self._llm.router.candidates(model, allowed)
+            ]  # fmt: skip
+            priced = [c for c in costs if c is not None]
+            return max(priced) if priced else None
+
+        return self._budgets.hold(principal.tenant_id, principal.actor, tokens, dearest)
 
     def _release(self, hold: Hold | None) -> None:
         if hold is not None and self._budgets is not None:

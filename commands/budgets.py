@@ -100,19 +100,23 @@ class BudgetGuard:
     def counter(tenant_id: str, limit: Limit, start: datetime) -> str:
         return f"{tenant_id}|{limit.name}|{start.isoformat()}"
 
-    def hold(self, tenant_id: str, actor: str, tokens: int, cost: Decimal | None) -> Hold | None:
-        """Reserve ``tokens`` and ``cost`` (None: unpriced) on every budget ``actor`` counts
-        against; None when there is none. Refuses (and records why) past a hard one."""
+    def hold(
+        self, tenant_id: str, actor: str, tokens: int, cost: Callable[[], Decimal | None]
+    ) -> Hold | None:
+        """Reserve ``tokens`` and ``cost()`` (None: unpriced; asked only when a cost budget
+        applies) on every budget ``actor`` counts against; None when there is none.
+        Refuses (and records why) past a hard one."""
         limits = tuple(self._usage.budgets(tenant_id).applying_to(actor))
         if not limits:
             return None
+        priced = cost() if any(lim.metric == "cost_usd" for lim in limits) else None
         now = self._clock()
         periods = tuple(period_bounds(lim.period, now) for lim in limits)
         charges = tuple(
             Charge(
                 self.counter(tenant_id, lim, start),
                 units(lim.metric, lim.amount),
-                units(lim.metric, _use(lim.metric, tokens, cost)),
+                units(lim.metric, _use(lim.metric, tokens, priced)),
                 lim.hard,
             )
             for lim, (start, _) in zip(limits, periods, strict=True)

@@ -7,33 +7,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from commands.budgets import BudgetGuard
-from commands.usage import UsageApp
 from domain.access import Principal, Role
 from domain.usage import Limit
 from infra.web import ERROR_RESPONSES, Admin, ErrorBody, require
+from write_api.deps import Guard, Usage
 
 router = APIRouter(prefix="/v1/budgets", tags=["usage"])
 BudgetReader = Annotated[Principal, Depends(require(Role.ANALYST))]  # analysts and admins
 Metric = Literal["tokens", "cost_usd", "documents", "bytes"]
 Period = Literal["day", "month", "total"]
-
-
-def _usage(request: Request) -> UsageApp:
-    usage: UsageApp = request.app.state.usage_app
-    return usage
-
-
-def _guard(request: Request) -> BudgetGuard:
-    guard: BudgetGuard = request.app.state.budget_guard
-    return guard
-
-
-Usage = Annotated[UsageApp, Depends(_usage)]
-Guard = Annotated[BudgetGuard, Depends(_guard)]
 
 
 class SetBudget(BaseModel):

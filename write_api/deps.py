@@ -8,8 +8,10 @@ from fastapi import Depends, Request
 
 from commands.access import AccessApp
 from commands.answering import Answerer, AnswerFailedError
+from commands.budgets import BudgetGuard
 from commands.conversations import ConversationsApp
 from commands.documents import DocumentsApp
+from commands.usage import UsageApp
 from infra.web import ApiError
 
 
@@ -33,6 +35,16 @@ def _answerer(request: Request) -> Answerer:
     return answerer
 
 
+def _usage(request: Request) -> UsageApp:
+    usage: UsageApp = request.app.state.usage_app
+    return usage
+
+
+def _budget_guard(request: Request) -> BudgetGuard:
+    guard: BudgetGuard = request.app.state.budget_guard
+    return guard
+
+
 def answer_failed(failure: AnswerFailedError) -> ApiError:
     """The HTTP error for an answer the provider could not give (retry hint included)."""
     headers = {"Retry-After": str(int(failure.retry_after_s or 1))}
@@ -43,3 +55,5 @@ Documents = Annotated[DocumentsApp, Depends(_documents)]
 AnswererDep = Annotated[Answerer, Depends(_answerer)]
 Conversations = Annotated[ConversationsApp, Depends(_conversations)]
 Access = Annotated[AccessApp, Depends(_access)]
+Usage = Annotated[UsageApp, Depends(_usage)]
+Guard = Annotated[BudgetGuard, Depends(_budget_guard)]

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from infra.web import ERROR_RESPONSES, Editor, ErrorBody
-from write_api.budgets import Guard
-from write_api.deps import Documents
+from write_api.deps import Documents, Guard
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 

@@ -10,21 +10,14 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from commands.usage import UsageApp, describe
+from commands.usage import describe
 from domain.access import Principal, Role
 from domain.usage import TokenPrice
 from infra.web import ERROR_RESPONSES, Admin, ErrorBody, require
+from write_api.deps import Usage
 
 router = APIRouter(prefix="/v1/prices", tags=["usage"])
 PriceReader = Annotated[Principal, Depends(require(Role.ANALYST))]  # analysts and admins
-
-
-def _usage(request: Request) -> UsageApp:
-    usage: UsageApp = request.app.state.usage_app
-    return usage
-
-
-Usage = Annotated[UsageApp, Depends(_usage)]
 
 
 class SetPrice(BaseModel):

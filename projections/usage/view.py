@@ -154,7 +154,8 @@ class UsageView(ProjectionView):
     def usage(
         self, tenant_id: str, window: Window, group_by: Sequence[str], price_of: PriceOf
     ) -> Iterator[Usage]:
-        """The groups, in order of their values (``None`` first); constant memory."""
+        """The groups, in order of their values (``None`` first). Memory grows with the
+        number of groups (they are merged from the rollups and the facts), not of rows."""
         names = grouping(group_by)
         with self.tenant_reads(tenant_id) as conn:
             yield from self._usage(conn, tenant_id, window, names, price_of)
