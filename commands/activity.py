@@ -3,11 +3,14 @@
 ``record_read`` appends one ``Read.Recorded`` (a new aggregate each time, so
 concurrent readers never conflict) and returns its position; the query's text
 is stored as a blob under its SHA-256, in the transaction that appends the
-event, and the event carries only the digest. ``record_refusal`` appends a
-``Refusal.Recorded`` unless the same client was recorded within the throttle
-window, in which case it is counted and the count rides on the client's next
-recorded refusal. ``apply_retention`` appends a ``Retention.Applied``: the
-tenant's access records older than the retention leave its read models.
+event, and the event carries only the digest. The text of a read that showed
+documents is sealed with a key of its own that *quotes* them (``infra.crypto``):
+erasing any of them erases the text, which may well repeat what they said.
+``record_refusal`` appends a ``Refusal.Recorded`` unless the same client was
+recorded within the throttle window, in which case it is counted and the count
+rides on the client's next recorded refusal. ``apply_retention`` appends a
+``Retention.Applied``: the tenant's access records older than the retention leave
+its read models.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from eventsourcing.utils import EnvType
 
 from commands.base import CommandResult, ContextApplication
 from domain.activity import Read, ReadKind, Refusal, Retention
-from infra.blobs import EVENTS_WITH_BLOBS, sha256_hex
+from infra.blobs import EVENTS_WITH_BLOBS, sealed_row, sha256_hex
+from infra.crypto import KeyStore, document_key, lock_quoted, read_key
 
 
 @dataclass
 class _Pending:
     read: Read
     blob: tuple[str, bytes] | None
+    shown: Sequence[str] = ()  # the documents the read showed (their keys are quoted)
     position: int | None = None
     error: BaseException | None = None
     done: bool = False
@@ -96,6 +101,7 @@ class ActivityApp(ContextApplication):
         *,
         refusals_per_window: int = 5,
         refusal_window_s: float = 60.0,
+        keys: KeyStore | None = None,
     ) -> None:
         # Query texts are stored with the event that names them, in one transaction.
         super().__init__({**(env or {}), "APPLICATION_RECORDER_TOPIC": EVENTS_WITH_BLOBS})
@@ -104,6 +110,7 @@ class ActivityApp(ContextApplication):
         self._refusals: dict[str, tuple[float, int, int]] = {}  # client -> (window start, n, held)
         self._refusals_lock = threading.Lock()
         self._group = GroupCommit(self._append_batch)
+        self._keys = keys
 
     def record_read(
         self,
@@ -117,9 +124,12 @@ class ActivityApp(ContextApplication):
         documents: Sequence[str] = (),
         chunks: Sequence[str] = (),
         mode: str | None = None,
+        query_sha256: str | None = None,
     ) -> CommandResult:
+        """``query_sha256`` instead of ``query``: a read of a query already recorded (its
+        text is not stored again)."""
         text = query.encode() if query else None
-        digest = sha256_hex(text) if text else None
+        digest = sha256_hex(text) if text else query_sha256
         read = Read.record(
             tenant_id=tenant_id,
             actor=actor,
@@ -132,13 +142,50 @@ class ActivityApp(ContextApplication):
             mode=mode,
         )
         self.stamp(read)  # the cause of this request, before another thread appends it
-        position = self._group.append(_Pending(read, (tenant_id, text) if text else None))
+        blob = (tenant_id, text) if text else None
+        position = self._group.append(_Pending(read, blob, list(documents)))
         return CommandResult(read.id, position, changed=True)
 
     def _append_batch(self, batch: list[_Pending]) -> list[int]:
-        blobs = list(dict.fromkeys(p.blob for p in batch if p.blob is not None))
-        positions = self.append_stamped(*(p.read for p in batch), blobs=blobs)
+        sealed = [p for p in batch if p.blob is not None and p.shown and self._keys is not None]
+        blobs = list(dict.fromkeys(p.blob for p in batch if p.blob is not None and p not in sealed))
+        also = [lambda curs: self._seal_texts(curs, sealed)] if sealed else []
+        positions = self.append_stamped(*(p.read for p in batch), blobs=blobs, also=also)
         return [positions[p.read.id] for p in batch]
+
+    def _seal_texts(self, curs: Any, sealed: list[_Pending]) -> None:
+        """Store each text sealed with a key of its read that quotes the documents shown;
+        a text that showed a document erased meanwhile is not stored at all."""
+        keys = self._keys
+        assert keys is not None
+        erased = lock_quoted(curs, [document_key(d) for p in sealed for d in p.shown])
+        made: list[tuple[Any, ...]] = []
+        quotes: list[tuple[str, str]] = []
+        rows: list[tuple[Any, ...]] = []
+        for pending in sealed:
+            assert pending.blob is not None
+            shown = {document_key(d) for d in pending.shown}
+            if shown & erased:
+                continue
+            key, wrapped = keys.new_key(read_key(pending.read.id))
+            tenant_id, text = pending.blob
+            made.append((key.key_id, tenant_id, wrapped, keys.master.key_id))
+            quotes.extend((key.key_id, quoted) for quoted in sorted(shown))
+            rows.append(sealed_row(tenant_id, text, key))
+        if made:
+            curs.executemany(
+                "INSERT INTO data_keys (key_id, tenant_id, wrapped, master_key_id)"
+                " VALUES (%s, %s, %s, %s)",
+                made,
+            )
+            curs.executemany(
+                "INSERT INTO data_key_quotes (key_id, quoted_key) VALUES (%s, %s)", quotes
+            )
+            curs.executemany(
+                "INSERT INTO blobs (tenant_id, key_id, sha256, size_bytes, content)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                rows,
+            )
 
     def record_refusal(self, **refusal: Any) -> CommandResult | None:
         """Record a refused request, or count it if its client was recorded just now."""

@@ -33,7 +33,6 @@ from domain.access import Principal
 from domain.conversation import Conversation, ConversationNotFoundError
 from domain.errors import ValidationError
 from domain.usage import PriceEntry
-from infra.blobs import BlobStore
 from infra.llm.base import Completion, CompletionRequest, Message, Passage, ProviderError, Usage
 from infra.llm.service import Llm
 from infra.telemetry import (
@@ -173,7 +172,6 @@ class Answerer:
         self,
         conversations: ConversationsApp,
         finder: PassageFinder,
-        blobs: BlobStore,
         llm: Llm,
         limits: AnswerLimits,
         tenant_name: Callable[[str], str],
@@ -183,7 +181,6 @@ class Answerer:
     ) -> None:
         self._conversations = conversations
         self._finder = finder
-        self._blobs = blobs
         self._llm = llm
         self._limits = limits
         self._tenant_name = tenant_name
@@ -238,7 +235,7 @@ class Answerer:
             )
             if not conversation.visible_to(principal):
                 raise ConversationNotFoundError(f"No conversation {conversation_id}.")
-            history = conversation.history()
+            history = self._conversations.history(conversation)
             asked_before = len(conversation.turns)
         else:
             history = list(question.history)
@@ -267,27 +264,29 @@ class Answerer:
         # refused here (429), its refusal recorded with the inputs of the decision.
         hold = self._hold(principal, model, allowed, len(prompt), len(messages), max_output_tokens)
         try:
-            prompt_sha256 = self._blobs.put(principal.tenant_id, prompt)
             asked = {
                 "question": text,
                 "model": model,
                 "mode": question.mode,
                 "k": k,
                 "flags": flags,
-                "prompt_sha256": prompt_sha256,
                 "history_turns": history_turns,
             }
+            # The prompt is stored sealed with the turn's key, which quotes these documents.
+            quotes = sorted({str(c["document_id"]) for c in citations})
             if conversation is None:
                 conversation, turn, position = self._conversations.start_and_ask(
                     tenant_id=principal.tenant_id,
                     actor=principal.actor,
                     title=_title(text),
                     origin="chat_completions",
+                    prompt=prompt,
+                    quotes=quotes,
                     **asked,
                 )
             else:
                 conversation, turn, position = self._conversations.ask(
-                    conversation, actor=principal.actor, **asked
+                    conversation, actor=principal.actor, prompt=prompt, quotes=quotes, **asked
                 )
             request = CompletionRequest(
                 model=model,

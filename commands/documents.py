@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -25,7 +26,8 @@ from domain.document import (
     UnsupportedMediaTypeError,
 )
 from domain.media import SUPPORTED_MEDIA_TYPES, sniff_media_type
-from infra.blobs import BlobStore, sha256_hex
+from infra.blobs import EVENTS_WITH_BLOBS, BlobStore, put_row, sealed_row, sha256_hex
+from infra.crypto import DataKey, KeyStore, destroy_keys, document_key
 
 # Enough for any realistic number of delete/re-upload cycles of one file.
 _MAX_GENERATIONS = 10_000
@@ -44,10 +46,17 @@ class UploadLimits:
 class DocumentsApp(ContextApplication):
     context = "documents"
 
-    def __init__(self, env: EnvType, *, blobs: BlobStore, limits: UploadLimits) -> None:
-        super().__init__(env)
+    def __init__(
+        self, env: EnvType, *, blobs: BlobStore, keys: KeyStore, limits: UploadLimits
+    ) -> None:
+        super().__init__({**(env or {}), "APPLICATION_RECORDER_TOPIC": EVENTS_WITH_BLOBS})
         self.blobs = blobs
+        self.keys = keys
         self.limits = limits
+
+    def data_key(self, document_id: UUID) -> DataKey | None:
+        """The document's data key; None once it is erased (or for one stored before keys)."""
+        return self.keys.get_many([document_key(document_id)]).get(document_key(document_id))
 
     # ----------------------------------------------------------------- queries
 
@@ -132,8 +141,12 @@ class DocumentsApp(ContextApplication):
         content: bytes,
         digest: str,
     ) -> CommandResult | None:
-        """Record the upload; None when the same bytes won the id concurrently."""
-        self.blobs.put(tenant_id, content)
+        """Record the upload; None when the same bytes won the id concurrently.
+
+        The document's data key, the file sealed with it and the ``Uploaded`` event
+        (its file name sealed too) are written in one transaction.
+        """
+        key, wrapped = self.keys.new_key(document_key(document_id))
         document = Document.upload(
             document_id=document_id,
             tenant_id=tenant_id,
@@ -143,9 +156,17 @@ class DocumentsApp(ContextApplication):
             declared_type=declared_type,
             size_bytes=len(content),
             content_sha256=digest,
+            seal=key.seal_text,
         )
+        blob = sealed_row(tenant_id, content, key)
         try:
-            position = self.record(document)
+            position = self.record(
+                document,
+                also=[
+                    lambda curs: self.keys.insert_key(curs, tenant_id, key, wrapped),
+                    lambda curs: put_row(curs, blob),
+                ],
+            )
         except ConcurrencyConflictError:
             # The same bytes were uploaded concurrently and won the id:
             # look again, and return that document as a duplicate.
@@ -168,6 +189,80 @@ class DocumentsApp(ContextApplication):
                 if self.get_document(tenant_id, document_id).is_deleted:
                     raise
         return self._decide(tenant_id, document_id, lambda d: d.delete(actor=actor))
+
+    def restore_document(
+        self,
+        *,
+        tenant_id: str,
+        actor: str,
+        document_id: UUID,
+        admit: Callable[[], Callable[[int | None], None]] | None = None,
+    ) -> CommandResult:
+        """Take a deleted document out of the trash (before it is erased); ``admit`` as for
+        an upload: it counts against the tenant's quotas again."""
+        document = self.get_document(tenant_id, document_id)
+        if not document.restore(actor=actor):
+            return CommandResult(document_id, self.position_of(document_id), changed=False)
+        admitted = admit() if admit is not None else None
+        try:
+            position = self.record(document)
+        except BaseException:
+            if admitted is not None:
+                admitted(None)
+            raise
+        if admitted is not None:
+            admitted(position)
+        assert position is not None
+        return CommandResult(document_id, position, changed=True)
+
+    def retry_document(self, *, tenant_id: str, actor: str, document_id: UUID) -> CommandResult:
+        """Send a failed document through the stage it failed in again (``Document.Retried``;
+        the workers take it from there). 409 ``document_not_failed`` otherwise."""
+        return self._decide(tenant_id, document_id, lambda d: bool(d.retry(actor=actor)))
+
+    def hold_document(
+        self, *, tenant_id: str, actor: str, document_id: UUID, reason: str
+    ) -> CommandResult:
+        return self._decide(tenant_id, document_id, lambda d: d.hold(actor=actor, reason=reason))
+
+    def release_document(self, *, tenant_id: str, actor: str, document_id: UUID) -> CommandResult:
+        return self._decide(tenant_id, document_id, lambda d: d.release(actor=actor))
+
+    def erase_document(
+        self, *, tenant_id: str, actor: str, document_id: UUID, cause: str = "request"
+    ) -> CommandResult:
+        """Erase a document: ``Document.Erased`` appended and its data key destroyed, at once.
+
+        One transaction appends the event, destroys the document's key and every key
+        that quotes it (answers and prompts of turns given its passages), and deletes
+        the blobs sealed with them: either all of it happens or none. What is left to
+        do (read models dropping their copies) follows the event, and survives crashes
+        as events do. Erasing an erased document changes nothing.
+        """
+
+        def erase(document: Document) -> bool:
+            return document.erase(actor=actor, cause=cause)
+
+        def also(document: Document) -> list[Callable[[Any], None]]:
+            digests = (document.content_sha256, document.pages_sha256,
+                       document.chunks_sha256, document.embeddings_sha256)  # fmt: skip
+            legacy = [d for d in digests if d]
+            return [
+                lambda curs: destroy_keys(curs, tenant_id, document_key(document_id)),
+                # Blobs stored before data keys existed (sealed with none) go too.
+                lambda curs: curs.execute(
+                    "DELETE FROM blobs WHERE tenant_id = %s AND key_id = '' AND sha256 = ANY(%s)",
+                    (tenant_id, legacy),
+                ),
+            ]
+
+        for _ in range(_DELETE_ATTEMPTS - 1):
+            try:
+                return self._decide(tenant_id, document_id, erase, also)
+            except ConcurrencyConflictError:
+                if self.get_document(tenant_id, document_id).is_erased:
+                    raise
+        return self._decide(tenant_id, document_id, erase, also)
 
     def record_parsed(
         self,
@@ -263,11 +358,15 @@ class DocumentsApp(ContextApplication):
         )
 
     def _decide(
-        self, tenant_id: str, document_id: UUID, decision: Callable[[Document], bool]
+        self,
+        tenant_id: str,
+        document_id: UUID,
+        decision: Callable[[Document], bool],
+        also: Callable[[Document], list[Callable[[Any], None]]] | None = None,
     ) -> CommandResult:
         document = self.get_document(tenant_id, document_id)
         if not decision(document):
             return CommandResult(document_id, self.position_of(document_id), changed=False)
-        position = self.record(document)
+        position = self.record(document, also=also(document) if also is not None else [])
         assert position is not None
         return CommandResult(document_id, position, changed=True)

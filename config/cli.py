@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,74 @@ if TYPE_CHECKING:
     from config.root import Container
     from config.settings import Settings
     from projections.keys import KeyEntry
+
+
+def _retention_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    retention = _Subcommands(
+        sub.add_parser(
+            "retention", help="erase what the trash and retention let go"
+        ).add_subparsers(dest="action", required=True),
+        common,
+    )
+    run = retention.add_parser(
+        "run", help="erase documents deleted longer ago than retention.deleted_days, and what"
+        " the tenants' retention.documents_days / conversations_days let go (held ones kept)"
+    )  # fmt: skip
+    run.add_argument("--tenant", help="tenant name (default: every tenant)")
+    run.add_argument("--dry-run", action="store_true", help="list what would be erased")
+
+
+def _users_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    users = _Subcommands(
+        sub.add_parser("users", help="people who sign in to the web app").add_subparsers(
+            dest="action", required=True
+        ),
+        common,
+    )
+    roles = ["viewer", "editor", "admin", "auditor", "analyst"]
+    invite = users.add_parser(
+        "invite", help="invite a person (prints their one-time set-password link)"
+    )
+    invite.add_argument("--tenant", required=True, help="tenant name")
+    invite.add_argument("--email", required=True)
+    invite.add_argument("--role", choices=roles, default="viewer")
+    link = users.add_parser(
+        "link", help="a new one-time set-password link (a reset); earlier links stop working"
+    )
+    link.add_argument("--tenant", required=True, help="tenant name")
+    link.add_argument("--email", required=True)
+    listing = users.add_parser("list", help="list a tenant's people")
+    listing.add_argument("--tenant", required=True, help="tenant name")
+    role = users.add_parser("role", help="change a person's role")
+    role.add_argument("--tenant", required=True, help="tenant name")
+    role.add_argument("--email", required=True)
+    role.add_argument("--role", choices=roles, required=True)
+    for action in ("disable", "enable"):
+        change = users.add_parser(action, help=f"{action} a person's account")
+        change.add_argument("--tenant", required=True, help="tenant name")
+        change.add_argument("--email", required=True)
+
+
+def _documents_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    documents = _Subcommands(
+        sub.add_parser("documents", help="erase documents, and their certificates").add_subparsers(
+            dest="action", required=True
+        ),
+        common,
+    )
+    erase = documents.add_parser(
+        "erase", help="erase a document irreversibly (its data key is destroyed)"
+    )
+    erase.add_argument("--tenant", required=True, help="tenant name")
+    erase.add_argument("document_id")
+    erasure = documents.add_parser("erasure", help="print a document's signed erasure certificate")
+    erasure.add_argument("--tenant", required=True, help="tenant name")
+    erasure.add_argument("document_id")
+    check = documents.add_parser(
+        "verify-erasure", help="check an erasure certificate offline (exit 0: intact and signed)"
+    )
+    check.add_argument("file", type=Path)
+    check.add_argument("--public-key", type=Path, help="the trusted public key (PEM)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,6 +152,20 @@ def _parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key")
     revoke.add_argument("--tenant", required=True, help="tenant name")
     revoke.add_argument("key_id")
+    rotate = keys.add_parser(
+        "rotate-master",
+        help="rewrap every data key with a new master key (events and blobs are untouched)",
+    )
+    rotate.add_argument(
+        "--new-key-file",
+        type=Path,
+        required=True,
+        help="the new master key (base64 of 32 bytes); made here (0600) if it does not exist",
+    )
+
+    _documents_parser(sub, common)
+    _users_parser(sub, common)
+    _retention_parser(sub, common)
 
     rebuild = sub.add_parser(
         "rebuild-index", help="rebuild read models from the event store beside the live ones"
@@ -99,10 +182,10 @@ def _parser() -> argparse.ArgumentParser:
         help="skip comparing the rebuilt copy with the live one",
     )
 
-    _audit_parser(sub, common)
-    _usage_parser(sub, common)
-    _prices_parser(sub, common)
-    _budgets_parser(sub, common)
+    for add in (
+        _audit_parser, _usage_parser, _prices_parser, _budgets_parser, _dead_letters_parser
+    ):  # fmt: skip
+        add(sub, common)
 
     projections = _Subcommands(
         sub.add_parser("projections", help="read-model status").add_subparsers(
@@ -112,6 +195,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     projections.add_parser("status", help="position and lag of every relay and projection")
     return parser
+
+
+def _dead_letters_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
+    letters = _Subcommands(
+        sub.add_parser(
+            "dead-letters", help="what workers and projectors gave up on, and acting on it"
+        ).add_subparsers(dest="action", required=True),
+        common,
+    )
+    listing = letters.add_parser("list", help="a tenant's dead letters, newest first")
+    listing.add_argument("--tenant", required=True, help="tenant name")
+    listing.add_argument("--state", choices=["parked", "retrying", "resolved", "dropped"])
+    for action, text in (
+        ("retry", "another go: the projector applies the event again; the document goes"
+         " through its stage again"),
+        ("drop", "give it up: the projector goes on past the event; the document stays failed"),
+    ):  # fmt: skip
+        parser = letters.add_parser(action, help=text)
+        parser.add_argument("--tenant", required=True, help="tenant name")
+        parser.add_argument("letter_id")
+        parser.add_argument("--reason", default="", help="why, for the record")
 
 
 def _budgets_parser(sub: _Subcommands, common: argparse.ArgumentParser) -> None:
@@ -391,10 +495,13 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
             print(
                 json.dumps({"key_id": str(result.id), "revoked": True, "changed": result.changed})
             )
-        elif args.command == "prices":
-            _prices(args, container, actor)
-        elif args.command == "budgets":
-            _budgets(args, container, actor)
+        elif args.command in ("users", "prices", "budgets", "dead-letters"):
+            _admin_groups()[args.command](args, container, actor)
+        elif (
+            args.command in ("documents", "retention")
+            or getattr(args, "action", "") == "rotate-master"
+        ):
+            return _erasure_admin(args, container, actor)
         elif args.command == "projections":
             for status in container.projection_status():
                 for c in status.contexts:
@@ -408,6 +515,261 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         container.close()
         endpoints.close()
+    return 0
+
+
+def _admin_groups() -> dict[str, Callable[[argparse.Namespace, Container, str], None]]:
+    return {
+        "users": _users, "prices": _prices, "budgets": _budgets, "dead-letters": _dead_letters
+    }  # fmt: skip
+
+
+def _public_url(container: Container) -> str:
+    """Where people reach the web app: configured, or the running `kf serve`, or its address."""
+    from config.runtime import serving_file
+
+    if container.settings.api.public_url:
+        return container.settings.api.public_url
+    serving = serving_file(container.settings.data_dir)
+    if serving.exists():
+        return str(json.loads(serving.read_text())["url"])
+    api = container.settings.api
+    return f"http://{api.host}:{api.port}"
+
+
+def _dead_letters(args: argparse.Namespace, container: Container, actor: str) -> None:
+    from uuid import UUID
+
+    tenant_id = str(container.access.tenant_by_name(args.tenant).id)
+    if args.action == "list":
+        from projections.dead_letters.routes import DeadLetterOut
+
+        view = container.dead_letters_view
+        view.catch_up_from(container.event_logs)
+        cursor = None
+        while True:
+            page = view.page(tenant_id, limit=200, cursor=cursor, state=args.state)
+            for entry in page.entries:
+                print(DeadLetterOut.of(entry).model_dump_json())
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return
+    act = container.dead_letters.retry if args.action == "retry" else container.dead_letters.drop
+    result = act(
+        tenant_id=tenant_id, letter_id=UUID(args.letter_id), actor=actor, reason=args.reason
+    )
+    print(
+        json.dumps(
+            {"id": str(result.id), "action": args.action, "changed": result.changed,
+             "position": result.position}
+        )
+    )  # fmt: skip
+
+
+def _users(args: argparse.Namespace, container: Container, actor: str) -> None:
+    from domain.access import Role, User
+    from infra.notify import send_invitation
+    from projections.keys import KeysView
+    from write_api.users import set_password_link
+
+    tenant_id = str(container.access.tenant_by_name(args.tenant).id)
+    auth = container.settings.auth
+    link_ttl = timedelta(seconds=auth.link_ttl_s)
+    if args.action == "list":
+        keys = container.views["keys"]
+        assert isinstance(keys, KeysView)
+        keys.catch_up_from(container.event_logs)
+        cursor = None
+        while True:
+            page = keys.users(tenant_id, limit=200, cursor=cursor)
+            for entry in page.entries:
+                print(
+                    json.dumps(
+                        {
+                            "user_id": str(entry.user_id),
+                            "email": entry.email,
+                            "role": entry.role,
+                            "status": entry.status,
+                            "last_sign_in_at": entry.last_sign_in_at.isoformat()
+                            if entry.last_sign_in_at
+                            else None,
+                        }
+                    )
+                )
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+    user_id = User.id_for(args.email)
+    if args.action in ("invite", "link"):
+        if args.action == "invite":
+            result, token, expires_at = container.access.invite_user(
+                tenant_id=tenant_id,
+                actor=actor,
+                email=args.email,
+                role=Role(args.role),
+                link_ttl=link_ttl,
+                origin=_cli_origin(),
+            )
+        else:
+            result, token, expires_at = container.access.issue_user_link(
+                tenant_id=tenant_id,
+                actor=actor,
+                user_id=user_id,
+                link_ttl=link_ttl,
+                origin=_cli_origin(),
+            )
+        user = container.access.get_user(tenant_id, user_id)
+        link = set_password_link(_public_url(container), token)
+        emailed = False
+        if auth.smtp_host:
+            send_invitation(
+                host=auth.smtp_host,
+                port=auth.smtp_port,
+                sender=auth.mail_sender,
+                to=user.email,
+                link=link,
+                expires_at=expires_at.isoformat(timespec="minutes"),
+                reset=args.action == "link" and user.password_hash is not None,
+            )
+            emailed = True
+        print(
+            json.dumps(
+                {
+                    "user_id": str(result.id),
+                    "email": user.email,
+                    "role": user.role.value,
+                    "link": link,
+                    "link_expires_at": expires_at.isoformat(),
+                    "emailed": emailed,
+                }
+            )
+        )
+        return
+    if args.action == "role":
+        changed = container.access.change_user_role(
+            tenant_id=tenant_id,
+            actor=actor,
+            user_id=user_id,
+            role=Role(args.role),
+            origin=_cli_origin(),
+        )
+    elif args.action == "disable":
+        changed = container.access.disable_user(
+            tenant_id=tenant_id, actor=actor, user_id=user_id, origin=_cli_origin()
+        )
+    else:
+        changed = container.access.enable_user(
+            tenant_id=tenant_id, actor=actor, user_id=user_id, origin=_cli_origin()
+        )
+    user = container.access.get_user(tenant_id, user_id)
+    print(
+        json.dumps(
+            {
+                "user_id": str(user.id),
+                "email": user.email,
+                "role": user.role.value,
+                "status": user.status.value,
+                "changed": changed.changed,
+            }
+        )
+    )
+
+
+def _erasure_admin(args: argparse.Namespace, container: Container, actor: str) -> int:
+    if args.command == "documents":
+        return _documents(args, container, actor)
+    if args.command == "retention":
+        _retention_run(args, container)
+    else:
+        _rotate_master(args, container)
+    return 0
+
+
+def _retention_run(args: argparse.Namespace, container: Container) -> None:
+    tenant = str(container.access.tenant_by_name(args.tenant).id) if args.tenant else None
+    report = container.retention().run(datetime.now(UTC), tenant_id=tenant, dry_run=args.dry_run)
+    erased = report.trash_erased + report.documents_erased + report.conversations_erased
+    print(json.dumps({**report.summary(), "erased": erased, "held": report.held_skipped}))
+
+
+def _rotate_master(args: argparse.Namespace, container: Container) -> None:
+    from infra.crypto import MasterKey
+    from infra.secret_files import replace_atomically
+
+    new = MasterKey.load_or_create(args.new_key_file.resolve())
+    if new.key_id == container.keys.master.key_id:
+        raise ValueError(f"{args.new_key_file} holds the master key already in use")
+    rewrapped = container.keys.rotate_master(new)
+    crypto = container.settings.crypto
+    default = container.settings.data_dir.resolve() / "master-key"
+    if not crypto.master_key and not crypto.master_key_file:
+        # The default key file follows, so that the next start finds the new key there.
+        replace_atomically(default, args.new_key_file.read_bytes())
+        where = f"{default} now holds it"
+    else:
+        where = "set crypto.master_key_file (or KF_MASTER_KEY) to it before the next start"
+    print(
+        json.dumps({"master_key_id": new.key_id, "data_keys_rewrapped": rewrapped, "next": where})
+    )
+
+
+def _documents(args: argparse.Namespace, container: Container, actor: str) -> int:
+    from uuid import UUID
+
+    from infra.signing import Signer
+    from projections.catalog.erasure import erasure_certificate
+    from projections.catalog.view import CatalogView
+
+    tenant = str(container.access.tenant_by_name(args.tenant).id)
+    document_id = UUID(args.document_id)
+    if args.action == "erase":
+        result = container.documents.erase_document(
+            tenant_id=tenant, actor=actor, document_id=document_id
+        )
+        print(
+            json.dumps(
+                {"document_id": str(document_id), "position": result.position,
+                 "changed": result.changed}
+            )
+        )  # fmt: skip
+        return 0
+    catalog = container.views["catalog"]
+    assert isinstance(catalog, CatalogView)
+    found = catalog.erasure(tenant, document_id)
+    if found is None:
+        print(f"kf: document {document_id} was not erased", file=sys.stderr)
+        return 1
+    expected = sorted(
+        name
+        for name, view in container.views.items()
+        if "Document.Erased" in view.projection.events
+    )
+    signed = erasure_certificate(found, expected, Signer.load_or_create(container.audit_key_path))
+    print(json.dumps(signed, indent=2))
+    return 0
+
+
+def _verify_erasure(args: argparse.Namespace) -> int:
+    from projections.catalog.erasure import verify_certificate
+
+    try:
+        signed = json.loads(args.file.read_text())
+        trusted = args.public_key.read_text() if args.public_key else None
+        intact = verify_certificate(signed, trusted)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"kf: {args.file} is not an erasure certificate: {exc}", file=sys.stderr)
+        return 1
+    certificate = signed["certificate"]
+    if not intact:
+        print(f"kf: {args.file}: the signature does not match: it was changed", file=sys.stderr)
+        return 1
+    state = "complete" if certificate.get("complete") else "not yet complete"
+    print(
+        f"intact: document {certificate.get('document_id')} erased at "
+        f"{certificate.get('erased_at')} by {certificate.get('erased_by')} ({state}); "
+        f"signed by key {signed.get('key_id')}"
+    )
     return 0
 
 
@@ -898,12 +1260,16 @@ def _migrate(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
+    from infra.crypto import MasterKeyError
     from infra.db import SchemaNotReadyError  # light: no metrics are created by importing it
 
     try:
         return _run(args, settings)
     except SchemaNotReadyError as exc:
         print(f"kf: {exc}", file=sys.stderr)
+        return 2
+    except MasterKeyError as exc:
+        print(f"kf: refusing to start: {exc}", file=sys.stderr)
         return 2
 
 
@@ -938,6 +1304,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _rebuild(args, settings)
     elif args.command == "migrate":
         return _migrate(settings)
+    elif args.command == "documents" and args.action == "verify-erasure":
+        return _verify_erasure(args)
     elif args.command == "audit":
         return _audit(args, settings)
     elif args.command == "usage" and args.action == "reprice":

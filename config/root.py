@@ -8,18 +8,24 @@ and the HTTP app on top of them.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
+import psycopg
 import structlog
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresTrackingRecorder,
+)
 from fastapi import FastAPI
 from fastapi.responses import Response
 
@@ -31,15 +37,20 @@ from commands.answering import Answerer, AnswerLimits, Found, FoundPassage
 from commands.auth import Authenticator
 from commands.budgets import BudgetGuard, Reconciler
 from commands.conversations import ConversationsApp
+from commands.dead_letters import DeadLetters
 from commands.documents import DocumentsApp, UploadLimits
+from commands.retention import Policy, Retention, RetentionRunner
 from commands.usage import UsageApp
 from config.llm import configured_prices
 from config.schema import check as check_schema
 from config.settings import SearchSettings as SearchSettingsConfig
 from config.settings import Settings
-from domain.access import Role, Tenant
+from domain.access import Role, Tenant, User, UserNotFoundError
+from domain.errors import DomainError
 from infra.blobs import PostgresBlobStore
 from infra.budget_ledger import BudgetLedger, InProcessBudgetLedger, RedisBudgetLedger
+from infra.bus import consumer_states, stream_answers
+from infra.crypto import KeyStore, MasterKey
 from infra.db import SessionLock, TenantReads, datastore, event_store_env, open_pool, reader_url
 from infra.embedded import EmbeddedNats, EmbeddedPostgres
 from infra.embedding import (
@@ -72,9 +83,11 @@ from infra.web import (
     Utf8RequestMiddleware,
     install_error_handlers,
 )
+from processors.specs import STAGE_SPECS
 from projections.audit.checkpoints import Checkpointer, CheckpointStore
 from projections.base import ProjectionView
 from projections.catalog import CatalogView
+from projections.dead_letters import DeadLettersView
 from projections.fulltext import FulltextView
 from projections.read_models import READ_MODELS
 from projections.rebuild import Rebuilder, RebuildJobs
@@ -92,6 +105,7 @@ ADMIN_KEY_FILE = "admin-key"
 _MULTIPART_SLACK = 1024 * 1024
 EMBEDDING_DIMENSION = 384
 AUDIT_KEY = "audit-signing-key"
+MASTER_KEY = "master-key"
 CHECKPOINTS = "audit-checkpoints"
 
 
@@ -141,17 +155,24 @@ class Container:
         env = event_store_env(url, db.pool_size, db.max_overflow)
         self._blob_pool = open_pool(url, max_size=db.pool_size + db.max_overflow, name="blobs")
         self.blobs = PostgresBlobStore(self._blob_pool)
+        self.keys = KeyStore(self._blob_pool, self.master_key())
+        self.keys.check_master()  # the wrong master key stops the program here
         self.documents = DocumentsApp(
-            env, blobs=self.blobs, limits=UploadLimits(self.settings.api.max_upload_bytes)
+            env,
+            blobs=self.blobs,
+            keys=self.keys,
+            limits=UploadLimits(self.settings.api.max_upload_bytes),
         )
         self.access = AccessApp(env)
-        self.conversations = ConversationsApp(env)
+        self.conversations = ConversationsApp(env, keys=self.keys)
         self.activity = ActivityApp(
             env,
             refusals_per_window=self.settings.audit.refusals_per_window,
             refusal_window_s=self.settings.audit.refusal_window_s,
+            keys=self.keys,
         )
         self.usage = UsageApp(env, configured=configured_prices(self.settings.llm))
+        self.dead_letters = DeadLetters(self.activity, self.documents)
         self.applications = {
             app.context: app
             for app in (self.documents, self.access, self.conversations, self.activity, self.usage)
@@ -181,6 +202,7 @@ class Container:
         self.parts = Parts(
             datastore=self._views_store,
             blobs=self.blobs,
+            keys=self.keys,
             index=self.index,
             bm25=self.bm25,
             index_spec=self.index_spec,
@@ -208,6 +230,12 @@ class Container:
     def fulltext(self) -> FulltextView:
         view = self.views["fulltext"]
         assert isinstance(view, FulltextView)
+        return view
+
+    @property
+    def dead_letters_view(self) -> DeadLettersView:
+        view = self.views["dead_letters"]
+        assert isinstance(view, DeadLettersView)
         return view
 
     # ------------------------------------------------------------ search index
@@ -251,6 +279,16 @@ class Container:
             views=self.views,
         )
         return Rebuilder(context, READ_MODELS)
+
+    def master_key(self) -> MasterKey:
+        crypto = self.settings.crypto
+        if crypto.master_key:
+            return MasterKey.from_text(crypto.master_key, source="crypto.master_key")
+        if crypto.master_key_file:
+            return MasterKey.from_text(
+                Path(crypto.master_key_file).read_text(), source=crypto.master_key_file
+            )
+        return MasterKey.load_or_create(self.settings.data_dir.resolve() / MASTER_KEY)
 
     # ------------------------------------------------------------- audit trail
 
@@ -324,7 +362,12 @@ class Container:
             data_dir=self.settings.data_dir,
             production=self.settings.mode == "production",
         )
-        return Authenticator(self.access, tokens)
+        return Authenticator(
+            self.access,
+            tokens,
+            session_idle_s=self.settings.auth.session_idle_s,
+            session_max_s=self.settings.auth.session_max_s,
+        )
 
     def answerer(self) -> Answerer:
         # The providers' SDKs take seconds to import: only API processes need them.
@@ -341,7 +384,6 @@ class Container:
         return Answerer(
             self.conversations,
             SearchPassages(self.search_service(), self.search_view, self.settings.search),
-            self.blobs,
             build_llm(self.settings.llm, self.bm25.terms),
             AnswerLimits(
                 default_k=qa.default_k,
@@ -395,9 +437,100 @@ class Container:
             max_attempts=alerts.max_attempts, backoff_s=alerts.backoff_s, poll_s=alerts.poll_s,
         )  # fmt: skip
 
+    def retention(self) -> Retention:
+        """The retention job (``kf retention run``, and periodically in API processes)."""
+        settings = self.settings.retention
+        names: dict[str, str] = {}
+
+        def policy_for(tenant_id: str) -> Policy:
+            if tenant_id not in names:
+                try:
+                    names[tenant_id] = self.access.get_tenant(UUID(tenant_id)).name
+                except (ValueError, DomainError):
+                    names[tenant_id] = ""
+            own = settings.tenants.get(names[tenant_id])
+            deleted = own.deleted_days if own and own.deleted_days is not None else None
+            return Policy(
+                deleted_days=settings.deleted_days if deleted is None else deleted,
+                documents_days=own.documents_days
+                if own and own.documents_days is not None
+                else settings.documents_days,
+                conversations_days=own.conversations_days
+                if own and own.conversations_days is not None
+                else settings.conversations_days,
+            )
+
+        return Retention(
+            self.documents, self.conversations, ReadModelCandidates(self._views_store), policy_for
+        )
+
+    def readiness_checks(
+        self, role: Literal["all", "read", "write"]
+    ) -> dict[str, Callable[[], Awaitable[str | None]]]:
+        """What ``/health/ready`` requires of this process (each answers None or why not)."""
+        health = self.settings.health
+        database_url = self.endpoints.database_url
+        timeout = health.timeout_s
+
+        def select_one() -> None:
+            with psycopg.connect(database_url, connect_timeout=max(1, int(timeout))) as conn:
+                conn.execute("SELECT 1")
+
+        async def postgres() -> str | None:
+            await asyncio.to_thread(select_one)
+            return None
+
+        async def nats_stream() -> str | None:
+            await stream_answers(self.endpoints.nats_url, self.settings.nats.stream, timeout)
+            return None
+
+        async def index() -> str | None:
+            await asyncio.to_thread(self.index.current.count, "-")
+            return None
+
+        async def projections() -> str | None:
+            statuses = await asyncio.to_thread(self.projection_status)
+            behind = [
+                f"{s.name} {s.lag} events behind"
+                for s in statuses
+                if s.kind == "projection" and s.lag > health.max_projection_lag
+            ]
+            stopped = [
+                f"{letter.component.removeprefix('projection:')} stopped at {letter.subject}"
+                f" ({letter.event_type}: {letter.error[:200]}; dead letter {letter.letter_id},"
+                f" {letter.state})"
+                for letter in await asyncio.to_thread(self.dead_letters_view.stopped_projections)
+            ]
+            return "; ".join([*stopped, *behind]) or None
+
+        async def workers() -> str | None:
+            names = [s.consumer for s in STAGE_SPECS if not s.suffix]
+            states = await consumer_states(
+                self.endpoints.nats_url, self.settings.nats.stream, names, timeout
+            )
+            idle = [s.name for s in states if s.waiting_pulls == 0]
+            return f"no worker listening on {', '.join(idle)}" if idle else None
+
+        checks: dict[str, Callable[[], Awaitable[str | None]]] = {
+            "postgres": postgres,
+            "nats": nats_stream,
+        }
+        if role in ("all", "read"):
+            checks["index"] = index
+            checks["projections"] = projections
+        if health.require_workers:
+            checks["workers"] = workers
+        return checks
+
     def rate_limiter(self) -> RateLimiter | None:
         if not self.settings.rate_limits.enabled:
             return None
+        if self.settings.redis.url:
+            return RedisRateLimiter(self.settings.redis.url)
+        return InProcessRateLimiter()
+
+    def login_limiter(self) -> RateLimiter:
+        """Sign-in attempts are throttled whether or not request rate limits are on."""
         if self.settings.redis.url:
             return RedisRateLimiter(self.settings.redis.url)
         return InProcessRateLimiter()
@@ -411,7 +544,11 @@ class Container:
             Role.AUDITOR: (limits.auditor.burst, limits.auditor.per_hour),
             Role.ANALYST: (limits.analyst.burst, limits.analyst.per_hour),
         }
-        return RoleRateLimits(per_role, (limits.tenant.burst, limits.tenant.per_hour))
+        return RoleRateLimits(
+            per_role,
+            (limits.tenant.burst, limits.tenant.per_hour),
+            (limits.session.burst, limits.session.per_hour),
+        )
 
     def projection_status(self) -> list[ComponentStatus]:
         return collect_status(list(self.views.values()), self.event_logs, self._relay_tracking)
@@ -423,6 +560,9 @@ class Container:
         notifier = getattr(self, "_notifier", None)
         if notifier is not None:
             notifier.stop()
+        retention = getattr(self, "_retention", None)
+        if retention is not None:
+            retention.stop()
         self.index.close()
         self.documents.close()
         self.access.close()
@@ -438,15 +578,21 @@ class Container:
     # ---------------------------------------------------------------- http app
 
     def create_app(self, role: Literal["all", "read", "write"] = "all") -> FastAPI:
+        from read_api import health as read_health
         from read_api import projections as read_projections
         from read_api import rebuilds as read_rebuilds
+        from read_api import settings as read_settings
+        from read_api import ui as read_ui
+        from read_api import workers as read_workers
         from write_api import auth as write_auth
         from write_api import budgets as write_budgets
         from write_api import chat as write_chat
         from write_api import conversations as write_conversations
+        from write_api import dead_letters as write_dead_letters
         from write_api import documents as write_documents
         from write_api import keys as write_keys
         from write_api import prices as write_prices
+        from write_api import users as write_users
 
         app = FastAPI(
             title="Knowledge Foundry",
@@ -454,22 +600,31 @@ class Container:
             description="Upload documents, follow their processing, search and ask.",
         )
         self._set_state(app)
+        app.state.readiness = self.readiness_checks(role)
         install_error_handlers(app)
+        app.include_router(read_health.router)
         if role in ("all", "write"):
             app.include_router(write_auth.router)
             app.include_router(write_documents.router)
             app.include_router(write_keys.router)
+            app.include_router(write_users.router)
             app.include_router(write_prices.router)
             app.include_router(write_prices.repricings)
             app.include_router(write_budgets.router)
             app.include_router(write_conversations.router)
             app.include_router(write_chat.router)
+            app.include_router(write_dead_letters.router)
         if role in ("all", "read"):
             for model in READ_MODELS:
                 if model.router is not None:
                     app.include_router(model.router)
             app.include_router(read_projections.router)
             app.include_router(read_rebuilds.router)
+            app.include_router(read_settings.router)
+            app.include_router(read_workers.router)
+        # The web app: static files that talk to the routes above like any client.
+        app.include_router(read_ui.router)
+        app.include_router(read_ui.root_redirect)
 
         @app.get("/health", include_in_schema=False)
         def health() -> dict[str, str]:
@@ -493,27 +648,42 @@ class Container:
         app.state.authenticator = self.authenticator()
         app.state.rate_limiter = self.rate_limiter()
         app.state.rate_limits = self.rate_limit_policy()
+        app.state.login_limiter = self.login_limiter()
         app.state.conversations = self.conversations
         app.state.answerer = self.answerer()
         app.state.documents = self.documents
         app.state.access = self.access
+        app.state.database_reachable = self.access.database_reachable
         app.state.read_recorder = (
             self.activity.record_read if self.settings.audit.record_reads else _reads_not_recorded
         )
         app.state.refusal_recorder = self.activity.record_refusal
         app.state.search = self.search_service()
         app.state.usage_app = self.usage
+        app.state.dead_letters = self.dead_letters
         app.state.budget_guard = self.budget_guard
         self._reconciler = Reconciler(self.budget_guard, self.settings.budgets.reconcile_every_s)
         self._reconciler.start()
         self._notifier = self.notifier()
         self._notifier.start()
+        self._retention = RetentionRunner(
+            self.retention(),
+            SessionLock(self.endpoints.database_url, "kf.retention"),
+            self.settings.retention.every_s,
+            lambda: datetime.now(UTC),
+        )
+        self._retention.start()
         app.state.rebuilds = self.rebuilds
         app.state.operator_tenant = str(Tenant.id_for(DEFAULT_TENANT))
         app.state.views = self.views
+        app.state.signer = Signer.load_or_create(self.audit_key_path)  # erasure certificates
         app.state.event_logs = self.event_logs
         app.state.projection_status = self.projection_status
         app.state.max_body_bytes = self.settings.api.max_upload_bytes + _MULTIPART_SLACK
+        app.state.nats_url = self.endpoints.nats_url
+        app.state.database_url = self.endpoints.database_url  # audit verification reads events
+        app.state.checkpoint_store = self.checkpoint_store()
+        app.state.worker_consumers = [spec.consumer for spec in STAGE_SPECS]
 
     # --------------------------------------------------------------- bootstrap
 
@@ -535,6 +705,31 @@ class Container:
         write_secret_file(key_file, token)
         log.info("admin_key_issued", tenant_id=str(tenant.id), path=str(key_file))
         return str(tenant.id), token
+
+    def first_admin_link(self, tenant_id: str) -> str | None:
+        """A set-password link for the first admin while they have no password (each call
+        makes a new one; earlier ones stop working), else None."""
+        email = self.settings.auth.first_admin_email
+        link_ttl = timedelta(seconds=self.settings.auth.link_ttl_s)
+        invited = self.access.ensure_user(
+            tenant_id=tenant_id,
+            actor="system:bootstrap",
+            email=email,
+            role=Role.ADMIN,
+            link_ttl=link_ttl,
+        )
+        if invited is not None:
+            return invited[1]
+        try:
+            user = self.access.get_user(tenant_id, User.id_for(email))
+        except UserNotFoundError:  # the address is an account of another tenant
+            return None
+        if user.password_hash is not None or user.disabled:
+            return None
+        _, token, _ = self.access.issue_user_link(
+            tenant_id=tenant_id, actor="system:bootstrap", user_id=user.id, link_ttl=link_ttl
+        )
+        return token
 
 
 def _reads_not_recorded(**read: Any) -> None:
@@ -632,3 +827,42 @@ class LazyEmbedder:
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         return self._load().count_tokens(texts)
+
+
+class ReadModelCandidates:
+    """What retention is due for, from the catalog and conversations read models (as owner)."""
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self._datastore = datastore
+
+    def _ids(self, query: str, params: tuple[object, ...]) -> list[UUID]:
+        with self._datastore.get_connection() as conn:
+            return [next(iter(row.values())) for row in conn.execute(query, params).fetchall()]
+
+    def tenants(self) -> list[str]:
+        with self._datastore.get_connection() as conn:
+            rows = conn.execute(
+                "SELECT tenant_id FROM catalog_documents UNION SELECT tenant_id FROM conversations"
+            ).fetchall()
+        return sorted(str(row["tenant_id"]) for row in rows)
+
+    def deleted_before(self, tenant_id: str, cutoff: datetime) -> list[UUID]:
+        return self._ids(
+            "SELECT document_id FROM catalog_documents WHERE tenant_id = %s"
+            " AND status = 'deleted' AND deleted_at < %s ORDER BY deleted_at",
+            (tenant_id, cutoff),
+        )
+
+    def uploaded_before(self, tenant_id: str, cutoff: datetime) -> list[UUID]:
+        return self._ids(
+            "SELECT document_id FROM catalog_documents WHERE tenant_id = %s"
+            " AND status <> 'erased' AND uploaded_at < %s ORDER BY uploaded_at",
+            (tenant_id, cutoff),
+        )
+
+    def conversations_idle_since(self, tenant_id: str, cutoff: datetime) -> list[UUID]:
+        return self._ids(
+            "SELECT conversation_id FROM conversations WHERE tenant_id = %s"
+            " AND erased_at IS NULL AND updated_at < %s ORDER BY updated_at",
+            (tenant_id, cutoff),
+        )

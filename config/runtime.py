@@ -31,6 +31,7 @@ from infra.causation import set_process
 from infra.db import AdvisoryLocks
 from infra.relay import Relay
 from projections.runner import ProjectorRunner
+from write_api.users import set_password_link
 
 if TYPE_CHECKING:
     from processors.stages import Stages
@@ -134,6 +135,8 @@ def _projectors(
             locks,
             container.settings.projections.batch_size,
             linger_s=linger if name in LINGERING_READ_MODELS else 0.0,
+            dead_letters=container.dead_letters,
+            max_attempts=container.settings.projections.max_attempts,
         )
         for name in chosen
     ]
@@ -169,7 +172,10 @@ async def _until_stopped(stop: asyncio.Event, *jobs: Awaitable[object]) -> None:
 
     def on_done(task: asyncio.Future[object]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("role_failed", error=repr(task.exception()))
+            failure = task.exception()
+            log.error("role_failed", error=repr(failure), pid=os.getpid(), exc_info=failure)
+        elif not task.cancelled() and not stop.is_set():
+            log.error("role_ended", role=repr(task)[:200], pid=os.getpid())
         stop.set()
 
     for task in tasks:
@@ -227,7 +233,7 @@ def run_worker(settings: Settings, stages: list[str] | None = None) -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         bus = await _connected_bus(container, f"kf-worker-{os.getpid()}")
-        worker = Worker(bus, build_stages(container), settings.ingest)
+        worker = Worker(bus, build_stages(container), settings.ingest, container.dead_letters)
         try:
             await _until_stopped(
                 stop, worker.run(stop, chosen), _ready("worker", stop, worker.ready.is_set)
@@ -382,7 +388,8 @@ def run_serve(settings: Settings) -> None:
     set_process(f"serve:{socket.gethostname()}:{os.getpid()}")
 
     async def main(container: Container) -> None:
-        token = container.bootstrap()[1]
+        tenant_id, token = container.bootstrap()
+        first_admin = container.first_admin_link(tenant_id)
         stop = asyncio.Event()
         _stop_on_signals(stop)
         bus = await _connected_bus(container, "kf-serve")
@@ -415,7 +422,7 @@ def run_serve(settings: Settings) -> None:
             while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
                 await asyncio.sleep(0.05)
             if server.started:
-                _announce(container, server, token)
+                _announce(container, server, token, first_admin)
                 _record_serving(container, server)
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -432,6 +439,7 @@ def run_serve(settings: Settings) -> None:
                 *(p.run(stop) for p in projectors),
                 *_checkpointing(container, projectors, stop),
                 _monitor_lag(relays, projectors, stop),
+                *_watching_embedded(container, stop),
             )
         finally:
             await locks.close()
@@ -440,6 +448,12 @@ def run_serve(settings: Settings) -> None:
         log.info("stopped")
 
     _with_container(settings, main, migrate_first=True)
+
+
+def _watching_embedded(container: Container, stop: asyncio.Event) -> list[Awaitable[None]]:
+    """The embedded NATS started again, on its port, whenever it dies (``kf serve``)."""
+    nats_server = container.endpoints.embedded_nats
+    return [nats_server.watch(stop)] if nats_server is not None else []
 
 
 def serving_file(data_dir: Path) -> Path:
@@ -462,12 +476,16 @@ def _record_serving(container: Container, server: uvicorn.Server) -> None:
     )
 
 
-def _announce(container: Container, server: uvicorn.Server, token: str | None) -> None:
+def _announce(
+    container: Container, server: uvicorn.Server, token: str | None, first_admin: str | None
+) -> None:
     host, port = _bound_address(container, server)
     key_file = admin_key_path(container.settings.data_dir)
+    public = container.settings.api.public_url or f"http://{host}:{port}"
     lines = [
         "",
         f"Knowledge Foundry is running: http://{host}:{port}",
+        f"Web app:                      {public.rstrip('/')}/ui/",
         f"API docs:                     http://{host}:{port}/docs",
         f"Data directory:               {container.settings.data_dir.resolve()}",
     ]
@@ -476,4 +494,10 @@ def _announce(container: Container, server: uvicorn.Server, token: str | None) -
         lines.append(f"  {token}")
     else:
         lines.append(f"Admin API key:                in {key_file}")
+    email = container.settings.auth.first_admin_email
+    if first_admin:
+        lines.append(f"Set the password of {email} (admin) here; the link works once:")
+        lines.append(f"  {set_password_link(public, first_admin)}")
+    else:
+        lines.append(f"Sign in:                      as {email} (or another account)")
     print("\n".join(lines) + "\n", flush=True)

@@ -43,6 +43,9 @@ class ApiSettings(_Section):
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     read_wait_timeout_s: float = Field(5.0, ge=0, le=60)
     page_size_max: int = Field(200, ge=1, le=1000)
+    # The address people reach the web app at, for the links in invitations
+    # (e.g. https://kf.example.org); empty: the address `kf serve` listens on.
+    public_url: str = Field("", pattern=r"^(https?://[^\s/]+(/[^\s]*)?)?$")
 
 
 class DatabaseSettings(_Section):
@@ -103,6 +106,20 @@ class IngestSettings(_Section):
 
 class ProjectionSettings(_Section):
     batch_size: int = Field(256, ge=1, le=10_000)
+    # An event that fails this many times in a row is parked as a dead letter, and the
+    # read model's projector waits on it until an operator retries or drops it.
+    max_attempts: int = Field(5, ge=1, le=100)
+
+
+class HealthSettings(_Section):
+    """What ``/health/ready`` requires (``/health/live`` only says the process runs)."""
+
+    # Ready only while every read model is at most this many events behind.
+    max_projection_lag: int = Field(1000, ge=0)
+    # Ready only while every processing stage has a worker listening (off for API
+    # processes deployed apart from the workers, whose readiness is their own).
+    require_workers: bool = True
+    timeout_s: float = Field(2.0, gt=0, le=30)
 
 
 class SearchSettings(_Section):
@@ -157,6 +174,18 @@ class AuthSettings(_Section):
     token_ttl_s: int = Field(900, ge=30, le=86_400)
     leeway_s: int = Field(30, ge=0, le=300)
     external_issuers: list[ExternalIssuerSettings] = []
+    # People signed in to the web app: a session's cookie carries a token that
+    # lives session_idle_s and is renewed while in use, up to session_max_s after
+    # signing in. A one-time set-password link works for link_ttl_s.
+    session_idle_s: int = Field(1800, ge=60, le=86_400)
+    session_max_s: int = Field(43_200, ge=300, le=30 * 86_400)
+    link_ttl_s: int = Field(7 * 86_400, ge=300, le=30 * 86_400)
+    # The first admin `kf serve` invites (with a link printed beside the admin key).
+    first_admin_email: str = "admin@localhost"
+    # Invitation e-mails (empty host: links are only shown, never mailed).
+    smtp_host: str = ""
+    smtp_port: int = Field(25, ge=1, le=65535)
+    mail_sender: str = "knowledge-foundry@localhost"
 
 
 class RateLimit(_Section):
@@ -175,6 +204,11 @@ class RateLimitSettings(_Section):
     analyst: RateLimit = RateLimit(per_hour=2000, burst=100)
     # Shared by all of a tenant's keys and tokens, whatever their role.
     tenant: RateLimit = RateLimit(per_hour=10_000, burst=500)
+    # A person signed in to the web app (whatever their role: a page polls).
+    session: RateLimit = RateLimit(per_hour=7200, burst=200)
+    # Sign-in attempts, per account and per client address (always on).
+    login_account: RateLimit = RateLimit(per_hour=30, burst=10)
+    login_client: RateLimit = RateLimit(per_hour=300, burst=30)
 
 
 class LlmProviderSettings(_Section):
@@ -257,6 +291,33 @@ class AuditSettings(_Section):
     batch_linger_ms: int = Field(200, ge=0, le=5_000)
 
 
+class TenantRetentionSettings(_Section):
+    deleted_days: int | None = Field(None, ge=0, le=36_500)
+    documents_days: int | None = Field(None, ge=1, le=36_500)
+    conversations_days: int | None = Field(None, ge=1, le=36_500)
+
+
+class RetentionSettings(_Section):
+    # Deleted documents stay in the trash (restorable) this long, then are erased.
+    deleted_days: int = Field(30, ge=0, le=36_500)
+    # Documents uploaded / conversations idle longer than this are erased (None: off).
+    documents_days: int | None = Field(None, ge=1, le=36_500)
+    conversations_days: int | None = Field(None, ge=1, le=36_500)
+    # Per tenant (by name), overriding the values above.
+    tenants: dict[str, TenantRetentionSettings] = {}
+    # How often `kf serve` runs it (`kf retention run` runs it once).
+    every_s: float = Field(3600, gt=0)
+
+
+class CryptoSettings(_Section):
+    # The master key that wraps every data key (base64 of 32 random bytes). Empty:
+    # read from master_key_file; both empty: <data_dir>/master-key, made on first
+    # start (0600). Keep it outside the database and its backups: without it no
+    # sealed content (files, file names, questions, answers) can be read.
+    master_key: str = Field("", repr=False)
+    master_key_file: str = ""
+
+
 class BudgetSettings(_Section):
     # Budgets are set per tenant (PUT /v1/budgets/..., kf budgets set); this is how they
     # are kept. A question's hold on its budgets lapses after hold_ttl_s if the process
@@ -270,7 +331,7 @@ class WebhookSettings(_Section):
     url: str
     # The HMAC key receivers check X-KF-Signature with; empty: from the environment
     # variable named by secret_env.
-    secret: str = ""
+    secret: str = Field("", repr=False)
     secret_env: str = ""
 
 
@@ -327,12 +388,15 @@ class Settings(_Section):
     redis: RedisSettings = RedisSettings()
     ingest: IngestSettings = IngestSettings()
     projections: ProjectionSettings = ProjectionSettings()
+    health: HealthSettings = HealthSettings()
     search: SearchSettings = SearchSettings()
     auth: AuthSettings = AuthSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     llm: LlmSettings = LlmSettings()
     qa: QaSettings = QaSettings()
     audit: AuditSettings = AuditSettings()
+    crypto: CryptoSettings = CryptoSettings()
+    retention: RetentionSettings = RetentionSettings()
     budgets: BudgetSettings = BudgetSettings()
     alerts: AlertSettings = AlertSettings()
     logging: LoggingSettings = LoggingSettings()

@@ -13,6 +13,10 @@ that does not allow the route), with how many refusals of the same client
 were not recorded since the previous one (they are throttled, so a flood
 cannot fill the disk, but never uncounted).
 
+A ``DeadLetter`` records a message a component gave up on after its attempts (a
+worker's stage, a read model's projector): parked, not redelivered for ever, with what
+an operator did about it (retried, dropped) and whether a retry went through.
+
 A ``Retention`` records that access records (reads and refusals) older than a
 cutoff leave the tenant's read models (the audit trail and who-saw): access
 records are kept ``audit.access_retention_days``, not for ever. The events
@@ -23,12 +27,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
-from uuid import uuid4
+from typing import Any, Protocol
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import ValidationError
+from domain.errors import DomainError, ValidationError
 
 MAX_SHOWN = 1000  # ids per read: keeps every event far below 64 KB
 # Where refusals that name no tenant (no credential, an unknown one) are recorded.
@@ -213,6 +217,214 @@ class Retention(Aggregate):
             retention_days=retention_days,
             reason=reason,
         )
+
+
+class DeadLetterState(StrEnum):
+    PARKED = "parked"  # given up on: waiting for an operator
+    RETRYING = "retrying"  # an operator asked for another go
+    RESOLVED = "resolved"  # the retry went through
+    DROPPED = "dropped"  # an operator gave it up for good
+
+
+MAX_ERROR = 1000  # characters of the error kept with a dead letter
+
+
+class DeadLetter(Aggregate):
+    """A message that kept failing in one component, parked after its attempts.
+
+    One per component and subject: for a projector the event (its context and position),
+    for a worker the document; so parking the same thing twice records nothing new, and
+    a retry that fails again parks it again (``Reparked``). A projector waits on its
+    dead letter (it must apply in order); a worker fails the document and goes on, and
+    a retry sends the document through the stage again."""
+
+    class Event(Aggregate.Event):
+        tenant_id: str
+        actor: str
+
+    class Parked(Event, Aggregate.Created):
+        component: str  # "worker:parse", "projection:catalog"
+        subject: str  # what is parked: "documents:42" (an event), "document:<id>"
+        context: str  # of the event that failed
+        position: int
+        event_type: str
+        aggregate_id: str
+        attempts: int
+        error: str
+
+    class Reparked(Event):
+        attempts: int
+        error: str
+
+        def apply(self, aggregate: Any) -> None:
+            letter: DeadLetter = aggregate
+            letter.state = DeadLetterState.PARKED
+            letter.attempts += self.attempts
+            letter.error = self.error
+
+    class RetryRequested(Event):
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            letter: DeadLetter = aggregate
+            letter.state = DeadLetterState.RETRYING
+
+    class Resolved(Event):
+        def apply(self, aggregate: Any) -> None:
+            letter: DeadLetter = aggregate
+            letter.state = DeadLetterState.RESOLVED
+
+    class Dropped(Event):
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            letter: DeadLetter = aggregate
+            letter.state = DeadLetterState.DROPPED
+
+    def __init__(
+        self,
+        tenant_id: str,
+        component: str,
+        subject: str,
+        context: str,
+        position: int,
+        event_type: str,
+        aggregate_id: str,
+        attempts: int,
+        error: str,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.component = component
+        self.subject = subject
+        self.context = context
+        self.position = position
+        self.event_type = event_type
+        self.aggregate_id = aggregate_id
+        self.attempts = attempts
+        self.error = error
+        self.state = DeadLetterState.PARKED
+
+    @staticmethod
+    def id_for(component: str, subject: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"kf:dead-letter:{component}:{subject}")
+
+    @classmethod
+    def park(
+        cls,
+        *,
+        tenant_id: str,
+        actor: str,
+        component: str,
+        subject: str,
+        context: str,
+        position: int,
+        event_type: str,
+        aggregate_id: str,
+        attempts: int,
+        error: str,
+    ) -> DeadLetter:
+        return cls._create(
+            cls.Parked,
+            id=cls.id_for(component, subject),
+            tenant_id=tenant_id,
+            actor=actor,
+            component=component,
+            subject=subject,
+            context=context,
+            position=position,
+            event_type=event_type,
+            aggregate_id=aggregate_id,
+            attempts=attempts,
+            error=error[:MAX_ERROR],
+        )
+
+    @property
+    def is_projection(self) -> bool:
+        return self.component.startswith("projection:")
+
+    def park_again(self, *, actor: str, attempts: int, error: str) -> bool:
+        """A retry that failed as well (or the subject failing again after it was resolved
+        or dropped); False if it is parked already (nothing new)."""
+        if self.state is DeadLetterState.PARKED:
+            return False
+        self.trigger_event(
+            self.Reparked,
+            tenant_id=self.tenant_id,
+            actor=actor,
+            attempts=attempts,
+            error=error[:MAX_ERROR],
+        )
+        return True
+
+    def request_retry(self, *, actor: str, reason: str = "") -> bool:
+        """Another go; False if one is asked for already."""
+        _check_reason(reason)
+        if self.state is DeadLetterState.RETRYING:
+            return False
+        if self.state is not DeadLetterState.PARKED:
+            raise DeadLetterStateError(f"A {self.state.value} dead letter cannot be retried.")
+        self.trigger_event(
+            self.RetryRequested, tenant_id=self.tenant_id, actor=actor, reason=reason
+        )
+        return True
+
+    def resolve(self, *, actor: str) -> bool:
+        """The retry went through; False unless a retry was asked for."""
+        if self.state is not DeadLetterState.RETRYING:
+            return False
+        self.trigger_event(self.Resolved, tenant_id=self.tenant_id, actor=actor)
+        return True
+
+    def drop(self, *, actor: str, reason: str = "") -> bool:
+        """Give it up for good (a projector then goes on past it); False if dropped already."""
+        _check_reason(reason)
+        if self.state is DeadLetterState.DROPPED:
+            return False
+        if self.state is DeadLetterState.RESOLVED:
+            raise DeadLetterStateError("A resolved dead letter cannot be dropped.")
+        self.trigger_event(self.Dropped, tenant_id=self.tenant_id, actor=actor, reason=reason)
+        return True
+
+
+class DeadLetterBox(Protocol):
+    """Where components park what they gave up on (the composition root provides it)."""
+
+    def park(
+        self,
+        *,
+        tenant_id: str,
+        component: str,
+        subject: str,
+        context: str,
+        position: int,
+        event_type: str,
+        aggregate_id: str,
+        attempts: int,
+        error: str,
+    ) -> UUID:
+        """Record the dead letter (or park a retried one again); its id."""
+        ...
+
+    def state(self, letter_id: UUID) -> DeadLetterState | None:
+        """Where it stands now (None: no such letter)."""
+        ...
+
+    def resolve(self, letter_id: UUID, component: str) -> bool:
+        """Its retry went through; False unless a retry was asked for."""
+        ...
+
+
+def _check_reason(reason: str) -> None:
+    if len(reason) > 500:
+        raise InvalidDeadLetterActionError("The reason is at most 500 characters.")
+
+
+class DeadLetterStateError(DomainError):
+    code = "dead_letter_state"
+
+
+class InvalidDeadLetterActionError(ValidationError):
+    code = "invalid_dead_letter_action"
 
 
 class InvalidRetentionError(ValidationError):

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 from eventsourcing.domain import Aggregate, DomainEvent
 
-from domain.access import ApiKey, Tenant
-from domain.activity import Read, Refusal, Retention
+from domain.access import ApiKey, Session, Tenant, User
+from domain.activity import DeadLetter, Read, Refusal, Retention
 from domain.conversation import Conversation
 from domain.document import Document
 from domain.usage import BudgetAlert, BudgetRefusal, Budgets, PriceBook, Repricing
@@ -22,9 +22,9 @@ EventClass = type[DomainEvent]
 
 CONTEXTS: Mapping[str, tuple[type[Aggregate], ...]] = {
     "documents": (Document,),
-    "access": (Tenant, ApiKey),
+    "access": (Tenant, ApiKey, User, Session),
     "conversations": (Conversation,),
-    "activity": (Read, Refusal, Retention),
+    "activity": (Read, Refusal, Retention, DeadLetter),
     "usage": (PriceBook, Repricing, Budgets, BudgetRefusal, BudgetAlert),
 }
 

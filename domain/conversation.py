@@ -18,13 +18,14 @@ model saw can be read back byte for byte.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
 from domain.access import Principal, Role
-from domain.errors import DomainError, NotFoundError, ValidationError
+from domain.errors import DomainError, GoneError, NotFoundError, ValidationError
 
 MAX_TITLE_CHARS = 200
 ORIGINS = ("conversations", "chat_completions")
@@ -102,6 +103,19 @@ class Conversation(Aggregate):
             conversation.turns[self.turn - 1]["answer"] = self.answer
             conversation.pending_turn = None
 
+    class Erased(Event):
+        """The conversation's key and its turns' keys were destroyed with this event: its
+        title, questions, answers and recorded prompts can no longer be read; usage and
+        cost stay. Irreversible."""
+
+        cause: str  # request | retention
+        turns: int
+
+        def apply(self, aggregate: Any) -> None:
+            conversation: Conversation = aggregate
+            conversation.erased = True
+            conversation.pending_turn = None
+
     class AnswerFailed(Event):
         turn: int
         code: str
@@ -121,13 +135,22 @@ class Conversation(Aggregate):
         self.origin = origin
         self.turns: list[dict[str, str | None]] = []
         self.pending_turn: int | None = None
+        self.erased = False
 
     # --------------------------------------------------------------- decisions
 
     @classmethod
     def start(
-        cls, *, tenant_id: str, actor: str, title: str = "", origin: str = "conversations"
+        cls,
+        *,
+        tenant_id: str,
+        actor: str,
+        title: str = "",
+        origin: str = "conversations",
+        conversation_id: UUID | None = None,
+        seal: Callable[[str], str] = str,
     ) -> Conversation:
+        """``seal``: how the title is kept in the event (sealed with the conversation's key)."""
         title = unicodedata.normalize("NFC", title).strip()
         if len(title) > MAX_TITLE_CHARS or any(unicodedata.category(c) == "Cc" for c in title):
             raise InvalidConversationError(
@@ -136,7 +159,12 @@ class Conversation(Aggregate):
         if origin not in ORIGINS:
             raise InvalidConversationError(f"Unknown conversation origin {origin!r}.")
         return cls._create(
-            cls.Started, id=uuid4(), tenant_id=tenant_id, actor=actor, title=title, origin=origin
+            cls.Started,
+            id=conversation_id or uuid4(),
+            tenant_id=tenant_id,
+            actor=actor,
+            title=seal(title) if title else title,
+            origin=origin,
         )
 
     def visible_to(self, principal: Principal) -> bool:
@@ -155,6 +183,8 @@ class Conversation(Aggregate):
         history_turns: int = 0,
     ) -> int:
         """Record a question; returns its turn number (from 1)."""
+        if self.erased:
+            raise ConversationErasedError("The conversation was erased.")
         if self.pending_turn is not None:
             raise QuestionPendingError(
                 f"Turn {self.pending_turn} of this conversation is still being answered."
@@ -184,6 +214,17 @@ class Conversation(Aggregate):
         )
         return True
 
+    def erase(self, *, actor: str, cause: str = "request") -> bool:
+        """Erase the conversation; False if it is erased already."""
+        if self.erased:
+            return False
+        if cause not in ("request", "retention"):
+            raise ValueError(f"unknown erasure cause {cause!r}")
+        self.trigger_event(
+            self.Erased, tenant_id=self.tenant_id, actor=actor, cause=cause, turns=len(self.turns)
+        )
+        return True
+
     def record_failure(
         self, *, actor: str, turn: int, code: str, reason: str, attempts: list[str]
     ) -> bool:
@@ -200,8 +241,13 @@ class Conversation(Aggregate):
         )
         return True
 
+    @property
+    def next_turn(self) -> int:
+        return len(self.turns) + 1
+
     def history(self) -> list[tuple[str, str]]:
-        """(question, answer) of the turns answered so far, oldest first."""
+        """(question, answer) of the turns answered so far, oldest first (as the events
+        keep them: sealed; ``ConversationsApp.history`` opens them)."""
         return [
             (str(t["question"]), str(t["answer"])) for t in self.turns if t["answer"] is not None
         ]
@@ -227,3 +273,7 @@ class InvalidConversationError(ValidationError):
 
 class QuestionPendingError(DomainError):
     code = "question_pending"
+
+
+class ConversationErasedError(GoneError):
+    code = "conversation_erased"

@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import DomainError, NotFoundError, ValidationError
+from domain.errors import DomainError, GoneError, NotFoundError, ValidationError
 
 # A fixed namespace so that document ids derived from content are stable across
 # processes and releases (changing it would break upload deduplication).
 DOCUMENT_ID_NAMESPACE = uuid5(NAMESPACE_URL, "https://knowledge-foundry/documents")
 
 MAX_FILENAME_LENGTH = 255
+MAX_HOLD_REASON = 500
+ERASURE_CAUSES = ("request", "retention", "trash")
 
 
 class DocumentStatus(StrEnum):
@@ -36,6 +39,7 @@ class DocumentStatus(StrEnum):
     EMBEDDED = "embedded"
     FAILED = "failed"
     DELETED = "deleted"
+    ERASED = "erased"
 
 
 class Stage(StrEnum):
@@ -127,10 +131,67 @@ class Document(Aggregate):
             doc.status = DocumentStatus.FAILED
             doc.failure = (self.stage, self.code, self.reason)
 
+    class Retried(Event):
+        """A failed document sent through its failed stage again (an operator's retry):
+        back to the status that stage takes, the failure cleared."""
+
+        stage: str
+        status: str
+
+        def apply(self, aggregate: Any) -> None:
+            doc: Document = aggregate
+            doc.status = DocumentStatus(self.status)
+            doc.failure = None
+
     class Deleted(Event):
         def apply(self, aggregate: Any) -> None:
             doc: Document = aggregate
+            doc.status_before_delete = doc.status
             doc.status = DocumentStatus.DELETED
+
+    class Restored(Event):
+        """Taken out of the trash, back to where it was; it carries what the read models
+        that dropped the document need to show and index it again (no re-processing)."""
+
+        status: str
+        filename: str  # as the upload recorded it (sealed)
+        media_type: str
+        uploaded_at: str
+        page_count: int | None
+        char_count: int | None
+        chunk_count: int | None
+        chunks_sha256: str | None
+        embeddings_sha256: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            doc: Document = aggregate
+            doc.status = DocumentStatus(self.status)
+            doc.status_before_delete = None
+
+    class Held(Event):
+        """Under legal hold: it can be neither deleted nor erased until released."""
+
+        reason: str
+
+        def apply(self, aggregate: Any) -> None:
+            doc: Document = aggregate
+            doc.held = True
+
+    class Released(Event):
+        def apply(self, aggregate: Any) -> None:
+            doc: Document = aggregate
+            doc.held = False
+
+    class Erased(Event):
+        """The document's data key was destroyed with this event: its content, file
+        name and every answer that quoted it can no longer be read. Irreversible."""
+
+        cause: str  # request | retention | trash
+        status_before: str
+
+        def apply(self, aggregate: Any) -> None:
+            doc: Document = aggregate
+            doc.status = DocumentStatus.ERASED
 
     # ------------------------------------------------------------------- state
 
@@ -157,6 +218,8 @@ class Document(Aggregate):
         self.chunks_sha256: str | None = None
         self.embeddings_sha256: str | None = None
         self.failure: tuple[str, str, str] | None = None
+        self.held = False
+        self.status_before_delete: DocumentStatus | None = None
 
     @staticmethod
     def id_for(tenant_id: str, content_sha256: str, generation: int) -> UUID:
@@ -183,7 +246,10 @@ class Document(Aggregate):
         declared_type: str | None,
         size_bytes: int,
         content_sha256: str,
+        seal: Callable[[str], str] = str,
     ) -> Document:
+        """``seal``: how the file name is kept in the event (sealed with the document's
+        data key, so that erasing the document erases its name)."""
         if size_bytes <= 0:
             raise EmptyFileError("The file is empty.")
         return cls._create(
@@ -191,7 +257,7 @@ class Document(Aggregate):
             id=document_id,
             tenant_id=tenant_id,
             actor=actor,
-            filename=clean_filename(filename),
+            filename=seal(clean_filename(filename)),
             media_type=media_type,
             declared_type=declared_type,
             size_bytes=size_bytes,
@@ -200,7 +266,12 @@ class Document(Aggregate):
 
     @property
     def is_deleted(self) -> bool:
-        return self.status is DocumentStatus.DELETED
+        """Deleted or erased: gone for its users (the same bytes may be uploaded anew)."""
+        return self.status in (DocumentStatus.DELETED, DocumentStatus.ERASED)
+
+    @property
+    def is_erased(self) -> bool:
+        return self.status is DocumentStatus.ERASED
 
     def record_parsed(
         self,
@@ -296,10 +367,94 @@ class Document(Aggregate):
         )
         return True
 
+    def retry(self, *, actor: str) -> Stage:
+        """Send a failed document through the stage it failed in again; the stage."""
+        if self.status is not DocumentStatus.FAILED or self.failure is None:
+            raise DocumentNotFailedError(
+                f"Only a failed document is processed again; this one is {self.status.value}."
+            )
+        stage = Stage(self.failure[0])
+        self.trigger_event(
+            self.Retried,
+            tenant_id=self.tenant_id,
+            actor=actor,
+            stage=stage.value,
+            status=_STAGE_INPUT_STATUS[stage].value,
+        )
+        return stage
+
     def delete(self, *, actor: str) -> bool:
         if self.is_deleted:
             return False
+        self._not_held("deleted")
         self.trigger_event(self.Deleted, tenant_id=self.tenant_id, actor=actor)
+        return True
+
+    def restore(self, *, actor: str) -> bool:
+        """Take a deleted document out of the trash; False if it is not deleted."""
+        if self.is_erased:
+            raise DocumentErasedError("The document was erased; it cannot be restored.")
+        if self.status is not DocumentStatus.DELETED:
+            return False
+        before = self.status_before_delete or DocumentStatus.UPLOADED
+        self.trigger_event(
+            self.Restored,
+            tenant_id=self.tenant_id,
+            actor=actor,
+            status=before.value,
+            filename=self.filename,
+            media_type=self.media_type,
+            uploaded_at=self.created_on.isoformat(),
+            page_count=self.page_count,
+            char_count=self.char_count,
+            chunk_count=self.chunk_count,
+            chunks_sha256=self.chunks_sha256,
+            embeddings_sha256=self.embeddings_sha256,
+        )
+        return True
+
+    def hold(self, *, actor: str, reason: str) -> bool:
+        """Put the document under legal hold; False if it is held already."""
+        if self.is_erased:
+            raise DocumentErasedError("The document was erased; there is nothing to hold.")
+        reason = unicodedata.normalize("NFC", reason).strip()
+        if len(reason) > MAX_HOLD_REASON or _CONTROL.search(reason):
+            raise InvalidHoldError(
+                f"A hold's reason is at most {MAX_HOLD_REASON} characters, without control "
+                "characters."
+            )
+        if self.held:
+            return False
+        self.trigger_event(self.Held, tenant_id=self.tenant_id, actor=actor, reason=reason)
+        return True
+
+    def release(self, *, actor: str) -> bool:
+        """Lift the legal hold; False if there is none."""
+        if not self.held:
+            return False
+        self.trigger_event(self.Released, tenant_id=self.tenant_id, actor=actor)
+        return True
+
+    def _not_held(self, what: str) -> None:
+        if self.held:
+            raise LegalHoldError(
+                f"The document is under legal hold: it cannot be {what} until the hold is lifted."
+            )
+
+    def erase(self, *, actor: str, cause: str = "request") -> bool:
+        """Erase the document (whatever its state); False if it is erased already."""
+        if self.is_erased:
+            return False
+        if cause not in ERASURE_CAUSES:
+            raise ValueError(f"unknown erasure cause {cause!r}")
+        self._not_held("erased")
+        self.trigger_event(
+            self.Erased,
+            tenant_id=self.tenant_id,
+            actor=actor,
+            cause=cause,
+            status_before=self.status.value,
+        )
         return True
 
     def awaits(self, stage: Stage) -> bool:
@@ -355,3 +510,19 @@ class InvalidFilenameError(ValidationError):
 
 class StaleStageInputError(DomainError):
     code = "stale_stage_input"
+
+
+class LegalHoldError(DomainError):
+    code = "legal_hold"
+
+
+class DocumentNotFailedError(DomainError):
+    code = "document_not_failed"
+
+
+class DocumentErasedError(GoneError):
+    code = "document_erased"
+
+
+class InvalidHoldError(ValidationError):
+    code = "invalid_hold"

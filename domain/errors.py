@@ -25,6 +25,12 @@ class ValidationError(DomainError):
     code = "invalid_request"
 
 
+class GoneError(DomainError):
+    """The resource existed and was erased: what it held can no longer be read or changed."""
+
+    code = "gone"
+
+
 class ConflictError(DomainError):
     """Another command changed the aggregate first; nothing was written."""
 

@@ -10,7 +10,7 @@ seam for object storage later.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from eventsourcing.persistence import StoredEvent
@@ -19,17 +19,23 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg_pool import ConnectionPool
 
+from infra.crypto import DataKey, KeyErasedError, KeyStore, Opener
+
 
 class BlobNotFoundError(LookupError):
     """No blob with that digest exists for that tenant."""
 
 
+# (tenant_id, key_id, sha256): a blob sealed with the data key ``key_id`` ('' for none).
+BlobKey = tuple[str, str, str]
+
+
 class BlobStore(Protocol):
-    def put(self, tenant_id: str, content: bytes) -> str: ...
+    def put(self, tenant_id: str, content: bytes, key: DataKey | None = None) -> str: ...
 
-    def get(self, tenant_id: str, sha256: str) -> bytes: ...
+    def get(self, tenant_id: str, sha256: str, key: DataKey | None = None) -> bytes: ...
 
-    def get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]: ...
+    def get_many(self, keys: Sequence[BlobKey]) -> dict[BlobKey, bytes]: ...
 
 
 def sha256_hex(content: bytes) -> str:
@@ -37,58 +43,101 @@ def sha256_hex(content: bytes) -> str:
 
 
 _PUT = (
-    "INSERT INTO blobs (tenant_id, sha256, size_bytes, content)"
-    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
+    "INSERT INTO blobs (tenant_id, key_id, sha256, size_bytes, content)"
+    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+# A sealed blob is stored only while its key exists, which it locks until commit: an
+# erasure either deletes the blob with the key or has deleted the key, and then no
+# blob is stored (a worker still holding the key in memory cannot leave one behind).
+_PUT_SEALED = (
+    "INSERT INTO blobs (tenant_id, key_id, sha256, size_bytes, content)"
+    " SELECT %s, %s, %s, %s, %s FROM data_keys WHERE key_id = %s FOR SHARE"
+    " ON CONFLICT DO NOTHING"
 )
 
 
+def put_row(curs: Cursor[Any], row: tuple[Any, ...]) -> None:
+    """Store a row made by ``sealed_row`` (in the caller's transaction)."""
+    if row[1]:
+        curs.execute(_PUT_SEALED, (*row, row[1]))
+    else:
+        curs.execute(_PUT, row)
+
+
+def sealed_row(tenant_id: str, content: bytes, key: DataKey | None) -> tuple[Any, ...]:
+    """The blobs row for ``content``: named by its own digest, sealed with ``key`` if given."""
+    digest = sha256_hex(content)
+    if key is None:
+        return (tenant_id, "", digest, len(content), content)
+    return (tenant_id, key.key_id, digest, len(content), key.seal(content))
+
+
 class PostgresBlobStore:
+    """Blobs in PostgreSQL. One sealed with a data key is stored encrypted and read
+    back with the same key; it is named by the digest of its plaintext (what events
+    carry) and kept per key, so erasing the key's subject deletes exactly its blobs."""
+
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
 
-    def put(self, tenant_id: str, content: bytes) -> str:
-        digest = sha256_hex(content)
-        with self._pool.connection() as conn:
-            conn.execute(_PUT, (tenant_id, digest, len(content), content))
-        return digest
+    def put(self, tenant_id: str, content: bytes, key: DataKey | None = None) -> str:
+        row = sealed_row(tenant_id, content, key)
+        with self._pool.connection() as conn, conn.cursor() as curs:
+            put_row(curs, row)
+        return str(row[2])
 
-    def get(self, tenant_id: str, sha256: str) -> bytes:
+    def get(self, tenant_id: str, sha256: str, key: DataKey | None = None) -> bytes:
+        key_id = key.key_id if key is not None else ""
         with self._pool.connection() as conn:
             row = conn.execute(
-                "SELECT content FROM blobs WHERE tenant_id = %s AND sha256 = %s",
-                (tenant_id, sha256),
+                "SELECT content FROM blobs WHERE tenant_id = %s AND key_id = %s AND sha256 = %s",
+                (tenant_id, key_id, sha256),
             ).fetchone()
         if row is None:
             raise BlobNotFoundError(f"blob {sha256} not found for tenant {tenant_id}")
-        return bytes(row[0])
+        return key.open(bytes(row[0])) if key is not None else bytes(row[0])
 
-    def get_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-        """Several blobs in one round trip, by (tenant_id, sha256); missing ones are absent."""
+    def get_many(self, keys: Sequence[BlobKey]) -> dict[BlobKey, bytes]:
+        """Several blobs as stored (sealed ones still sealed), in one round trip."""
         if not keys:
             return {}
-        tenants, digests = zip(*set(keys), strict=True)
+        tenants, key_ids, digests = zip(*set(keys), strict=True)
         with self._pool.connection() as conn:
             rows = conn.execute(
-                "SELECT tenant_id, sha256, content FROM blobs"
-                " WHERE (tenant_id, sha256) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-                (list(tenants), list(digests)),
+                "SELECT tenant_id, key_id, sha256, content FROM blobs"
+                " WHERE (tenant_id, key_id, sha256) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
+                (list(tenants), list(key_ids), list(digests)),
             ).fetchall()
-        return {(row[0], row[1]): bytes(row[2]) for row in rows}
+        return {(row[0], row[1], row[2]): bytes(row[3]) for row in rows}
 
 
 class BatchBlobs:
-    """Blobs a batch of events will read, fetched in one round trip up front."""
+    """Blobs a batch of events will read, fetched (and their keys) in one round trip each.
 
-    def __init__(self, store: BlobStore) -> None:
+    ``get`` raises ``KeyErasedError`` for a blob whose key is gone: its subject was
+    erased, and a replay skips what it would have built from it.
+    """
+
+    def __init__(self, store: BlobStore, keys: KeyStore | None = None) -> None:
         self._store = store
-        self._cache: dict[tuple[str, str], bytes] = {}
+        self.keys = keys
+        self._cache: dict[BlobKey, bytes] = {}
+        self._opener = Opener(keys)
 
-    def prefetch(self, keys: Sequence[tuple[str, str]]) -> None:
+    def prefetch(self, keys: Sequence[BlobKey]) -> None:
+        self._opener = Opener(self.keys)
+        self._opener.prefetch_keys(k[1] for k in keys if k[1])
         self._cache = self._store.get_many(keys)
 
-    def get(self, tenant_id: str, sha256: str) -> bytes:
-        cached = self._cache.get((tenant_id, sha256))
-        return cached if cached is not None else self._store.get(tenant_id, sha256)
+    def get(self, tenant_id: str, key_id: str, sha256: str) -> bytes:
+        key = self._opener.key(key_id) if key_id else None
+        if key_id and key is None:
+            raise KeyErasedError(f"{key_id} has no key: its subject was erased")
+        cached = self._cache.get((tenant_id, key_id, sha256))
+        if cached is None:
+            return self._store.get(tenant_id, sha256, key)
+        return key.open(cached) if key is not None else cached
 
 
 class EventsWithBlobsRecorder(PostgresApplicationRecorder):
@@ -98,6 +147,9 @@ class EventsWithBlobsRecorder(PostgresApplicationRecorder):
     events name by digest are stored with them, atomically and in one round trip
     (the library pipelines what ``_insert_events`` sends before the events), so a
     recorded event never names a blob that is missing, and no second commit is paid.
+    ``also=[step, ...]``: more statements for the same transaction (a step gets the
+    cursor): a data key made with the events that name it, or destroyed with the
+    erasure event, commits or fails with them.
     Select it with ``APPLICATION_RECORDER_TOPIC`` = ``EVENTS_WITH_BLOBS``.
     """
 
@@ -107,11 +159,14 @@ class EventsWithBlobsRecorder(PostgresApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         blobs: Sequence[tuple[str, bytes]] = (),
+        also: Sequence[Callable[[Cursor[DictRow]], None]] = (),
         **kwargs: Any,
     ) -> None:
         super()._insert_events(curs, stored_events, **kwargs)
         for tenant_id, content in blobs:
-            curs.execute(_PUT, (tenant_id, sha256_hex(content), len(content), content))
+            put_row(curs, sealed_row(tenant_id, content, None))
+        for step in also:
+            step(curs)
 
 
 EVENTS_WITH_BLOBS = f"{__name__}:EventsWithBlobsRecorder"

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import nats
@@ -72,7 +75,10 @@ class Bus:
         # ack before they return, so nothing is in flight; drain() would wait out
         # its timeout on idle pull subscriptions.
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+            # A connection the server dropped fails to flush on close: nothing was
+            # left unacknowledged (see above), so there is nothing to lose.
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._nc.close()
         self._nc = None
         self._js = None
 
@@ -163,5 +169,74 @@ async def delete_stream(nats_url: str, stream: str) -> None:
     try:
         with contextlib.suppress(NotFoundError):
             await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+@dataclass(frozen=True)
+class ConsumerState:
+    """What JetStream knows of a durable consumer: how much waits, and who is pulling."""
+
+    name: str
+    exists: bool
+    pending: int = 0  # messages not yet delivered
+    ack_pending: int = 0  # delivered, not yet acknowledged (being worked on)
+    redelivered: int = 0
+    waiting_pulls: int = 0  # fetches outstanding: one per worker listening now
+    last_active: datetime | None = None  # when it last delivered a message
+
+
+async def consumer_states(
+    nats_url: str, stream: str, names: Sequence[str], timeout_s: float = 2.0
+) -> list[ConsumerState]:
+    """The state of each named consumer of ``stream`` (one short connection)."""
+    nc = await nats.connect(
+        nats_url, connect_timeout=timeout_s, max_reconnect_attempts=0, allow_reconnect=False
+    )
+    try:
+        js = nc.jetstream(timeout=timeout_s)
+        states = []
+        for name in names:
+            try:
+                info = await js.consumer_info(stream, name)
+            except NotFoundError:
+                states.append(ConsumerState(name, exists=False))
+                continue
+            delivered = info.delivered
+            states.append(
+                ConsumerState(
+                    name,
+                    exists=True,
+                    pending=int(info.num_pending or 0),
+                    ack_pending=int(info.num_ack_pending or 0),
+                    redelivered=int(info.num_redelivered or 0),
+                    waiting_pulls=int(info.num_waiting or 0),
+                    last_active=_last_active(delivered.last_active if delivered else None),
+                )
+            )
+        return states
+    finally:
+        await nc.close()
+
+
+def _last_active(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00")[:32])
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+async def stream_answers(nats_url: str, stream: str, timeout_s: float = 2.0) -> None:
+    """Raise unless NATS answers and JetStream knows ``stream``."""
+    nc = await nats.connect(
+        nats_url, connect_timeout=timeout_s, max_reconnect_attempts=0, allow_reconnect=False
+    )
+    try:
+        await nc.jetstream(timeout=timeout_s).stream_info(stream)
     finally:
         await nc.close()

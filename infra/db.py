@@ -51,6 +51,9 @@ def event_store_env(
         "POSTGRES_MAX_OVERFLOW": str(max_overflow),
         # Seconds: a writer waits this long for the per-context insert lock.
         "POSTGRES_LOCK_TIMEOUT": "10",
+        # Seconds to wait for a connection (the pool's and a new one's): the library tries
+        # an operation 10 times, so a vanished server is known within about 20 s.
+        "POSTGRES_CONNECT_TIMEOUT": "2",
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
         "POSTGRES_PRE_PING": "y",
         "CREATE_TABLE": "y" if create_tables else "n",

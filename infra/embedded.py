@@ -9,6 +9,7 @@ already running for the same data directory instead of starting new ones.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,12 +18,15 @@ import socket
 import subprocess
 import sysconfig
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import psycopg
 import structlog
+
+from infra.telemetry import EMBEDDED_RESTARTS
 
 log = structlog.get_logger(__name__)
 
@@ -105,13 +109,36 @@ def _port_open(host: str, port: int) -> bool:
 
 
 class EmbeddedNats:
-    """NATS with JetStream under ``<data_dir>/nats``; stops only what it started."""
+    """NATS with JetStream under ``<data_dir>/nats``; stops only what it started.
+
+    It listens on the same port every time (chosen free on the first start and kept in
+    ``<data_dir>/nats/port``), so a NATS that died and is started again is found where
+    every client already dials: ``watch`` does that inside ``kf serve``, and the
+    clients, which reconnect for ever, resume on their own.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self.dir = data_dir.resolve() / "nats"
         self.pid_file = self.dir / "nats.pid"
+        self.port_file = self.dir / "port"
         self._process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.restarts = 0
+        # Its own thread: the default pool may be full of calls stuck on the dead NATS.
+        self._probe = ThreadPoolExecutor(1, thread_name_prefix="nats-watch")
+
+    def _port(self) -> int:
+        """The recorded port while it is free, else a new free one (then recorded)."""
+        with contextlib.suppress(OSError, ValueError):
+            recorded = int(self.port_file.read_text().strip())
+            if 0 < recorded < 65536 and not _port_open("127.0.0.1", recorded):
+                return recorded
+            log.warning("embedded_nats_port_taken", port=recorded)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        self.port_file.write_text(f"{port}\n")
+        return port
 
     def _running_url(self) -> str | None:
         try:
@@ -140,7 +167,7 @@ class EmbeddedNats:
         command = [
             str(nats_server_binary()),
             "-a", "127.0.0.1",
-            "-p", "-1",
+            "-p", str(self._port()),
             "-js",
             "-sd", str(self.dir / "jetstream"),
             "--ports_file_dir", str(self.dir),
@@ -165,6 +192,35 @@ class EmbeddedNats:
             time.sleep(0.05)
         self.stop()
         raise EmbeddedServerError(f"nats-server did not come up within {timeout}s")
+
+    async def watch(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
+        """Start NATS again, on its port and with its store, whenever it is found dead
+        (until ``stop``)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+            if stop.is_set():
+                return
+            process = self._process
+            if process is not None:  # ours: its exit status says, at no cost
+                if process.poll() is None:
+                    continue
+            elif await asyncio.get_running_loop().run_in_executor(
+                self._probe, self._running_url
+            ):  # attached to one another process started: probe it, off the shared pool
+                continue
+            code = process.returncode if process is not None else None
+            log.error("embedded_nats_died", returncode=code, url=self.url)
+            self._process = None
+            previous = self.url
+            try:
+                url = await asyncio.get_running_loop().run_in_executor(self._probe, self.start)
+            except EmbeddedServerError as exc:
+                log.error("embedded_nats_restart_failed", error=str(exc))
+                continue
+            self.restarts += 1
+            EMBEDDED_RESTARTS.labels("nats").inc()
+            log.warning("embedded_nats_restarted", url=url, same_url=url == previous)
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -36,6 +36,8 @@ from infra.search_index import (
 log = structlog.get_logger(__name__)
 
 POINTER = "search.current"
+# An index switched out is closed and removed this long after (searches in flight end).
+RETIRE_AFTER_S = 10
 
 
 class IndexHolder:
@@ -184,7 +186,67 @@ class IndexHome:
                 if old_path is not None:
                     shutil.rmtree(old_path, ignore_errors=True)
 
-            threading.Timer(10, retire).start()
+            threading.Timer(RETIRE_AFTER_S, retire).start()
+
+
+def purge(home: IndexHome, holder: IndexHolder, *, live: bool = True) -> dict[str, Any]:
+    """Rewrite ``holder``'s index with only its live points, so no copy of a deleted one is left.
+
+    Deleting a point leaves its payload in the engine's segments and write-ahead log
+    until they are rewritten, which the engine does on its own schedule or never (an
+    edge shard keeps its log's file). This copies every live point into a fresh shard
+    (or collection), builds its HNSW if the old one had one, and switches it in: for
+    the live index (``live``) through the pointer or alias, removing the old one once
+    searches in flight are done with it; for a rebuild's copy in ``holder`` alone,
+    removing the old one at once. Run by the search projector for a batch with
+    erasures, while it holds the read model's position locks: no other writer touches
+    the index meanwhile.
+    """
+    started = time.monotonic()
+    old = holder.current
+    indexed = isinstance(old, EdgeSearchIndex) and old.indexed_vectors() > 0
+    fresh, dispose = home.new_index(whole=True)
+    copied = 0
+    try:
+        batch: list[Any] = []
+        for point in old.points(None):
+            batch.append(point)
+            if len(batch) >= 512:
+                fresh.upsert(batch)
+                copied += len(batch)
+                batch = []
+        fresh.upsert(batch)
+        copied += len(batch)
+        if indexed and isinstance(fresh, EdgeSearchIndex):
+            fresh = optimize_elsewhere(fresh)
+        if live:
+            home.switch(holder, fresh)
+        else:
+            holder.swap(fresh)
+            remove_index(home, old)
+    except BaseException:
+        dispose()
+        raise
+    detail = {
+        "index": "rewritten",
+        "points_kept": copied,
+        "old_index_removed_within_s": RETIRE_AFTER_S if live else 0,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    log.info("index_purged", **detail)
+    return detail
+
+
+def remove_index(home: IndexHome, index: SearchIndex) -> None:
+    """Close an index that is not the live one and delete it (shard directory or collection)."""
+    if isinstance(index, ServerSearchIndex):
+        if home.qdrant is not None:
+            home.qdrant.delete_collection(index.collection)
+        return
+    index.close()
+    path = getattr(index, "path", None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def optimize_elsewhere(index: EdgeSearchIndex) -> EdgeSearchIndex:

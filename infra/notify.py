@@ -1,4 +1,4 @@
-"""Where budget alerts go: webhooks (signed) and email (SMTP).
+"""Where budget alerts go: webhooks (signed) and email (SMTP); invitations by e-mail.
 
 A webhook receives the alert as JSON with ``X-KF-Signature: t=<unix time>,v1=<hex>``,
 where ``v1`` is HMAC-SHA256 of ``<t>.<body>`` under the webhook's secret: the receiver
@@ -90,3 +90,35 @@ class EmailChannel:
         if refused:
             raise RuntimeError(f"the SMTP server refused {sorted(refused)}")
         return f"{reply[0]} sent"
+
+
+def send_invitation(
+    *,
+    host: str,
+    port: int,
+    sender: str,
+    to: str,
+    link: str,
+    expires_at: str,
+    reset: bool,
+    timeout_s: float = 10.0,
+) -> None:
+    """Mail a set-password link to a person (raises on any failure: the link is still shown
+    to the admin who asked, so nobody is left without one)."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    if reset:
+        message["Subject"] = "[Knowledge Foundry] Set a new password"
+        opening = "An administrator asked for a new password link for your account."
+    else:
+        message["Subject"] = "[Knowledge Foundry] You are invited"
+        opening = "You have been invited to Knowledge Foundry."
+    message.set_content(
+        f"{opening}\n\nChoose your password here (the link works once, until {expires_at}):\n\n"
+        f"  {link}\n\nIf you did not expect this, ignore this e-mail.\n"
+    )
+    with smtplib.SMTP(host, port, timeout=timeout_s) as smtp:
+        refused = smtp.send_message(message)
+    if refused:
+        raise RuntimeError(f"the SMTP server refused {sorted(refused)}")

@@ -63,19 +63,30 @@ class RoleRateLimits:
     """Each request draws on its key's bucket (sized by the key's role) and its tenant's.
 
     Tokens exchanged for a key draw on that key's bucket; an external issuer's
-    subject has a bucket of its own.
+    subject has a bucket of its own; a person signed in to the web app has one
+    sized for a browser (pages poll), whatever their role.
     """
 
-    def __init__(self, per_role: Mapping[Role, tuple[int, int]], tenant: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        per_role: Mapping[Role, tuple[int, int]],
+        tenant: tuple[int, int],
+        session: tuple[int, int] | None = None,
+    ) -> None:
         self._per_role = dict(per_role)  # role -> (burst, per_hour)
         self._tenant = tenant
+        self._session = session  # a person signed in, whatever the role: (burst, per_hour)
 
     def buckets(self, principal: Principal) -> Sequence[Bucket]:
         burst, per_hour = self._per_role[principal.role]
-        who = str(principal.key_id) if principal.key_id is not None else principal.subject
+        if principal.user_id is not None:
+            who = f"user:{principal.user_id}"
+            burst, per_hour = self._session or (burst, per_hour)
+        else:
+            who = f"key:{principal.key_id if principal.key_id is not None else principal.subject}"
         tenant_burst, tenant_per_hour = self._tenant
         return (
-            Bucket(f"key:{who}", burst, per_hour),
+            Bucket(who, burst, per_hour),
             Bucket(f"tenant:{principal.tenant_id}", tenant_burst, tenant_per_hour),
         )
 

@@ -17,10 +17,12 @@ import contextlib
 import threading
 from uuid import UUID
 
+import psycopg
 import structlog
 from eventsourcing.application import Application
-from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.persistence import Notification, PersistenceError, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
+from nats.errors import Error as NatsError
 
 from infra.bus import Bus
 from infra.db import AdvisoryLocks
@@ -56,6 +58,21 @@ def relay_tracking(app: Application[UUID]) -> PostgresTrackingRecorder:
     return RelayTracking(recorder.datastore, tracking_table_name=TRACKING_TABLE)
 
 
+class SubscriptionEndedError(RuntimeError):
+    """The event store's notification subscription stopped (its connection was lost)."""
+
+
+# What the relay rides through by starting over; anything else (a bug) ends it.
+_OUTAGES: tuple[type[BaseException], ...] = (
+    psycopg.Error,
+    PersistenceError,
+    NatsError,
+    OSError,
+    TimeoutError,
+    SubscriptionEndedError,
+)
+
+
 class Relay:
     """``linger_s``: after an event, how long to wait for more before publishing, so that
     a context written one event at a time (recorded reads) goes out in batches: one
@@ -81,15 +98,32 @@ class Relay:
         self.active = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop``. When PostgreSQL (or NATS) goes away the relay starts over
+        once it is back: it takes its lock again (the lock went with the connection) and
+        resumes from the larger of its tracked position and the stream's last message,
+        so nothing is skipped and the stream's duplicate window drops any repeat."""
         key = relay_lock_key(self.context)
+        delay = 0.5
         try:
-            if not await self._locks.hold(key, stop):
-                return
-            try:
-                await self._relay(stop)
-            finally:
-                self.active.clear()
-                await self._locks.release(key)
+            while not stop.is_set():
+                try:
+                    if not await self._locks.hold(key, stop):
+                        return
+                    try:
+                        await self._relay(stop)
+                    finally:
+                        self.active.clear()
+                        await self._locks.release(key)
+                    delay = 0.5
+                except _OUTAGES as exc:  # PostgreSQL or NATS went away: start over
+                    if stop.is_set():
+                        raise
+                    log.error(
+                        "relay_restarting", context=self.context, retry_in_s=delay, error=repr(exc)
+                    )
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    delay = min(delay * 2, 10.0)
         finally:
             if self._own_locks:
                 await self._locks.close()
@@ -138,7 +172,7 @@ class Relay:
             subscription.stop()
             await asyncio.to_thread(tail_thread.join, 10)
         if finished.is_set() and not stop.is_set():
-            raise RuntimeError(f"relay subscription for {self.context} ended unexpectedly")
+            raise SubscriptionEndedError(f"relay subscription for {self.context} ended")
 
     async def _next_batch(
         self,

@@ -248,6 +248,7 @@ class EdgeSearchIndex:
         self.hnsw_ef = hnsw_ef
         self._hnsw_ef = hnsw_ef
         self._lock = threading.RLock()
+        self._closed = False
         meta = path / self.META
         if meta.exists():
             stored = json.loads(meta.read_text())
@@ -372,6 +373,10 @@ class EdgeSearchIndex:
         )
         return int(self._shard.count(qe.CountRequest(filter=flt, exact=True)))
 
+    def indexed_vectors(self) -> int:
+        with self._lock:
+            return int(self._shard.info().indexed_vectors_count)
+
     def points(self, tenant_id: str | None = None) -> Iterator[ChunkPoint]:
         flt = (
             qe.Filter(
@@ -396,7 +401,11 @@ class EdgeSearchIndex:
             self._shard.flush()
 
     def close(self) -> None:
+        """Flush and close the shard; closing it again does nothing."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._shard.flush()
             self._shard.close()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -20,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+
+from infra.secret_files import create_once, replace_atomically
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -36,27 +37,21 @@ class Signer:
     @classmethod
     def load_or_create(cls, path: Path) -> Signer:
         """The key at ``path``, made there (0600) if there is none; the public key beside it."""
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pem = Ed25519PrivateKey.generate().private_bytes(
+        pem = create_once(
+            path,
+            Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
-            )
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass  # another process made it first: use theirs
-            else:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(pem)
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            ),
+        )
+        loaded = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(loaded, Ed25519PrivateKey):
             raise ValueError(f"{path} does not hold an Ed25519 private key")
         signer = cls(loaded)
         public = path.with_name(path.name + ".pub")
         if not public.exists() or public.read_text() != signer.public_pem:
-            public.write_text(signer.public_pem)
+            replace_atomically(public, signer.public_pem.encode(), mode=0o644)
         return signer
 
     @property

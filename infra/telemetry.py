@@ -128,6 +128,17 @@ STAGE_FAILURES = Counter(
 STAGE_RETRIES = Counter(
     "kf_stage_retries_total", "Stage attempts that raised and were redelivered.", ["stage"]
 )
+DEAD_LETTERS = Counter(
+    "kf_dead_letters_total",
+    "Messages a component gave up on after its attempts (parked as dead letters).",
+    ["component"],
+)
+PROJECTION_STOPPED = Gauge(
+    "kf_projection_stopped",
+    "1 while a read model's projector waits on a dead letter (an event it cannot apply).",
+    ["projection"],
+    multiprocess_mode="max",
+)
 AUTH_FAILURES = Counter(
     "kf_auth_failures_total", "Requests refused authentication or authorisation.", ["reason"]
 )
@@ -211,3 +222,14 @@ class BoundedLabel:
 
 TENANT_LABEL = BoundedLabel()
 MODEL_LABEL = BoundedLabel()
+DEPENDENCY_UP = Gauge(
+    "kf_dependency_up",
+    "1 when the dependency answered this process's last readiness check, else 0",
+    ["dependency"],  # postgres, nats, index, projections, workers
+    multiprocess_mode="min",  # one process that cannot reach it is enough to say so
+)
+EMBEDDED_RESTARTS = Counter(
+    "kf_embedded_restarts",
+    "Embedded servers (nats, postgres) found dead and started again by kf serve",
+    ["server"],
+)

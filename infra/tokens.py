@@ -14,7 +14,6 @@ short one, or a well-known placeholder.
 
 from __future__ import annotations
 
-import os
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -25,8 +24,9 @@ from typing import Any, Protocol
 
 import jwt
 
-from domain.access import AuthenticationFailed, Role, Tenant
+from domain.access import AuthenticationFailed, Principal, Role, Tenant
 from domain.errors import DomainError
+from infra.secret_files import create_once
 
 MIN_SECRET_BYTES = 32
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name
@@ -113,6 +113,29 @@ class TokenClaims:
 
 
 @dataclass(frozen=True)
+class SessionClaims:
+    """What a verified session cookie's token says: which sign-in, and its CSRF secret."""
+
+    tenant_id: str
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    csrf: str
+    expires_at: datetime
+    issued_at: datetime
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    """A session cookie checked: who it is, and a fresh token when the one presented is
+    half spent."""
+
+    principal: Principal
+    claims: SessionClaims
+    renewed: IssuedToken | None
+    session_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
 class _Issuer:
     issuer: str
     audience: str
@@ -138,17 +161,7 @@ def _weak_secret_reason(secret: str) -> str | None:
 
 def _development_secret(data_dir: Path) -> str:
     path = data_dir.resolve() / SECRET_FILE
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process of this data directory won the race
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-    return secret
+    return create_once(path, secrets.token_urlsafe(48).encode() + b"\n").decode().strip()
 
 
 class TokenService:
@@ -241,6 +254,72 @@ class TokenService:
         }
         token = jwt.encode(claims, self._signing_key, algorithm=self._algorithm)
         return IssuedToken(token=token, expires_at=expires_at, jti=jti)
+
+    @property
+    def session_audience(self) -> str:
+        # Its own audience: a session's token is refused as a bearer credential, and a
+        # bearer token as a session (a cookie is sent by the browser on its own; a bearer
+        # header is not, which is why only sessions need the CSRF check).
+        return f"{self.audience}#session"
+
+    def issue_session(
+        self,
+        *,
+        tenant_id: str,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        csrf: str,
+        ttl_s: int,
+        not_after: datetime,
+    ) -> IssuedToken:
+        """A session cookie's token: short-lived, renewed while in use, never past ``not_after``."""
+        now = datetime.now(UTC)
+        expires_at = min(now + timedelta(seconds=ttl_s), not_after)
+        jti = uuid.uuid4().hex
+        claims = {
+            "iss": self.issuer,
+            "aud": self.session_audience,
+            "sub": f"user:{user_id}",
+            "iat": now,
+            "nbf": now,
+            "exp": expires_at,
+            "jti": jti,
+            "kf_tenant": tenant_id,
+            "kf_session": str(session_id),
+            "kf_csrf": csrf,
+        }
+        token = jwt.encode(claims, self._signing_key, algorithm=self._algorithm)
+        return IssuedToken(token=token, expires_at=expires_at, jti=jti)
+
+    def verify_session(self, token: str) -> SessionClaims:
+        """The claims of a session token we issued; raises ``AuthenticationFailed``."""
+        own = self._issuers[self.issuer]
+        try:
+            claims = jwt.decode(
+                token,
+                own.verification_key,
+                algorithms=[own.algorithm],
+                audience=self.session_audience,
+                issuer=self.issuer,
+                leeway=self._leeway,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+            return SessionClaims(
+                tenant_id=str(uuid.UUID(str(claims["kf_tenant"]))),
+                user_id=uuid.UUID(str(claims["sub"]).removeprefix("user:")),
+                session_id=uuid.UUID(str(claims["kf_session"])),
+                csrf=str(claims["kf_csrf"]),
+                expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+                issued_at=datetime.fromtimestamp(int(claims["iat"]), UTC),
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationFailed(
+                "session_expired", "Your session expired; sign in again."
+            ) from None
+        except (jwt.InvalidTokenError, KeyError, ValueError, TypeError):
+            raise AuthenticationFailed(
+                "invalid_session", "The session cookie is not valid; sign in again."
+            ) from None
 
     # --------------------------------------------------------------- verifying
 

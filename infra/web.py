@@ -8,13 +8,18 @@ role checks. Routers stay thin: parse, call, map.
 
 from __future__ import annotations
 
+import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 from urllib.parse import unquote_to_bytes
 
+import psycopg
 import structlog
+from eventsourcing.persistence import InterfaceError as EventStoreInterfaceError
+from eventsourcing.persistence import OperationalError as EventStoreOperationalError
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -23,11 +28,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.access import AuthenticationFailed, KeyToken, Principal, Role, TenantExistsError
-from domain.activity import NO_TENANT
+from domain.access import (
+    AuthenticationFailed,
+    KeyToken,
+    OwnAccountError,
+    Principal,
+    Role,
+    TenantExistsError,
+    UserDisabledError,
+    UserExistsError,
+)
+from domain.activity import NO_TENANT, DeadLetterStateError
 from domain.conversation import QuestionPendingError
-from domain.document import FileTooLargeError, UnsupportedMediaTypeError
-from domain.errors import ConflictError, DomainError, NotFoundError, ValidationError
+from domain.document import (
+    DocumentNotFailedError,
+    FileTooLargeError,
+    LegalHoldError,
+    UnsupportedMediaTypeError,
+)
+from domain.errors import ConflictError, DomainError, GoneError, NotFoundError, ValidationError
 from domain.usage import (
     BudgetExceededError,
     DocumentQuotaExceededError,
@@ -35,7 +54,8 @@ from domain.usage import (
 )
 from infra.causation import caused_by
 from infra.ratelimit import Bucket, RateLimiter
-from infra.telemetry import AUTH_FAILURES, RATE_LIMITED, REQUEST_LATENCY
+from infra.telemetry import AUTH_FAILURES, DEPENDENCY_UP, RATE_LIMITED, REQUEST_LATENCY
+from infra.tokens import SessionCheck
 
 log = structlog.get_logger(__name__)
 
@@ -99,11 +119,18 @@ _STATUS_BY_ERROR: tuple[tuple[type[DomainError], int], ...] = (
     (UnsupportedMediaTypeError, 415),
     (ConflictError, 409),
     (TenantExistsError, 409),
+    (UserExistsError, 409),
+    (UserDisabledError, 409),
+    (OwnAccountError, 409),
     (QuestionPendingError, 409),
+    (LegalHoldError, 409),
+    (DocumentNotFailedError, 409),
+    (DeadLetterStateError, 409),
     (BudgetExceededError, 429),
     (StorageQuotaExceededError, 413),
     (DocumentQuotaExceededError, 409),
     (NotFoundError, 404),
+    (GoneError, 410),
     (ValidationError, 422),
 )
 
@@ -111,6 +138,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing, unknown, expired or revoked key"},
     403: {"model": ErrorBody, "description": "The key's role does not allow this"},
     422: {"model": ErrorBody, "description": "Invalid request"},
+    503: {
+        "model": ErrorBody,
+        "description": "The database is not answering (database_unavailable): nothing was"
+        " changed; retry after Retry-After",
+    },
 }
 OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {**response, "model": OpenAIErrorBody} for status, response in ERROR_RESPONSES.items()
@@ -188,12 +220,33 @@ def install_error_handlers(app: FastAPI) -> None:
             request, 413, "file_too_large", f"The request body exceeds the limit of {limit} bytes."
         )
 
+    async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL refused or dropped the connection, or a lock wait ran out: nothing
+        # was committed (a command's events are appended in one transaction), so the
+        # client can send it again.
+        DEPENDENCY_UP.labels("postgres").set(0)
+        log.warning("database_unavailable", path=request.url.path, error=repr(exc)[:300])
+        return error_response(
+            request,
+            503,
+            "database_unavailable",
+            "The database is not answering; nothing was changed. Try again shortly.",
+            {"Retry-After": "5"},
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
         return error_response(
             request, 500, "internal_error", "An internal error occurred; it was logged."
         )
 
+    for unavailable in (
+        psycopg.OperationalError,  # also psycopg_pool.PoolTimeout
+        psycopg.InterfaceError,
+        EventStoreOperationalError,
+        EventStoreInterfaceError,
+    ):
+        app.add_exception_handler(unavailable, on_database_unavailable)
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
@@ -238,6 +291,8 @@ class RequestContextMiddleware:
                 for name, value in extra.items():
                     if name.lower().encode() not in present:
                         headers.append((name.lower().encode(), value.encode()))
+                for cookie in scope["state"].get("set_cookies") or ():
+                    headers.append((b"set-cookie", cookie.encode("latin-1")))
                 message["headers"] = headers
             await send(message)
 
@@ -363,6 +418,35 @@ class Authenticator(Protocol):
 
     def authenticate(self, credential: str) -> Principal: ...
 
+    def authenticate_session(self, cookie: str) -> SessionCheck: ...
+
+
+SESSION_COOKIE = "kf_session"
+CSRF_COOKIE = "kf_csrf"
+CSRF_HEADER = "x-csrf-token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def session_cookies(token: str, csrf: str, *, max_age_s: int, secure: bool) -> list[str]:
+    """``Set-Cookie`` values for a session: the token (HttpOnly) and its CSRF secret, which
+    the web app reads and sends back as the ``X-CSRF-Token`` header."""
+    tail = f"; Path=/; Max-Age={max(0, max_age_s)}; SameSite=Lax" + ("; Secure" if secure else "")
+    return [f"{SESSION_COOKIE}={token}{tail}; HttpOnly", f"{CSRF_COOKIE}={csrf}{tail}"]
+
+
+def cleared_session_cookies(*, secure: bool) -> list[str]:
+    return session_cookies("", "", max_age_s=0, secure=secure)
+
+
+def set_cookies(request: Request, cookies: Sequence[str]) -> None:
+    """Cookies the response will set, whatever it turns out to be (errors too)."""
+    request.state.set_cookies = [*getattr(request.state, "set_cookies", []), *cookies]
+
+
+def _secure_cookies(request: Request) -> bool:
+    settings = getattr(request.app.state, "settings", None)
+    return getattr(settings, "mode", "development") == "production"
+
 
 class RateLimits(Protocol):
     """Which buckets a principal's request draws from (None: not limited)."""
@@ -385,7 +469,7 @@ def _claimed_identity(credential: str) -> str:
     return "unrecognised"
 
 
-async def _record_refusal(
+async def record_refusal(
     request: Request, *, tenant_id: str, claimed: str, reason: str, status: int
 ) -> None:
     """Record a refused request in the activity context (throttled per client there).
@@ -423,8 +507,22 @@ async def _refuse_authentication(
         method=request.method,
         path=request.url.path,
     )
-    await _record_refusal(request, tenant_id=NO_TENANT, claimed=claimed, reason=reason, status=401)
+    await record_refusal(request, tenant_id=NO_TENANT, claimed=claimed, reason=reason, status=401)
     return ApiError(401, "unauthenticated", message, {"WWW-Authenticate": "Bearer"})
+
+
+def refuse_while_database_unreachable(request: Request) -> None:
+    """503 at once while this process knows PostgreSQL is gone (its listener lost it),
+    rather than letting the request wait out the event store's retries."""
+    reachable: Callable[[], bool] | None = getattr(request.app.state, "database_reachable", None)
+    if reachable is not None and not reachable():
+        DEPENDENCY_UP.labels("postgres").set(0)
+        raise ApiError(
+            503,
+            "database_unavailable",
+            "The database is not answering; nothing was changed. Try again shortly.",
+            {"Retry-After": "5"},
+        )
 
 
 async def authenticated(request: Request) -> Principal:
@@ -433,8 +531,11 @@ async def authenticated(request: Request) -> Principal:
     Async so that what is bound to the log context lands in the request's own
     context; the credential check itself runs in the thread pool.
     """
+    refuse_while_database_unreachable(request)
     authenticator: Authenticator = request.app.state.authenticator
     header = request.headers.get("authorization", "")
+    if not header and request.cookies.get(SESSION_COOKIE):
+        return await _session_principal(request, authenticator, request.cookies[SESSION_COOKIE])
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
@@ -453,6 +554,53 @@ async def authenticated(request: Request) -> Principal:
             request, failure.reason, failure.message, _claimed_identity(credential)
         ) from None
     structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id, actor=principal.actor)
+    await _take_rate_limit(request, principal)
+    return principal
+
+
+async def _session_principal(
+    request: Request, authenticator: Authenticator, cookie: str
+) -> Principal:
+    """A person signed in to the web app: the session's events decide, and a request that
+    changes anything must carry the session's CSRF secret in ``X-CSRF-Token``."""
+    try:
+        check = await run_in_threadpool(authenticator.authenticate_session, cookie)
+    except AuthenticationFailed as failure:
+        set_cookies(request, cleared_session_cookies(secure=_secure_cookies(request)))
+        raise await _refuse_authentication(
+            request, failure.reason, failure.message, "session"
+        ) from None
+    principal = check.principal
+    structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id, actor=principal.actor)
+    if request.method not in _SAFE_METHODS and not hmac.compare_digest(
+        request.headers.get(CSRF_HEADER, "").encode(), check.claims.csrf.encode()
+    ):
+        AUTH_FAILURES.labels("csrf").inc()
+        log.warning("csrf_failed", client=client_address(request), path=request.url.path)
+        await record_refusal(
+            request,
+            tenant_id=principal.tenant_id,
+            claimed=principal.actor,
+            reason="csrf",
+            status=403,
+        )
+        raise ApiError(
+            403,
+            "csrf_failed",
+            "This request changes something, so it needs the X-CSRF-Token header with the"
+            " value of the kf_csrf cookie.",
+        )
+    if check.renewed is not None:
+        remaining = check.session_expires_at or check.renewed.expires_at
+        set_cookies(
+            request,
+            session_cookies(
+                check.renewed.token,
+                check.claims.csrf,
+                max_age_s=int((remaining - datetime.now(UTC)).total_seconds()),
+                secure=_secure_cookies(request),
+            ),
+        )
     await _take_rate_limit(request, principal)
     return principal
 
@@ -497,7 +645,7 @@ def require(*roles: Role) -> Callable[[Request, Principal], Awaitable[Principal]
                 method=request.method,
                 path=request.url.path,
             )
-            await _record_refusal(
+            await record_refusal(
                 request,
                 tenant_id=principal.tenant_id,
                 claimed=principal.actor,

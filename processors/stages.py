@@ -31,7 +31,8 @@ from domain.content import (
     encode_pages,
 )
 from domain.document import Document, DocumentNotFoundError, Stage
-from infra.blobs import BlobStore
+from infra.blobs import BlobNotFoundError, BlobStore
+from infra.crypto import DataKey, document_key
 from infra.embedding import Embedder, matrix_to_bytes
 from infra.telemetry import STAGE_DURATION, STAGE_FAILURES
 from processors.chunk import TokenChunker
@@ -40,6 +41,10 @@ from processors.parse import ParsedDocument, ParseError
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 _CONFLICT_RETRIES = 5
+
+
+class _ErasedError(Exception):
+    """The document was erased: there is nothing left to process."""
 
 
 class Outcome(StrEnum):
@@ -92,6 +97,13 @@ class Stages:
             self._embedder = self._embedder_factory()
         return self._embedder
 
+    def _key(self, ref: DocumentRef) -> DataKey | None:
+        """The document's data key (None: stored before keys); raises once it is erased."""
+        key = self._documents.data_key(ref.document_id)
+        if key is None and self._documents.keys.erased([document_key(ref.document_id)]):
+            raise _ErasedError
+        return key
+
     def _load(self, ref: DocumentRef, stage: Stage) -> Document | None:
         try:
             document = self._documents.get_document(ref.tenant_id, ref.document_id)
@@ -133,9 +145,16 @@ class Stages:
             ref,
             stage,
             "internal_error",
-            f"The {stage.value} stage failed {attempts} times ({error}); "
-            "the error was logged for the operators. Delete and upload the file again to retry.",
+            f"The {stage.value} stage failed {attempts} times ({error}); the error was logged "
+            "and parked for the operators, who can send the document through it again.",
         )
+
+    def _get(self, ref: DocumentRef, sha256: str, key: DataKey | None) -> bytes:
+        try:
+            return self._blobs.get(ref.tenant_id, sha256, key)
+        except BlobNotFoundError:
+            self._key(ref)  # raises _ErasedError if the document was erased meanwhile
+            raise
 
     @staticmethod
     def _recorded(result: CommandResult) -> Outcome:
@@ -144,17 +163,24 @@ class Stages:
     # ------------------------------------------------------------------ parse
 
     def parse(self, ref: DocumentRef) -> Outcome:
+        try:
+            return self._parse_document(ref)
+        except _ErasedError:
+            return Outcome.SKIPPED  # erased while waiting: nothing is left to parse
+
+    def _parse_document(self, ref: DocumentRef) -> Outcome:
         document = self._load(ref, Stage.PARSE)
         if document is None:
             return Outcome.SKIPPED
         started = time.perf_counter()
-        content = self._blobs.get(ref.tenant_id, document.content_sha256)
+        key = self._key(ref)
+        content = self._get(ref, document.content_sha256, key)
         try:
             parsed = self._parse(content, document.media_type)
         except ParseError as error:
             return self._fail(ref, Stage.PARSE, error.code, error.reason)
         pages = [PageText(page.number, page.text) for page in parsed.pages]
-        pages_sha256 = self._blobs.put(ref.tenant_id, encode_pages(pages))
+        pages_sha256 = self._blobs.put(ref.tenant_id, encode_pages(pages), key)
         result = _retry_conflicts(
             lambda: self._documents.record_parsed(
                 tenant_id=ref.tenant_id,
@@ -173,11 +199,18 @@ class Stages:
     # ------------------------------------------------------------------ chunk
 
     def chunk(self, ref: DocumentRef) -> Outcome:
+        try:
+            return self._chunk_document(ref)
+        except _ErasedError:
+            return Outcome.SKIPPED
+
+    def _chunk_document(self, ref: DocumentRef) -> Outcome:
         document = self._load(ref, Stage.CHUNK)
         if document is None or document.pages_sha256 is None:
             return Outcome.SKIPPED
         started = time.perf_counter()
-        pages = decode_pages(self._blobs.get(ref.tenant_id, document.pages_sha256))
+        key = self._key(ref)
+        pages = decode_pages(self._get(ref, document.pages_sha256, key))
         chunks = [
             ChunkRecord(
                 chunk_index=c.chunk_index,
@@ -192,7 +225,7 @@ class Stages:
         ]
         if not chunks:
             return self._fail(ref, Stage.CHUNK, "no_text", "The extracted text produced no chunks.")
-        chunks_sha256 = self._blobs.put(ref.tenant_id, encode_chunks(chunks))
+        chunks_sha256 = self._blobs.put(ref.tenant_id, encode_chunks(chunks), key)
         settings = self._chunker.settings
         result = _retry_conflicts(
             lambda: self._documents.record_chunked(
@@ -214,24 +247,28 @@ class Stages:
     def embed(self, refs: Sequence[DocumentRef]) -> list[Outcome]:
         """Embed several documents' chunks in shared batches (the model prefers full batches)."""
         outcomes = [Outcome.SKIPPED] * len(refs)
-        work: list[tuple[int, DocumentRef, Document, list[ChunkRecord]]] = []
+        work: list[tuple[int, DocumentRef, Document, list[ChunkRecord], DataKey | None]] = []
         started = time.perf_counter()
         for i, ref in enumerate(refs):
             document = self._load(ref, Stage.EMBED)
             if document is None or document.chunks_sha256 is None:
                 continue
-            chunks = decode_chunks(self._blobs.get(ref.tenant_id, document.chunks_sha256))
-            work.append((i, ref, document, chunks))
+            try:
+                key = self._key(ref)
+                chunks = decode_chunks(self._get(ref, document.chunks_sha256, key))
+            except _ErasedError:
+                continue
+            work.append((i, ref, document, chunks, key))
         if not work:
             return outcomes
-        texts = [chunk.text for _, _, _, chunks in work for chunk in chunks]
+        texts = [chunk.text for _, _, _, chunks, _ in work for chunk in chunks]
         embedder = self.embedder
         matrix = embedder.embed(texts)
         offset = 0
-        for i, ref, document, chunks in work:
+        for i, ref, document, chunks, key in work:
             rows = matrix[offset : offset + len(chunks)]
             offset += len(chunks)
-            embeddings_sha256 = self._blobs.put(ref.tenant_id, matrix_to_bytes(rows))
+            embeddings_sha256 = self._blobs.put(ref.tenant_id, matrix_to_bytes(rows), key)
             chunks_sha256 = document.chunks_sha256
             assert chunks_sha256 is not None
             record = functools.partial(

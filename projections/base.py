@@ -22,23 +22,36 @@ rebuild does for the copy it builds.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
+import psycopg
+from eventsourcing import persistence
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg import Connection, Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
 from domain.contexts import CONTEXTS, EVENTS, context_of, event_type
+from infra.crypto import KeyStore, Opener, sealed_key_ids
 from infra.db import TenantReads
 from infra.envelope import Envelope
 from infra.eventlog import EventLog
 from projections.rows import BatchWrites, PostgresRows, Rows
+
+# The database going away, not an event that cannot be applied.
+_OUTAGES = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    persistence.OperationalError,
+    persistence.InterfaceError,
+)
 
 Handler = Callable[[Any, Any, Envelope], None]
 F = TypeVar("F", bound=Callable[..., None])
@@ -81,6 +94,12 @@ class Projection:
     contexts: ClassVar[tuple[str, ...]] = ()
     events: ClassVar[tuple[str, ...]] = ()  # event types with a handler of their own
     follows_everything: ClassVar[bool] = False
+    # A read model that keeps text sealed in events (file names, questions, answers)
+    # sets this: its handlers get envelopes with sealed values opened, with keys
+    # fetched once per batch, and ``ERASED`` where the subject is erased. The text
+    # then lives in the read model only, whose ``Erased`` handlers drop it.
+    opens_sealed: ClassVar[bool] = False
+    keys: KeyStore | None = None
     _handlers: ClassVar[dict[str, Handler]] = {}
     _catch_all: ClassVar[Handler | None] = None
 
@@ -132,6 +151,16 @@ class Projection:
         handler = self._handlers.get(envelope.event_type, type(self)._catch_all)
         if handler is not None:
             handler(self, rows, envelope)
+
+    def opened(self, envelopes: Sequence[Envelope]) -> Sequence[Envelope]:
+        """The batch as this projection's handlers see it (sealed values opened if it asks)."""
+        if not self.opens_sealed:
+            return envelopes
+        opener = Opener(self.keys).prefetch(*(e.data for e in envelopes))
+        return [
+            replace(e, data=opener.deep(e.data)) if any(sealed_key_ids(e.data)) else e
+            for e in envelopes
+        ]
 
     def before_batch(self, rows: Rows, envelopes: Sequence[Envelope]) -> None:
         """Hook: called with a batch's new envelopes before their handlers (e.g. to prefetch)."""
@@ -222,6 +251,46 @@ def uploaded_metadata(envelope: Envelope) -> tuple[DocumentKey, dict[str, Any]]:
         "media_type": envelope.data["media_type"],
         "uploaded_at": envelope.occurred_at,
     }
+
+
+def confirm_erasure(
+    rows: Rows, read_model: str, envelope: Envelope, detail: Mapping[str, Any] | None = None
+) -> None:
+    """Record, with the batch, that ``read_model`` dropped what an erasure event erased.
+
+    The erasure certificate lists these (read model, the event's position, when, and
+    what was dropped). Applied again (a redelivery, a rebuild) it is recorded again.
+    """
+    if not isinstance(rows, PostgresRows):
+        return  # a read model in memory keeps no certificate
+    subject = f"{envelope.event_type.partition('.')[0].lower()}:{envelope.aggregate_id}"
+    rows.cursor.execute(
+        "INSERT INTO erasure_confirmations"
+        " (tenant_id, subject, read_model, position, detail, confirmed_at)"
+        " VALUES (%s, %s, %s, %s, %s, now())"
+        " ON CONFLICT (tenant_id, subject, read_model) DO UPDATE SET position ="
+        " EXCLUDED.position, detail = EXCLUDED.detail, confirmed_at = EXCLUDED.confirmed_at",
+        (envelope.tenant_id, subject, read_model, envelope.position, json.dumps(detail or {})),
+    )
+
+
+def restored_metadata(envelope: Envelope) -> tuple[DocumentKey, dict[str, Any]]:
+    """The document metadata a ``Document.Restored`` envelope carries, by its key."""
+    data = envelope.data
+    return (envelope.tenant_id, UUID(envelope.aggregate_id)), {
+        "filename": data["filename"],
+        "media_type": data["media_type"],
+        "uploaded_at": datetime.fromisoformat(data["uploaded_at"]),
+    }
+
+
+def restores_embedded(envelope: Envelope) -> bool:
+    """Whether a ``Document.Restored`` brings back an embedded document (to index again)."""
+    return (
+        envelope.event_type == "Document.Restored"
+        and envelope.data["status"] == "embedded"
+        and bool(envelope.data.get("chunks_sha256") and envelope.data.get("embeddings_sha256"))
+    )
 
 
 class InvalidCursorError(ValueError):
@@ -384,6 +453,7 @@ class ProjectionView(PostgresTrackingRecorder):
         """
         positions = self.lock_positions(curs)
         fresh, current = select_fresh(self.contexts, positions, envelopes)
+        fresh = list(self.projection.opened(fresh))
         self.writes.clear()  # whatever a failed batch queued was rolled back with it
         rows = PostgresRows(curs, self.projection.table, self.writes)
         self.projection.before_batch(rows, fresh)
@@ -449,6 +519,35 @@ class ProjectionView(PostgresTrackingRecorder):
                 applied[context] += self.apply_batch(batch)
                 after = batch[-1].position
         return applied
+
+    def first_failing(self, logs: Mapping[str, EventLog]) -> tuple[Envelope, Exception] | None:
+        """Apply what the event store holds one event at a time, up to the first event that
+        fails (returned, with its error); None if everything went through. An outage (the
+        database going away) raises: it is no event's fault."""
+        self.refresh_positions()
+        for context in self.contexts:
+            after = self.position(context)
+            while batch := logs[context].read(after, 1):
+                [envelope] = batch
+                try:
+                    self.apply_batch(batch)
+                except _OUTAGES:
+                    raise
+                except Exception as error:
+                    return envelope, error
+                after = envelope.position
+        return None
+
+    def skip(self, context: str, position: int) -> bool:
+        """Go on past an event without applying it (an operator dropped its dead letter);
+        False if the read model is past it already."""
+        with self.datastore.transaction(commit=True) as curs:
+            positions = self.lock_positions(curs)
+            if positions.get(context, 0) >= position:
+                return False
+            self.set_position(curs, context, position)
+        self._positions[context] = position
+        return True
 
     def forget_stream_offset(self, stream: str) -> None:
         with self.datastore.transaction(commit=True) as curs:

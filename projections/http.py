@@ -85,6 +85,7 @@ class ReadRecorder(Protocol):
         documents: Sequence[str] = (),
         chunks: Sequence[str] = (),
         mode: str | None = None,
+        query_sha256: str | None = None,
     ) -> Any: ...
 
 
@@ -104,6 +105,7 @@ class Reads:
         documents: Sequence[str] = (),
         chunks: Sequence[str] = (),
         mode: str | None = None,
+        query_sha256: str | None = None,
     ) -> None:
         recorder: ReadRecorder = self._request.app.state.read_recorder
         route = getattr(self._request.scope.get("route"), "path", self._request.url.path)
@@ -119,6 +121,7 @@ class Reads:
                 documents=[str(d) for d in documents],
                 chunks=[str(c) for c in chunks],
                 mode=mode,
+                query_sha256=query_sha256,
             )
 
         try:

@@ -27,6 +27,7 @@ class MemoryView:
         snapshot = self.rows.snapshot()
         try:
             fresh, current = select_fresh(self.projection.contexts, self.positions, envelopes)
+            fresh = list(self.projection.opened(fresh))
             self.projection.before_batch(self.rows, fresh)
             for envelope in fresh:
                 self.projection.apply(self.rows, envelope)

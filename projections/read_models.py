@@ -7,7 +7,17 @@ This list drives the composition root (views, routers), ``kf migrate``
 
 from __future__ import annotations
 
-from projections import audit, catalog, conversations, fulltext, keys, readers, search, usage
+from projections import (
+    audit,
+    catalog,
+    conversations,
+    dead_letters,
+    fulltext,
+    keys,
+    readers,
+    search,
+    usage,
+)
 from projections.slice import ReadModel
 
 READ_MODELS: tuple[ReadModel, ...] = (
@@ -19,6 +29,7 @@ READ_MODELS: tuple[ReadModel, ...] = (
     audit.READ_MODEL,
     readers.READ_MODEL,
     usage.READ_MODEL,
+    dead_letters.READ_MODEL,
 )
 
 

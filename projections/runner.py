@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from uuid import UUID
 
 import structlog
 from nats.aio.msg import Msg
@@ -28,11 +30,18 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from domain.activity import DeadLetterBox, DeadLetterState
 from infra.bus import HEADER_CONTEXT, HEADER_POSITION, Bus
 from infra.db import AdvisoryLocks
 from infra.envelope import Envelope
 from infra.eventlog import EventLog
-from infra.telemetry import PROJECTION_ERRORS, PROJECTION_LAG, PROJECTION_POSITION
+from infra.telemetry import (
+    DEAD_LETTERS,
+    PROJECTION_ERRORS,
+    PROJECTION_LAG,
+    PROJECTION_POSITION,
+    PROJECTION_STOPPED,
+)
 from projections.base import ProjectionView
 
 log = structlog.get_logger(__name__)
@@ -40,6 +49,8 @@ log = structlog.get_logger(__name__)
 # Events published at most this long before a catch-up began are re-read from
 # the stream when the exact offset is unknown; duplicates are skipped by position.
 _CATCH_UP_MARGIN = timedelta(seconds=60)
+# How often a projector stopped on a dead letter looks for an operator's decision.
+_DEAD_LETTER_POLL_S = 2.0
 
 
 class ProjectorRunner:
@@ -51,6 +62,9 @@ class ProjectorRunner:
         locks: str | AdvisoryLocks,
         batch_size: int = 256,
         linger_s: float = 0.0,
+        dead_letters: DeadLetterBox | None = None,
+        max_attempts: int = 5,
+        stall_s: float = 10.0,
     ) -> None:
         self.view = view
         self.name = view.name
@@ -63,6 +77,13 @@ class ProjectorRunner:
         # After an event, how long to wait for more before applying: one transaction
         # for the events of a trickle (recorded reads) instead of one each. 0: at once.
         self._linger_s = linger_s
+        # An event that fails this many times in a row is parked as a dead letter, and
+        # the projector waits on it (without one: it keeps retrying, with backoff).
+        self._dead_letters = dead_letters
+        self._max_attempts = max_attempts
+        self._parked: UUID | None = None  # a letter whose retry is under way
+        # Quiet this long while the event store is ahead: follow again (after a catch-up).
+        self._stall_s = stall_s
         self.active = asyncio.Event()
 
     @property
@@ -82,22 +103,112 @@ class ProjectorRunner:
             if self._own_locks:
                 await self._locks.close()
 
+    @property
+    def component(self) -> str:
+        return f"projection:{self.name}"
+
     async def _run_active(self, stop: asyncio.Event) -> None:
         delay = 0.2
+        failures = 0  # in a row, without a catch-up going through
         while not stop.is_set():
             try:
                 caught_up_at = await self.catch_up()
+                failures = 0
+                await self._retry_went_through()
                 self.active.set()
                 await self._follow(stop, caught_up_at)
             except Exception:
                 PROJECTION_ERRORS.labels(self.name).inc()
                 log.exception("projection_failed", projection=self.name, retry_in_s=delay)
+                failures += 1
+                if failures >= self._max_attempts and await self._park_poison(stop, failures):
+                    failures, delay = 0, 0.2
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 10.0)
             else:
                 delay = 0.2
         self.active.clear()
+
+    async def _park_poison(self, stop: asyncio.Event, attempts: int) -> bool:
+        """Find the event that keeps failing, park it as a dead letter and wait for an
+        operator: True when they acted (retry: try again; drop: go on past the event),
+        False when no single event is at fault (an outage: keep retrying)."""
+        box = self._dead_letters
+        if box is None:
+            return False
+        try:
+            found = await asyncio.to_thread(self.view.first_failing, self._logs)
+            if found is None:
+                return False
+            envelope, error = found
+            letter = await asyncio.to_thread(
+                partial(
+                    box.park,
+                    tenant_id=envelope.tenant_id,
+                    component=self.component,
+                    subject=f"{envelope.context}:{envelope.position}",
+                    context=envelope.context,
+                    position=envelope.position,
+                    event_type=envelope.event_type,
+                    aggregate_id=envelope.aggregate_id,
+                    attempts=attempts,
+                    error=f"{type(error).__name__}: {error}",
+                )
+            )
+        except Exception:
+            log.exception("projection_park_failed", projection=self.name)
+            return False
+        DEAD_LETTERS.labels(self.component).inc()
+        PROJECTION_STOPPED.labels(self.name).set(1)
+        log.error(
+            "projection_stopped",
+            projection=self.name,
+            context=envelope.context,
+            position=envelope.position,
+            event_type=envelope.event_type,
+            dead_letter=str(letter),
+            error=repr(error),
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    state = await asyncio.to_thread(box.state, letter)
+                except Exception:
+                    log.exception("projection_dead_letter_unreadable", projection=self.name)
+                    state = DeadLetterState.PARKED
+                if state is DeadLetterState.DROPPED:
+                    skipped = await asyncio.to_thread(
+                        self.view.skip, envelope.context, envelope.position
+                    )
+                    log.warning(
+                        "projection_dropped_event",
+                        projection=self.name,
+                        context=envelope.context,
+                        position=envelope.position,
+                        skipped=skipped,
+                    )
+                    return True
+                if state is not DeadLetterState.PARKED:  # a retry (or resolved meanwhile)
+                    self._parked = letter
+                    return True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _DEAD_LETTER_POLL_S)
+            return True
+        finally:
+            PROJECTION_STOPPED.labels(self.name).set(0)
+
+    async def _retry_went_through(self) -> None:
+        """The event a retry was asked for applied: its dead letter is resolved."""
+        letter, self._parked = self._parked, None
+        if letter is not None and self._dead_letters is not None:
+            try:
+                await asyncio.to_thread(self._dead_letters.resolve, letter, self.component)
+            except Exception:
+                log.exception("projection_resolve_failed", projection=self.name)
+            else:
+                log.info("projection_resumed", projection=self.name, dead_letter=str(letter))
 
     async def catch_up(self) -> datetime:
         """Apply everything the event store holds beyond the view's positions."""
@@ -158,16 +269,33 @@ class ProjectorRunner:
             deliver_policy=str(config.deliver_policy),
             start_seq=config.opt_start_seq,
         )
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
         try:
             while not stop.is_set():
                 try:
                     first = await subscription.next_msg(timeout=1.0)
                 except TimeoutError:
+                    if loop.time() - quiet_since < self._stall_s:
+                        continue
+                    if await asyncio.to_thread(self._behind_the_store):
+                        # The event store holds what the stream has not brought for a
+                        # while (a broker that lost a consumer or messages in a crash, a
+                        # relay that is down): catch up from the store, follow anew.
+                        log.warning("projection_stalled", projection=self.name)
+                        return
+                    quiet_since = loop.time()
                     continue
                 await self._apply(await self._fill(subscription, first))
+                quiet_since = loop.time()
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    def _behind_the_store(self) -> bool:
+        """Whether the event store holds events this read model has not applied."""
+        self.view.refresh_positions()
+        return any(e.head() > self.view.position(c) for c, e in self._logs.items())
 
     async def _fill(self, subscription: JetStreamContext.PushSubscription, first: Msg) -> list[Msg]:
         """``first`` and what follows it: what is pending, then, lingering, what arrives."""

@@ -21,6 +21,7 @@ from eventsourcing.postgres import PostgresDatastore
 from fastapi import APIRouter
 
 from infra.blobs import BlobStore
+from infra.crypto import KeyStore
 from infra.eventlog import EventLog
 from infra.index_home import IndexHolder, IndexHome
 from infra.search_index import Bm25Encoder, IndexSpec
@@ -33,6 +34,7 @@ class Parts:
 
     datastore: PostgresDatastore
     blobs: BlobStore
+    keys: KeyStore
     index: IndexHolder
     bm25: Bm25Encoder
     index_spec: IndexSpec
@@ -124,6 +126,10 @@ class ReadModel:
         return self.projection.tables
 
     def make_view(self, parts: Parts, variant: str = "") -> ProjectionView:
-        if self.build is not None:
-            return self.build(parts, variant)
-        return _default_view(self, parts, variant)
+        view = (
+            self.build(parts, variant)
+            if self.build is not None
+            else _default_view(self, parts, variant)
+        )
+        view.projection.keys = parts.keys
+        return view

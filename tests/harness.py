@@ -242,7 +242,15 @@ class RunningSystem:
                 waits.append(relay.active)
         if self._with["projectors"]:
             for view in self.container.views.values():
-                runner = ProjectorRunner(view, self.container.event_logs, bus, locks, 256)
+                runner = ProjectorRunner(
+                    view,
+                    self.container.event_logs,
+                    bus,
+                    locks,
+                    256,
+                    dead_letters=self.container.dead_letters,
+                    max_attempts=self.settings.projections.max_attempts,
+                )
                 jobs.append(asyncio.ensure_future(runner.run(stop)))
                 waits.append(runner.active)
         if self._with["worker"]:
@@ -250,7 +258,7 @@ class RunningSystem:
             if self._embedder is not None:
                 shared = self._embedder
                 stages._embedder_factory = lambda: shared
-            worker = Worker(bus, stages, self.settings.ingest)
+            worker = Worker(bus, stages, self.settings.ingest, self.container.dead_letters)
             jobs.append(asyncio.ensure_future(worker.run(stop)))
             waits.append(worker.ready)
         await asyncio.to_thread(self.container.warm_search)

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from commands.answering import Answer, AnswerFailedError, Question
-from domain.conversation import MAX_TITLE_CHARS
+from domain.conversation import MAX_TITLE_CHARS, ConversationNotFoundError
 from infra.web import ERROR_RESPONSES, ErrorBody, Viewer
 from write_api.deps import AnswererDep, Conversations, answer_failed
 
@@ -88,6 +88,28 @@ def start_conversation(
         tenant_id=principal.tenant_id,
         actor=principal.actor,
         title=body.title if body else "",
+    )
+    return Started(id=result.id, position=result.position)
+
+
+@router.post(
+    "/{conversation_id}/erase",
+    status_code=202,
+    response_model=Started,
+    responses={**ERROR_RESPONSES, 404: {"model": ErrorBody}},
+)
+def erase_conversation(
+    principal: Viewer, conversations: Conversations, conversation_id: UUID
+) -> Started:
+    """Erase a conversation, irreversibly (whoever started it, or an admin): its title,
+    questions, answers and recorded prompts can no longer be read (their keys are destroyed
+    with ``Conversation.Erased``); its usage and cost stay, and the audit trail keeps that
+    it happened. Repeating it changes nothing."""
+    conversation = conversations.get_conversation(principal.tenant_id, conversation_id)
+    if not conversation.visible_to(principal):
+        raise ConversationNotFoundError(f"No conversation {conversation_id}.")
+    result = conversations.erase_conversation(
+        tenant_id=principal.tenant_id, actor=principal.actor, conversation_id=conversation_id
     )
     return Started(id=result.id, position=result.position)
 

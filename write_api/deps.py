@@ -10,6 +10,7 @@ from commands.access import AccessApp
 from commands.answering import Answerer, AnswerFailedError
 from commands.budgets import BudgetGuard
 from commands.conversations import ConversationsApp
+from commands.dead_letters import DeadLetters
 from commands.documents import DocumentsApp
 from commands.usage import UsageApp
 from infra.web import ApiError
@@ -40,6 +41,11 @@ def _usage(request: Request) -> UsageApp:
     return usage
 
 
+def _dead_letters(request: Request) -> DeadLetters:
+    letters: DeadLetters = request.app.state.dead_letters
+    return letters
+
+
 def _budget_guard(request: Request) -> BudgetGuard:
     guard: BudgetGuard = request.app.state.budget_guard
     return guard
@@ -57,3 +63,4 @@ Conversations = Annotated[ConversationsApp, Depends(_conversations)]
 Access = Annotated[AccessApp, Depends(_access)]
 Usage = Annotated[UsageApp, Depends(_usage)]
 Guard = Annotated[BudgetGuard, Depends(_budget_guard)]
+Letters = Annotated[DeadLetters, Depends(_dead_letters)]

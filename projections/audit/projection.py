@@ -7,7 +7,8 @@ the event says so, and a summary of the change: the names of every field the
 event carries, with the values of those that are neither content nor secrets.
 Document text, file names, titles, questions, answers, failure messages and
 secret digests are named, never shown. An actor's role is the one its key was
-issued with (``audit_actors``, kept from ``ApiKey.Issued``), looked up when the
+issued with (``audit_actors``, kept from ``ApiKey.Issued``; a person's, the role
+they were invited with, from ``User.Invited``), looked up when the
 trail is read: the projector sees each context in order but not the contexts
 relative to each other (a rebuild replays them one after another), so no entry
 may depend on whether the key's issue was applied before the entry's event.
@@ -49,14 +50,17 @@ SHOWN = frozenset(
         "media_type", "declared_type", "size_bytes", "content_sha256", "page_count",
         "char_count", "parser", "chunk_count", "chunk_tokens", "overlap_tokens", "tokenizer",
         "model", "dimension", "stage", "code",
-        # access
-        "name", "role", "expires_at", "origin",
+        # access (people: their role and sessions; never an address, a hash or a link)
+        "name", "role", "expires_at", "origin", "previous", "user_id", "user_agent",
+        "link_expires_at",
         # conversations
         "turn", "mode", "k", "history_turns", "provider", "prompt_template",
         "usage", "cost_usd", "latency_ms",
         # activity (reads name what they showed by id: see the readers read model)
         "kind", "route", "query_sha256", "reason", "status", "client", "suppressed",
         "cutoff", "retention_days",
+        # erasure, the trash and legal hold (a hold's reason is a matter reference)
+        "cause", "status_before", "turns",
     }
 )  # fmt: skip
 
@@ -127,12 +131,13 @@ class AuditProjection(Projection):
     @handles(EVERY_EVENT)
     def _recorded(self, rows: Rows, envelope: Envelope) -> None:
         data = envelope.data
-        if envelope.event_type == "ApiKey.Issued":
+        if envelope.event_type in ("ApiKey.Issued", "User.Invited"):
+            kind = "key" if envelope.event_type == "ApiKey.Issued" else "user"
             rows.insert(
                 ACTORS,
                 {
                     "tenant_id": envelope.tenant_id,
-                    "actor": f"key:{envelope.aggregate_id}",
+                    "actor": f"{kind}:{envelope.aggregate_id}",
                     "role": data["role"],
                     "position": envelope.position,
                 },

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -301,5 +301,61 @@ def query_text(
     text = trail.query_text(principal.tenant_id, sha256)
     if text is None:
         raise ApiError(404, "query_not_found", f"No recorded query {sha256}.")
-    reads.record(principal, ReadKind.QUERY_TEXT, query=text)
+    reads.record(principal, ReadKind.QUERY_TEXT, query_sha256=sha256)  # not stored again
     return QueryText(sha256=sha256, text=text)
+
+
+class VerificationOut(BaseModel):
+    tenant_id: str
+    checked_at: datetime
+    ok: bool = Field(description="Every chain recomputes from the event store; no finding")
+    entries: int
+    checkpoints: int = Field(description="Signed checkpoints checked")
+    findings: list[str] = Field(description="What broke, first entry of each chain named")
+    not_yet_covered: dict[str, int] = Field(
+        description="Entries newer than the newest checkpoint, per tenant/context"
+    )
+    not_yet_projected: int
+    dropped_by_retention: int
+    unreadable_checkpoints: list[str]
+
+
+@router.get(
+    "/v1/audit/verification",
+    response_model=VerificationOut,
+    responses=ERROR_RESPONSES,
+)
+def audit_verification(principal: Auditor, reads: ReadLog, request: Request) -> VerificationOut:
+    """Recompute the tenant's audit chains from the event store now and check them against
+    the trail and the signed checkpoints (what ``kf audit verify --tenant`` does)."""
+    from projections.audit.checkpoints import BadCheckpointError
+    from projections.audit.verify import verify_database
+
+    reads.record(principal, ReadKind.AUDIT_QUERY, query="verification")
+    state = request.app.state
+    unreadable: list[str] = []
+    checkpoints = {}
+    try:
+        checkpoints[principal.tenant_id] = state.checkpoint_store.read(principal.tenant_id)
+    except BadCheckpointError as exc:
+        unreadable.append(str(exc))
+    report = verify_database(
+        state.database_url,
+        list(state.event_logs),
+        checkpoints,
+        state.signer.public_key,
+        tenant=principal.tenant_id,
+    )
+    summary = report.summary()
+    return VerificationOut(
+        tenant_id=principal.tenant_id,
+        checked_at=datetime.now(UTC),
+        ok=report.ok and not unreadable,
+        entries=report.entries,
+        checkpoints=report.checkpoints,
+        findings=[str(f) for f in report.findings],
+        not_yet_covered=summary["not_yet_covered"],
+        not_yet_projected=report.unprojected,
+        dropped_by_retention=report.retained_away,
+        unreadable_checkpoints=unreadable,
+    )

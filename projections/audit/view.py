@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from infra.crypto import Opener
 from projections.base import ProjectionView
 
 
@@ -124,14 +125,23 @@ class AuditView(ProjectionView):
     def query_text(self, tenant_id: str, sha256: str) -> str | None:
         """A query's text, if a recorded read of this tenant carries its digest."""
         with self.tenant_reads(tenant_id) as conn:
-            row = conn.execute(
-                "SELECT b.content FROM blobs b WHERE b.tenant_id = %s AND b.sha256 = %s"
+            rows = conn.execute(
+                "SELECT b.key_id, b.content FROM blobs b WHERE b.tenant_id = %s AND b.sha256 = %s"
                 " AND EXISTS (SELECT 1 FROM audit_events e WHERE e.tenant_id = b.tenant_id"
                 " AND e.action = 'Read.Recorded'"
-                " AND e.changes -> 'values' ->> 'query_sha256' = b.sha256)",
+                " AND e.changes -> 'values' ->> 'query_sha256' = b.sha256)"
+                " ORDER BY b.key_id LIMIT 5",
                 (tenant_id, sha256),
-            ).fetchone()
-        return bytes(row["content"]).decode() if row else None
+            ).fetchall()
+        opener = Opener(self.projection.keys)
+        for row in rows:
+            if not row["key_id"]:
+                return bytes(row["content"]).decode()
+            # Sealed with its read's key (it showed documents): gone once one is erased.
+            key = opener.key(row["key_id"])
+            if key is not None:
+                return key.open(bytes(row["content"])).decode()
+        return None
 
     def _roles(self, tenant_id: str, actors: set[str]) -> dict[str, str]:
         if not actors:

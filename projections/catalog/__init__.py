@@ -8,7 +8,7 @@ from projections.slice import ReadModel
 READ_MODEL = ReadModel(
     projection=CatalogProjection,
     view=CatalogView,
-    migrations=("0002_catalog.sql", "0009_catalog_versions.sql"),
+    migrations=("0002_catalog.sql", "0009_catalog_versions.sql", "0013_catalog_in_progress.sql"),
     router=router,
 )
 

@@ -11,8 +11,9 @@ from typing import Any
 from uuid import UUID
 
 from domain.document import Document
+from infra.crypto import ERASED
 from infra.envelope import Envelope
-from projections.base import Projection, handles
+from projections.base import Projection, confirm_erasure, handles
 from projections.rows import Rows
 
 TABLE = "catalog_documents"
@@ -21,6 +22,7 @@ VERSIONS = "catalog_versions"
 
 class CatalogProjection(Projection):
     name = "catalog"
+    opens_sealed = True
     tables = {
         TABLE: ("tenant_id", "document_id"),
         VERSIONS: ("tenant_id", "document_id", "version"),
@@ -53,6 +55,7 @@ class CatalogProjection(Projection):
                 "content_sha256": data["content_sha256"],
                 "status": "uploaded",
                 "warnings": [],
+                "legal_hold": False,
                 "uploaded_by": envelope.actor,
                 "uploaded_at": envelope.occurred_at,
                 "updated_at": envelope.occurred_at,
@@ -102,3 +105,57 @@ class CatalogProjection(Projection):
     @handles(Document.Deleted)
     def _deleted(self, rows: Rows, envelope: Envelope) -> None:
         self._update(rows, envelope, {"status": "deleted", "deleted_at": envelope.occurred_at})
+
+    @handles(Document.Restored)
+    def _restored(self, rows: Rows, envelope: Envelope) -> None:
+        self._update(rows, envelope, {"status": envelope.data["status"], "deleted_at": None})
+
+    @handles(Document.Retried)
+    def _retried(self, rows: Rows, envelope: Envelope) -> None:
+        self._update(
+            rows,
+            envelope,
+            {
+                "status": envelope.data["status"],
+                "failure_stage": None,
+                "failure_code": None,
+                "failure_reason": None,
+            },
+        )
+
+    @handles(Document.Held)
+    def _held(self, rows: Rows, envelope: Envelope) -> None:
+        self._update(rows, envelope, {"legal_hold": True})
+
+    @handles(Document.Released)
+    def _released(self, rows: Rows, envelope: Envelope) -> None:
+        self._update(rows, envelope, {"legal_hold": False})
+
+    @handles(Document.Erased)
+    def _erased(self, rows: Rows, envelope: Envelope) -> None:
+        """The row stays (that a document was here, its size and digest, who uploaded it);
+        its file name, in the row and in every earlier version of it, does not."""
+        key = {"tenant_id": envelope.tenant_id, "document_id": UUID(envelope.aggregate_id)}
+        versions = rows.update(VERSIONS, key, {"filename": ERASED})
+        self._update(
+            rows,
+            envelope,
+            {
+                "status": "erased",
+                "filename": ERASED,
+                "deleted_at": envelope.occurred_at,
+                "failure_reason": None,
+                "warnings": [],
+            },
+        )
+        confirm_erasure(
+            rows,
+            self.name,
+            envelope,
+            {
+                "erased_by": envelope.actor,
+                "erased_at": envelope.timestamp,
+                "cause": envelope.data["cause"],
+                "file_name_dropped_from_versions": versions + 1,
+            },
+        )

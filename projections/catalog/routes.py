@@ -4,23 +4,25 @@ file, ``GET /v1/documents/{id}/content``."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from domain.activity import ReadKind
 from domain.document import DocumentNotFoundError
-from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, Viewer
+from infra.signing import Signer
+from infra.web import ERROR_RESPONSES, Admin, ApiError, ErrorBody, Viewer
+from projections.catalog.erasure import erasure_certificate
 from projections.catalog.view import CatalogEntry, CatalogView, InvalidCursorError
 from projections.http import MinPosition, Models, ReadLog, view_of
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 Catalog = Annotated[CatalogView, Depends(view_of("catalog", CatalogView))]
 
-Status = Literal["uploaded", "parsed", "chunked", "embedded", "failed", "deleted"]
+Status = Literal["uploaded", "parsed", "chunked", "embedded", "failed", "deleted", "erased"]
 
 
 class Failure(BaseModel):
@@ -45,11 +47,20 @@ class DocumentOut(BaseModel):
     uploaded_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+    legal_hold: bool = Field(
+        False, description="Under legal hold: it can be neither deleted nor erased."
+    )
     version: int
     position: int
+    ahead: int | None = Field(
+        None,
+        description="While it is being processed (GET of one document only): how many of "
+        "the tenant's documents uploaded before it are still being processed, in any stage. "
+        "Null once it is final, and in lists.",
+    )
 
     @classmethod
-    def of(cls, entry: CatalogEntry) -> DocumentOut:
+    def of(cls, entry: CatalogEntry, ahead: int | None = None) -> DocumentOut:
         failure = None
         if entry.failure_stage is not None:
             failure = Failure(
@@ -70,11 +81,13 @@ class DocumentOut(BaseModel):
             warnings=list(entry.warnings),
             failure=failure,
             uploaded_by=entry.uploaded_by,
+            legal_hold=entry.legal_hold,
             uploaded_at=entry.uploaded_at,
             updated_at=entry.updated_at,
             deleted_at=entry.deleted_at,
             version=entry.version,
             position=entry.position,
+            ahead=ahead,
         )
 
 
@@ -169,7 +182,8 @@ def get_document(
         suffix = "" if as_of is None else f" as of {_utc(as_of).isoformat()}"
         raise DocumentNotFoundError(f"No document {document_id}{suffix}.")
     reads.record(principal, ReadKind.DOCUMENT, documents=[str(document_id)])
-    return DocumentOut.of(entry)
+    ahead = catalog.ahead_of(principal.tenant_id, entry) if as_of is None else None
+    return DocumentOut.of(entry, ahead)
 
 
 @router.get(
@@ -189,32 +203,85 @@ def get_content(
     reads: ReadLog,
     document_id: UUID,
     min_position: MinPosition = None,
+    download: Annotated[
+        bool, Query(description="Save it (attachment) instead of opening it in the browser.")
+    ] = False,
 ) -> Response:
-    """The original file, byte for byte as uploaded (a download; recorded as a read)."""
+    """The original file, byte for byte as uploaded, with its type; opened in the browser
+    (``inline``: a PDF opens at ``#page=N``) or, with ``download=true``, saved. Recorded
+    as a read."""
     models.wait("catalog", "documents", min_position)
     entry = catalog.get(principal.tenant_id, document_id)
     if entry is None:
         raise DocumentNotFoundError(f"No document {document_id}.")
     if entry.status == "deleted":
         raise ApiError(410, "document_deleted", f"Document {document_id} was deleted.")
-    content = catalog.original(principal.tenant_id, entry.content_sha256)
+    if entry.status == "erased":
+        raise ApiError(410, "document_erased", f"Document {document_id} was erased.")
+    content = catalog.original(principal.tenant_id, document_id, entry.content_sha256)
     if content is None:
         raise ApiError(410, "content_gone", f"The file of document {document_id} is gone.")
     reads.record(principal, ReadKind.FILE, documents=[str(document_id)])
-    return Response(
-        content,
-        media_type=entry.media_type,
-        headers={
-            "Content-Disposition": content_disposition(entry.filename),
-            "ETag": f'"{entry.content_sha256}"',
-            "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "private, no-store",
-        },
+    headers = {
+        "Content-Disposition": content_disposition(
+            entry.filename, "attachment" if download else "inline"
+        ),
+        "ETag": f'"{entry.content_sha256}"',
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, no-store",
+    }
+    if entry.media_type != "application/pdf":
+        # Opened in the browser, an uploaded file runs nothing and loads nothing (Chromium's
+        # PDF viewer does not open in a sandboxed document, and a PDF runs no script there).
+        headers["Content-Security-Policy"] = _SANDBOX
+    return Response(content, media_type=entry.media_type, headers=headers)
+
+
+_SANDBOX = "sandbox; default-src 'none'; style-src 'unsafe-inline'"
+
+
+def content_disposition(filename: str, disposition: str = "attachment") -> str:
+    """``attachment`` (or ``inline``) with an ASCII fallback name and the exact name
+    (RFC 6266, RFC 5987)."""
+    printable = "".join(c for c in filename if c.isprintable()) or "document"
+    fallback = "".join(c if c.isascii() and c not in '"\\;' else "_" for c in printable)
+    return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{quote(printable, safe='')}"
+
+
+def _signer(request: Request) -> Signer:
+    signer: Signer = request.app.state.signer
+    return signer
+
+
+def _erasing_read_models(request: Request) -> list[str]:
+    """The read models that must confirm a document's erasure: those that handle it."""
+    return sorted(
+        name
+        for name, view in request.app.state.views.items()
+        if "Document.Erased" in view.projection.events
     )
 
 
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback name and the exact name (RFC 6266, RFC 5987)."""
-    printable = "".join(c for c in filename if c.isprintable()) or "document"
-    fallback = "".join(c if c.isascii() and c not in '"\\;' else "_" for c in printable)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(printable, safe='')}"
+@router.get(
+    "/{document_id}/erasure",
+    responses={**_READ_ERRORS, 404: {"model": ErrorBody}},
+)
+def get_erasure_certificate(
+    principal: Admin,
+    catalog: Catalog,
+    models: Models,
+    signer: Annotated[Signer, Depends(_signer)],
+    expected: Annotated[list[str], Depends(_erasing_read_models)],
+    document_id: UUID,
+    min_position: MinPosition = None,
+) -> dict[str, Any]:
+    """The erasure certificate: what was erased, when, by whom, the keys destroyed and which
+    read models confirmed it at which positions, signed (Ed25519) like the audit trail's
+    checkpoints; ``complete`` once every read model that keeps document content has."""
+    models.wait("catalog", "documents", min_position)
+    found = catalog.erasure(principal.tenant_id, document_id)
+    if found is None:
+        raise ApiError(
+            404, "not_erased", f"Document {document_id} was not erased (or does not exist)."
+        )
+    return erasure_certificate(found, expected, signer)

@@ -44,6 +44,9 @@ class ConversationOut(BaseModel):
     updated_at: datetime
     turn_count: int
     position: int
+    erased_at: datetime | None = Field(
+        None, description="When it was erased: its title and texts read `[erased]`."
+    )
 
     @classmethod
     def of(cls, entry: ConversationEntry) -> ConversationOut:
@@ -56,6 +59,7 @@ class ConversationOut(BaseModel):
             updated_at=entry.updated_at,
             turn_count=entry.turn_count,
             position=entry.position,
+            erased_at=entry.erased_at,
         )
 
 
@@ -159,6 +163,11 @@ class PromptOut(BaseModel):
     turn: int
     sha256: str = Field(description="SHA-256 of the messages as sent (the blob's digest).")
     messages: list[PromptMessage]
+    erased: bool = Field(
+        False,
+        description="The prompt quoted a document that was erased, or its conversation was "
+        "erased: its messages can no longer be read (none are returned).",
+    )
 
 
 _READ_ERRORS = {
@@ -175,8 +184,12 @@ def list_conversations(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     min_position: MinPosition = None,
+    include_erased: Annotated[
+        bool, Query(description="List erased conversations too (their titles read `[erased]`).")
+    ] = False,
 ) -> ConversationList:
-    """Conversations newest first: the caller's own, or all of the tenant's for an admin."""
+    """Conversations newest first: the caller's own, or all of the tenant's for an admin;
+    erased ones are left out unless asked for."""
     models.wait("conversations", "conversations", min_position)
     try:
         page = transcripts.page(
@@ -184,6 +197,7 @@ def list_conversations(
             limit=limit,
             cursor=cursor,
             started_by=None if reviews_all(principal) else principal.actor,
+            include_erased=include_erased,
         )
     except InvalidCursorError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from exc
@@ -248,12 +262,13 @@ def get_prompt(
         documents=[p["document_id"] for p in prompt.passages],
         chunks=[p["chunk_id"] for p in prompt.passages],
     )
-    messages = json.loads(prompt.content)
+    messages = json.loads(prompt.content) if prompt.content is not None else []
     return PromptOut(
         conversation_id=conversation_id,
         turn=turn,
         sha256=prompt.sha256,
         messages=[PromptMessage(**m) for m in messages],
+        erased=prompt.content is None,
     )
 
 

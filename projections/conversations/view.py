@@ -20,6 +20,7 @@ from uuid import UUID
 from psycopg import Connection
 from psycopg.rows import DictRow
 
+from infra.crypto import Opener, turn_key
 from projections.base import ProjectionView
 
 
@@ -35,6 +36,7 @@ class ConversationEntry:
     turn_count: int
     version: int
     position: int
+    erased_at: datetime | None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ConversationEntry:
@@ -99,16 +101,22 @@ class ConversationsView(ProjectionView):
         limit: int,
         cursor: str | None = None,
         started_by: str | None = None,
+        include_erased: bool = False,
     ) -> ConversationPage:
-        """Newest first; only ``started_by``'s when given."""
+        """Newest first; only ``started_by``'s when given; erased ones only when asked for."""
+        where = [] if include_erased else ["erased_at IS NULL"]
+        params = []
+        if started_by is not None:
+            where.append("started_by = %s")
+            params.append(started_by)
         rows, next_cursor = self.newest_first(
             tenant_id,
             "conversations",
             ("started_at", "conversation_id"),
             limit=limit,
             cursor=cursor,
-            where=() if started_by is None else ("started_by = %s",),
-            params=() if started_by is None else (started_by,),
+            where=where,
+            params=params,
         )
         entries = [ConversationEntry.from_row(r) for r in rows]
         return ConversationPage(entries, next_cursor)
@@ -138,27 +146,39 @@ class ConversationsView(ProjectionView):
         """The messages a turn's model was given, from the blob store (None if unrecorded)."""
         with self.tenant_reads(tenant_id) as conn:
             row = conn.execute(
-                "SELECT b.sha256, b.content, t.retrieval FROM conversation_turns t"
-                " JOIN blobs b ON b.tenant_id = t.tenant_id AND b.sha256 = t.prompt_sha256"
-                " WHERE t.tenant_id = %s AND t.conversation_id = %s AND t.turn = %s",
-                (tenant_id, conversation_id, turn),
+                "SELECT t.prompt_sha256 AS sha256, b.key_id, b.content, t.retrieval"
+                " FROM conversation_turns t LEFT JOIN blobs b ON b.tenant_id = t.tenant_id"
+                " AND b.sha256 = t.prompt_sha256 AND b.key_id IN (%s, '')"
+                " WHERE t.tenant_id = %s AND t.conversation_id = %s AND t.turn = %s"
+                " AND t.prompt_sha256 IS NOT NULL",
+                (turn_key(conversation_id, turn), tenant_id, conversation_id, turn),
             ).fetchone()
         if row is None:
             return None
         passages = list((row["retrieval"] or {}).get("passages", []))
-        return Prompt(row["sha256"], bytes(row["content"]), passages)
+        return Prompt(row["sha256"], self._opened_prompt(row), passages)
+
+    def _opened_prompt(self, row: dict[str, Any]) -> bytes | None:
+        """The prompt's bytes, opened with its turn's key; None once that key is gone."""
+        if row["content"] is None:
+            return None  # erased with its key (or never stored)
+        if not row["key_id"]:
+            return bytes(row["content"])  # stored before data keys
+        key = Opener(self.projection.keys).key(row["key_id"])
+        return None if key is None else key.open(bytes(row["content"]))
 
     def provenance(self, tenant_id: str, conversation_id: UUID, turn: int) -> Provenance | None:
         """What a turn was answered from: its row, its retrieval record, the prompt as sent
         and the status now of every document it quoted (None: no such turn)."""
         with self.tenant_reads(tenant_id) as conn:
             row = conn.execute(
-                "SELECT c.started_by, t.*, b.content AS prompt FROM conversation_turns t"
+                "SELECT c.started_by, t.*, b.key_id, b.content FROM conversation_turns t"
                 " JOIN conversations c ON c.tenant_id = t.tenant_id"
                 " AND c.conversation_id = t.conversation_id"
                 " LEFT JOIN blobs b ON b.tenant_id = t.tenant_id AND b.sha256 = t.prompt_sha256"
+                " AND b.key_id IN (%s, '')"
                 " WHERE t.tenant_id = %s AND t.conversation_id = %s AND t.turn = %s",
-                (tenant_id, conversation_id, turn),
+                (turn_key(conversation_id, turn), tenant_id, conversation_id, turn),
             ).fetchone()
             if row is None:
                 return None
@@ -174,7 +194,7 @@ class ConversationsView(ProjectionView):
             started_by=row["started_by"],
             turn=TurnEntry.from_row(row),
             retrieval=retrieval,
-            prompt=None if row["prompt"] is None else bytes(row["prompt"]),
+            prompt=self._opened_prompt(row),
             document_status={str(r["document_id"]): r["status"] for r in statuses},
         )
 
@@ -217,7 +237,7 @@ def quoted_passages(prompt: bytes) -> dict[int, str]:
 @dataclass(frozen=True)
 class Prompt:
     sha256: str
-    content: bytes  # JSON [{role, content}], exactly as sent
+    content: bytes | None  # JSON [{role, content}], exactly as sent; None once erased
     passages: list[dict[str, Any]]  # the chunks quoted in it (chunk_id, document_id, ...)
 
 

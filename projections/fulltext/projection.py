@@ -16,13 +16,17 @@ from psycopg.sql import SQL, Identifier
 from domain.content import decode_chunks
 from domain.document import Document
 from infra.blobs import BatchBlobs, BlobStore
+from infra.crypto import KeyErasedError, document_key
 from infra.envelope import Envelope
 from projections.base import (
     DocumentKey,
     OutOfOrderError,
     Projection,
+    confirm_erasure,
     document_metadata,
     handles,
+    restored_metadata,
+    restores_embedded,
     uploaded_metadata,
 )
 from projections.rows import PostgresRows, Rows, postgres
@@ -33,6 +37,7 @@ DOCUMENTS = "fulltext_documents"
 
 class FulltextProjection(Projection):
     name = "fulltext"
+    opens_sealed = True
     tables = {
         CHUNKS: ("tenant_id", "document_id", "chunk_index"),
         DOCUMENTS: ("tenant_id", "document_id"),
@@ -54,7 +59,11 @@ class FulltextProjection(Projection):
 
     def before_batch(self, rows: Rows, envelopes: Sequence[Envelope]) -> None:
         embedded = [e for e in envelopes if e.event_type == "Document.Embedded"]
-        self._blobs.prefetch([(e.tenant_id, e.data["chunks_sha256"]) for e in embedded])
+        indexed = embedded + [e for e in envelopes if restores_embedded(e)]
+        self._blobs.keys = self.keys
+        self._blobs.prefetch(
+            [(e.tenant_id, document_key(e.aggregate_id), e.data["chunks_sha256"]) for e in indexed]
+        )
         self._meta = document_metadata(
             postgres(rows).cursor,
             self.table(DOCUMENTS),
@@ -88,7 +97,26 @@ class FulltextProjection(Projection):
         meta = self._meta.get(key)
         if meta is None:
             raise OutOfOrderError(f"fulltext: Embedded before Uploaded for {key[1]}")
-        chunks = decode_chunks(self._blobs.get(envelope.tenant_id, envelope.data["chunks_sha256"]))
+        self._index(key, meta, envelope.data["chunks_sha256"])
+
+    @handles(Document.Restored)
+    def _restored(self, rows: Rows, envelope: Envelope) -> None:
+        """Out of the trash: its rows again, from the event and the chunks blob."""
+        data = envelope.data
+        key, meta = restored_metadata(envelope)
+        self._meta[key] = meta
+        postgres(rows).writes.add(
+            self._insert, (*key, meta["filename"], meta["media_type"], meta["uploaded_at"])
+        )
+        if restores_embedded(envelope):
+            self._index(key, meta, data["chunks_sha256"])
+
+    def _index(self, key: DocumentKey, meta: dict[str, Any], chunks_sha256: str) -> None:
+        try:
+            raw = self._blobs.get(key[0], document_key(key[1]), chunks_sha256)
+        except KeyErasedError:
+            return  # a replay of an erased document: its text is gone, and stays gone
+        chunks = decode_chunks(raw)
         self._rows.extend(
             (
                 *key,
@@ -105,8 +133,15 @@ class FulltextProjection(Projection):
 
     @handles(Document.Deleted)
     def _deleted(self, rows: Rows, envelope: Envelope) -> None:
+        self._drop(rows, envelope)
+
+    @handles(Document.Erased)
+    def _erased(self, rows: Rows, envelope: Envelope) -> None:
+        chunks, _ = self._drop(rows, envelope)
+        confirm_erasure(rows, self.name, envelope, {"chunks_deleted": chunks})
+
+    def _drop(self, rows: Rows, envelope: Envelope) -> tuple[int, int]:
+        self._meta.pop((envelope.tenant_id, UUID(envelope.aggregate_id)), None)
         self._flush(postgres(rows))  # what the batch queued so far goes first
-        for table in (CHUNKS, DOCUMENTS):
-            rows.delete(
-                table, {"tenant_id": envelope.tenant_id, "document_id": UUID(envelope.aggregate_id)}
-            )
+        key = {"tenant_id": envelope.tenant_id, "document_id": UUID(envelope.aggregate_id)}
+        return rows.delete(CHUNKS, key), rows.delete(DOCUMENTS, key)

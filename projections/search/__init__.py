@@ -19,8 +19,9 @@ from projections.slice import Parts, ReadModel
 
 def _build(parts: Parts, variant: str) -> SearchView:
     projection = SearchProjection(
-        parts.index, parts.blobs, parts.bm25, parts.index_spec, variant=variant
-    )
+        parts.index, parts.blobs, parts.bm25, parts.index_spec, variant=variant,
+        home=parts.index_home,
+    )  # fmt: skip
     return SearchView(parts.datastore, projection)
 
 

@@ -22,16 +22,20 @@ from psycopg.sql import SQL, Identifier
 from domain.content import decode_chunks
 from domain.document import Document
 from infra.blobs import BatchBlobs, BlobStore
+from infra.crypto import ERASED, KeyErasedError, document_key
 from infra.embedding import matrix_from_bytes
 from infra.envelope import Envelope
-from infra.index_home import IndexHolder
+from infra.index_home import IndexHolder, IndexHome, purge
 from infra.search_index import Bm25Encoder, ChunkPoint, IndexMismatchError, IndexSpec, point_id
 from projections.base import (
     DocumentKey,
     OutOfOrderError,
     Projection,
+    confirm_erasure,
     document_metadata,
     handles,
+    restored_metadata,
+    restores_embedded,
     uploaded_metadata,
 )
 from projections.rows import Rows, postgres
@@ -41,6 +45,7 @@ TABLE = "search_documents"
 
 class SearchProjection(Projection):
     name = "search"
+    opens_sealed = True
     tables = {TABLE: ("tenant_id", "document_id")}
 
     def __init__(
@@ -51,9 +56,11 @@ class SearchProjection(Projection):
         spec: IndexSpec,
         *,
         variant: str = "",
+        home: IndexHome | None = None,
     ) -> None:
         super().__init__(variant=variant)
         self.index = index
+        self.home = home
         self._blobs = BatchBlobs(blobs)
         self._pending: list[ChunkPoint] = []
         self._meta: dict[DocumentKey, dict[str, Any]] = {}
@@ -73,14 +80,25 @@ class SearchProjection(Projection):
         self._removed = SQL(
             "UPDATE {} SET status = 'deleted' WHERE tenant_id = %s AND document_id = %s"
         ).format(t)
+        self._restored_row = SQL(
+            "UPDATE {} SET status = 'uploaded' WHERE tenant_id = %s AND document_id = %s"
+        ).format(t)
+        self._erased_row = SQL(
+            "UPDATE {} SET status = 'erased', filename = %s, chunk_count = NULL"
+            " WHERE tenant_id = %s AND document_id = %s"
+        ).format(t)
+        self._erasures: list[Envelope] = []
 
     def before_batch(self, rows: Rows, envelopes: Sequence[Envelope]) -> None:
         self._pending = []
+        self._erasures = []
         embedded = [e for e in envelopes if e.event_type == "Document.Embedded"]
+        indexed = embedded + [e for e in envelopes if restores_embedded(e)]
+        self._blobs.keys = self.keys
         self._blobs.prefetch(
             [
-                (e.tenant_id, e.data[f])
-                for e in embedded
+                (e.tenant_id, document_key(e.aggregate_id), e.data[f])
+                for e in indexed
                 for f in ("chunks_sha256", "embeddings_sha256")
             ]
         )
@@ -89,9 +107,6 @@ class SearchProjection(Projection):
             self.table(TABLE),
             [(e.tenant_id, UUID(e.aggregate_id)) for e in embedded],
         )
-
-    def after_batch(self, rows: Rows) -> None:
-        self._flush()
 
     def _flush(self) -> None:
         """Send buffered points to the index: a few large upserts rather than one per document."""
@@ -119,8 +134,32 @@ class SearchProjection(Projection):
         meta = self._meta.get(key)
         if meta is None:
             raise OutOfOrderError(f"search: Embedded before Uploaded for {envelope.aggregate_id}")
-        chunks = decode_chunks(self._blobs.get(envelope.tenant_id, data["chunks_sha256"]))
-        matrix = matrix_from_bytes(self._blobs.get(envelope.tenant_id, data["embeddings_sha256"]))
+        self._index(rows, envelope, meta)
+
+    @handles(Document.Restored)
+    def _restored(self, rows: Rows, envelope: Envelope) -> None:
+        """Out of the trash: its points again, from the blobs its event names."""
+        key, meta = restored_metadata(envelope)
+        self._meta[key] = meta
+        postgres(rows).writes.add(self._insert, (*key, meta["filename"], meta["media_type"],
+                                                 meta["uploaded_at"]))  # fmt: skip
+        postgres(rows).writes.add(self._restored_row, (*key,))
+        if restores_embedded(envelope):
+            self._index(rows, envelope, meta)
+
+    def _index(self, rows: Rows, envelope: Envelope, meta: dict[str, Any]) -> None:
+        data = envelope.data
+        key = (envelope.tenant_id, UUID(envelope.aggregate_id))
+        blob_key = document_key(envelope.aggregate_id)
+        try:
+            chunks = decode_chunks(
+                self._blobs.get(envelope.tenant_id, blob_key, data["chunks_sha256"])
+            )
+            matrix = matrix_from_bytes(
+                self._blobs.get(envelope.tenant_id, blob_key, data["embeddings_sha256"])
+            )
+        except KeyErasedError:
+            return  # a replay of an erased document: nothing of it is indexed again
         if len(chunks) != matrix.shape[0]:
             raise ValueError(f"{len(chunks)} chunks but {matrix.shape[0]} vectors")
         uploaded_at: datetime = meta["uploaded_at"]
@@ -150,3 +189,23 @@ class SearchProjection(Projection):
         self._flush()  # a delete must follow the upserts queued before it
         self.index.current.delete_document(envelope.tenant_id, envelope.aggregate_id)
         postgres(rows).writes.add(self._removed, (envelope.tenant_id, UUID(envelope.aggregate_id)))
+
+    @handles(Document.Erased)
+    def _erased(self, rows: Rows, envelope: Envelope) -> None:
+        """Points deleted at once; then, before the batch commits, the index is rewritten
+        (``purge``) so that no segment or log of it keeps a copy of their payloads."""
+        self._flush()
+        self.index.current.delete_document(envelope.tenant_id, envelope.aggregate_id)
+        postgres(rows).writes.add(
+            self._erased_row, (ERASED, envelope.tenant_id, UUID(envelope.aggregate_id))
+        )
+        self._erasures.append(envelope)
+
+    def after_batch(self, rows: Rows) -> None:
+        self._flush()
+        erasures, self._erasures = self._erasures, []
+        if erasures:
+            assert self.home is not None, "a search read model that erases needs its IndexHome"
+            detail = purge(self.home, self.index, live=not self.variant)
+            for envelope in erasures:
+                confirm_erasure(rows, self.name, envelope, detail)

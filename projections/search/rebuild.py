@@ -22,6 +22,7 @@ from infra.envelope import Envelope
 from infra.index_home import (
     IndexHolder,
     optimize_elsewhere,
+    remove_index,
     replace_tenant_points,
     same_points,
 )
@@ -35,6 +36,7 @@ def rebuild_search(run: Rebuild) -> None:
     status = run.status
     prepare_tables(run)
     shadow_index, dispose = parts.index_home.new_index(whole=run.tenant is None)
+    first = shadow_index
     holder = IndexHolder(lambda: shadow_index)
     shadow = shadow_view(run, replace(parts, index=holder))
     switched = False
@@ -48,6 +50,8 @@ def rebuild_search(run: Rebuild) -> None:
         status.state, status.projection, status.chunks = "building", "search", 0
         with phase(status, "search.replay"):
             replay(run, shadow, count_chunks)
+        # An erasure replayed into the copy rewrote it (``purge``): the holder has the one.
+        shadow_index = holder.current
         if run.tenant is None and isinstance(shadow_index, EdgeSearchIndex):
             status.state = "optimizing"
             with phase(status, "search.optimize"):
@@ -59,7 +63,8 @@ def rebuild_search(run: Rebuild) -> None:
                 points_match = same_points(parts.index.current, shadow_index, run.tenant)
 
         def move_points(curs: Cursor[DictRow]) -> None:
-            nonlocal switched
+            nonlocal switched, shadow_index
+            shadow_index = holder.current  # an erasure caught up on rewrote it again
             if run.tenant is None:
                 parts.index_home.switch(parts.index, shadow_index)
                 switched = True
@@ -73,3 +78,5 @@ def rebuild_search(run: Rebuild) -> None:
     finally:
         if not switched:
             dispose()
+            if holder.is_open and holder.current is not first:  # purged, then failed
+                remove_index(parts.index_home, holder.current)

@@ -5,7 +5,8 @@ on Monday) and the dimensions ``key``, ``user``, ``model``, ``provider`` and
 ``document``. Every figure but the latency percentiles is a sum over the rows of
 the group, so summing a figure over the groups of any grouping gives the total
 (the grouping by nothing). A row a dimension does not apply to (a search has no
-model; an answer has no document; a key's request has no user) falls in that
+model; an answer has no document; a key's request has no user: a user is a person
+signed in, or an external issuer's subject) falls in that
 dimension's ``None`` group rather than out of the sums.
 
 Cost appears twice: as charged (the figure recorded on each answer when it was
@@ -43,7 +44,7 @@ _EXPRESSIONS = {
     "week": "(date_trunc('week', f.occurred_at AT TIME ZONE 'UTC'))::date",
     "month": "(date_trunc('month', f.occurred_at AT TIME ZONE 'UTC'))::date",
     "key": "CASE WHEN f.actor LIKE 'key:%%' THEN f.actor END",
-    "user": "CASE WHEN f.actor LIKE 'jwt:%%' THEN f.actor END",
+    "user": "CASE WHEN f.actor LIKE 'user:%%' OR f.actor LIKE 'jwt:%%' THEN f.actor END",
     "model": "f.model",
     "provider": "f.provider",
     "document": "f.document_id::text",
@@ -55,7 +56,7 @@ _DAILY = {
     "week": "(date_trunc('week', f.day))::date",
     "month": "(date_trunc('month', f.day))::date",
     "key": "CASE WHEN f.actor LIKE 'key:%%' THEN f.actor END",
-    "user": "CASE WHEN f.actor LIKE 'jwt:%%' THEN f.actor END",
+    "user": "CASE WHEN f.actor LIKE 'user:%%' OR f.actor LIKE 'jwt:%%' THEN f.actor END",
     "model": "NULLIF(f.model, '')",
     "provider": "NULLIF(f.provider, '')",
     "document": "NULLIF(f.document_id, '')",

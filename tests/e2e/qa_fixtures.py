@@ -3,17 +3,31 @@ local OpenAI-protocol server for models named ``test-*``; two documents indexed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from config.settings import Settings
+from infra.crypto import turn_key
 from infra.embedding import SentenceTransformerEmbedder
 from tests.fakes.llm_servers import FakeServer, start
 from tests.harness import RunningSystem
 
 NICS = "nics-background-checks-2015-11.pdf"
+
+
+def stored_prompt(system: RunningSystem, conversation_id: str, turn: int, sha256: str) -> Any:
+    """The prompt a turn's model was given, from the blob store, opened with the turn's key."""
+    key = system.container.keys.get(turn_key(conversation_id, turn))
+    return json.loads(system.container.blobs.get(system.tenant_id, sha256, key))
+
+
+def opened(system: RunningSystem, value: Any) -> Any:
+    """An event field as written (sealed values opened with their keys)."""
+    return system.container.keys.opener().deep(value)
 
 
 @pytest.fixture(scope="module")

@@ -361,3 +361,23 @@ def test_the_catalog_as_it_stood_at_a_time(system: RunningSystem) -> None:
     assert one_then.status_code == 200 and one_then.json()["status"] == "embedded"
     assert_error(not_yet, 404, "document_not_found")
     assert_error(bad, 422, "invalid_request")
+
+
+def test_an_auditor_verifies_the_tenants_chains_over_http(
+    system: RunningSystem, trail: dict[str, Any]
+) -> None:
+    _, key = system.container.access.issue_api_key(
+        tenant_id=system.tenant_id, actor="test", name="verifier", role=Role.AUDITOR
+    )
+    with system.client(key) as auditor:
+        checked = auditor.get("/v1/audit/verification")
+    assert checked.status_code == 200, checked.text
+    report = checked.json()
+    assert report["ok"] is True and report["findings"] == [] and report["entries"] > 5
+    assert report["tenant_id"] == system.tenant_id and report["unreadable_checkpoints"] == []
+    _, viewer = system.container.access.issue_api_key(
+        tenant_id=system.tenant_id, actor="test", name="not an auditor", role=Role.VIEWER
+    )
+    with system.client(viewer) as client:
+        assert client.get("/v1/audit/verification").status_code == 403
+    assert trail["document"]

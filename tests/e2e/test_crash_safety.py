@@ -10,10 +10,6 @@ twice or out of order.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -26,55 +22,9 @@ import pytest
 from config.settings import Settings
 from infra.envelope import Envelope
 from tests.harness import RunningSystem
+from tests.roles import Role, role_env
 
 pytestmark = pytest.mark.timeout(900)
-
-
-class Role:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logs: Path) -> None:
-        self.name = name
-        self.args = args
-        self.env = env
-        self.logs = logs
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> Role:
-        self.starts += 1
-        with (self.logs / f"{self.name}-{self.starts}.log").open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "config.cli", *self.args],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return self
-
-    def log_text(self) -> str:
-        return (self.logs / f"{self.name}-{self.starts}.log").read_text(errors="replace")
-
-    def wait_for_log(self, needle: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log_text():
-                return
-            assert self.process is not None and self.process.poll() is None, self.log_text()[-3000:]
-            time.sleep(0.2)
-        raise AssertionError(f"{self.name}: no {needle!r} in log:\n{self.log_text()[-3000:]}")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -88,16 +38,9 @@ def roles(
 ) -> Iterator[dict[str, Role]]:
     logs = tmp_path_factory.mktemp("role-logs")
     env = {
-        **os.environ,
-        "KF_DATABASE_URL": settings.database.url,
-        "KF_NATS_URL": settings.nats.url,
-        "KF_DATA_DIR": str(settings.data_dir),
-        "KF__NATS__STREAM": settings.nats.stream,
-        "KF__NATS__SUBJECT_PREFIX": settings.nats.subject_prefix,
+        **role_env(settings),
         "KF__INGEST__ACK_WAIT_S": "10",
         "KF__INGEST__PARSE_TIMEOUT_S": "8",
-        "KF__INGEST__TORCH_THREADS": "1",
-        "KF_LOG_LEVEL": "info",
     }
     started = {
         "relay": Role("relay", ["relay"], env, logs),

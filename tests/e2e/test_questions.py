@@ -20,7 +20,7 @@ from commands.answering import Answerer, AnswerLimits, Question, QuestionRefused
 from config.llm import build_llm
 from config.root import SearchPassages
 from domain.access import Principal, Role
-from tests.e2e.qa_fixtures import NICS, corpus, llm_server, system
+from tests.e2e.qa_fixtures import NICS, corpus, llm_server, stored_prompt, system
 from tests.fakes.llm_servers import ANSWER_WORDS, FakeServer
 from tests.harness import RunningSystem
 from tests.http import assert_error
@@ -267,7 +267,7 @@ def test_transcripts_show_every_turn_with_citations_usage_and_the_exact_prompt(
         assert turn["prompt_template"] == "kf-answer-v1" and turn["failure"] is None
     assert [t["history_turns"] for t in turns] == [0, 1]
     # The exact messages the model was given, byte for byte, from the blob store.
-    prompt = json.loads(system.container.blobs.get(system.tenant_id, turns[1]["prompt_sha256"]))
+    prompt = stored_prompt(system, conversation, 2, turns[1]["prompt_sha256"])
     assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"]
     assert prompt[1]["content"] == "How much sun do tomatoes need?"
     assert prompt[2]["content"] == first["answer"]
@@ -295,7 +295,7 @@ def test_admins_read_back_the_exact_prompt_of_a_turn(
     assert response.status_code == 200, response.text
     prompt = response.json()
     assert prompt["sha256"] == sha and prompt["turn"] == 1
-    stored = json.loads(system.container.blobs.get(system.tenant_id, sha))
+    stored = stored_prompt(system, conversation, 1, sha)
     assert prompt["messages"] == stored
     assert (
         hashlib.sha256(
@@ -422,7 +422,6 @@ def _rejecting_answerer(system: RunningSystem) -> Answerer:
     return Answerer(
         c.conversations,
         SearchPassages(c.search_service(), c.search_view, c.settings.search),
-        c.blobs,
         build_llm(c.settings.llm, c.bm25.terms),
         AnswerLimits(
             injection_policy="reject", injection_patterns=tuple(c.settings.qa.injection_patterns)
@@ -490,7 +489,7 @@ def test_a_turns_provenance_shows_what_the_model_was_given_and_what_holds_now(
     assert then["mode"] == "hybrid" and then["k"] == 5 and "rrf_k" in then["settings"]
     assert 0 < then["positions"]["documents"] <= body["searched_now_at"]["documents"]
     # Every passage of the prompt, as given, with what the answer cited.
-    prompt = json.loads(system.container.blobs.get(system.tenant_id, body["prompt_sha256"]))
+    prompt = stored_prompt(system, conversation, 1, body["prompt_sha256"])
     passages = body["passages"]
     assert [p["n"] for p in passages] == list(range(1, len(passages) + 1))
     assert {p["n"] for p in passages if p["cited"]} == {c["n"] for c in first["citations"]}

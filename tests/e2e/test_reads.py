@@ -144,8 +144,9 @@ def test_a_download_is_the_file_as_uploaded_and_is_recorded(
     assert got.content == f"# Birds\n\nThe {NEEDLE} hovers over the ridge.".encode()
     assert got.headers["content-type"].startswith("text/markdown")
     assert got.headers["content-disposition"] == (
-        "attachment; filename=\"birds.md\"; filename*=UTF-8''birds.md"
+        "inline; filename=\"birds.md\"; filename*=UTF-8''birds.md"
     )
+    assert got.headers["content-security-policy"].startswith("sandbox")
     assert got.headers["x-content-type-options"] == "nosniff"
     assert got.headers["etag"].strip('"') == hashlib.sha256(got.content).hexdigest()
     assert_error(missing, 404, "document_not_found")
@@ -164,7 +165,7 @@ def test_a_download_is_the_file_as_uploaded_and_is_recorded(
             "/v1/documents", files={"file": ("über «x».txt", b"short lived", "text/plain")}
         ).json()
         system.wait_final(admin, [other["id"]])
-        named = admin.get(f"/v1/documents/{other['id']}/content")
+        named = admin.get(f"/v1/documents/{other['id']}/content", params={"download": "true"})
         assert named.headers["content-disposition"] == (
             "attachment; filename=\"_ber _x_.txt\"; filename*=UTF-8''%C3%BCber%20%C2%ABx%C2%BB.txt"
         )

@@ -134,6 +134,19 @@ def test_first_start_prints_url_and_an_admin_key_kept_in_an_owner_only_file(
     assert key in serve.output()
     response = httpx.get(f"{serve.url}/v1/documents", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 200 and response.json()["items"] == []
+    # Beside the key, a one-time link for the first admin to choose a password.
+    (link,) = re.findall(r"http://\S+/ui/set-password#token=kfl_\S+", serve.output())
+    assert "Set the password of admin@localhost (admin)" in serve.output()
+    token = link.split("#token=")[1]
+    password = "the first operator's long phrase"
+    chosen = httpx.post(
+        f"{serve.url}/v1/auth/password", json={"token": token, "password": password}
+    )
+    assert chosen.status_code == 200 and chosen.json()["user"]["role"] == "admin", chosen.text
+    signed = httpx.post(
+        f"{serve.url}/v1/auth/login", json={"email": "admin@localhost", "password": password}
+    )
+    assert signed.status_code == 200 and "kf_session" in signed.cookies
 
 
 def test_upload_reaches_embedded_through_the_embedded_servers(serve: Serve, data_dir: Path) -> None:
@@ -243,6 +256,8 @@ def test_stop_is_clean_and_a_restart_keeps_everything(serve: Serve, data_dir: Pa
     again = Serve(data_dir, data_dir.parent / "serve-2.log", _config(data_dir))
     try:
         assert "Admin API key:                in" in again.output()
+        assert "as admin@localhost" in again.output()  # the password was set: no new link
+        assert "set-password" not in again.output()
         key = (data_dir / "admin-key").read_text().strip()
         listed = httpx.get(
             f"{again.url}/v1/documents", headers={"Authorization": f"Bearer {key}"}

@@ -51,8 +51,15 @@ def test_upload_writes_blob_then_event(container: Container) -> None:
     result = _upload(container.documents, tenant, b"hello world")
     assert result.changed
     assert result.position >= 1
-    assert container.blobs.get(tenant, sha256_hex(b"hello world")) == b"hello world"
+    key = container.documents.data_key(result.id)
+    assert key is not None
+    assert container.blobs.get(tenant, sha256_hex(b"hello world"), key) == b"hello world"
+    # Sealed at rest: the stored row is not the bytes, and no other key opens it.
+    raw = container.blobs.get_many([(tenant, key.key_id, sha256_hex(b"hello world"))])
+    assert b"hello world" not in next(iter(raw.values()))
     document = container.documents.get_document(tenant, result.id)
+    assert document.filename.startswith("kfsealed:1:document:")  # the name, sealed
+    assert key.open_text(document.filename) == "a.txt"
     assert document.media_type == "text/plain"
     assert document.size_bytes == 11
 

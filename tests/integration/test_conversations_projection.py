@@ -51,7 +51,7 @@ def container(make_container: Callable[..., Container]) -> Iterator[Container]:
         for turn in (1, 2):
             app.ask(
                 app.get_conversation(TENANT, conversation), actor=f"key:{i}",
-                question=f"q{i}.{turn}", prompt_sha256="ab" * 32, **question,
+                question=f"q{i}.{turn}", prompt=b"[]", quotes=[], **question,
             )  # fmt: skip
             if (i + turn) % 3 == 0:
                 app.record_failure(
@@ -65,7 +65,7 @@ def container(make_container: Callable[..., Container]) -> Iterator[Container]:
                 )  # fmt: skip
     app.start_and_ask(
         tenant_id=TENANT, actor="key:chat", title="chat", origin="chat_completions",
-        question="pending?", prompt_sha256=None, **question,
+        question="pending?", prompt=b"[]", quotes=[], **question,
     )  # fmt: skip
     yield built
 

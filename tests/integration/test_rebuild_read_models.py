@@ -42,6 +42,7 @@ def container(
             tenant_id=tenant, actor="cli", name=f"robot {n}", role=Role.EDITOR
         )
         actor = f"key:{key.id}"
+        ids: list[uuid.UUID] = []
         for i in range(3):
             uploaded = built.documents.upload_document(
                 tenant_id=tenant,
@@ -58,13 +59,56 @@ def container(
                 built.documents.delete_document(
                     tenant_id=tenant, actor=actor, document_id=ref.document_id
                 )
+            ids.append(ref.document_id)
         conversations = built.conversations
         started = conversations.start_conversation(tenant_id=tenant, actor=actor, title="q")
-        conversations.ask(
+        conversation, turn, _ = conversations.ask(
             conversations.get_conversation(tenant, started.id), actor=actor,
             question="where are the kestrels?", model="extractive", mode="hybrid", k=5,
-            flags=[], prompt_sha256=None, history_turns=0,
+            flags=[], history_turns=0, prompt=b"[]", quotes=[str(ids[0])],
         )  # fmt: skip
+        conversations.record_answer(
+            tenant_id=tenant, conversation_id=conversation.id, turn=turn, actor="system",
+            answer="Kestrels [1]", prompt_template="kf-answer-v1", provider="extractive",
+            model="extractive", parameters={}, usage={"input_tokens": 1, "output_tokens": 1},
+            cost_usd="0", latency_ms=1.0, attempts=["extractive"],
+            citations=[{"n": 1, "document_id": str(ids[0]), "filename": "a.md", "chunk_index": 0}],
+            retrieval={"query": "where are the kestrels?", "passages": [
+                {"n": 1, "document_id": str(ids[0]), "filename": "a.md", "chunk_index": 0}
+            ]},
+        )  # fmt: skip
+        # The trash, legal hold and erasure, in both tenants: a rebuild after them must
+        # come out exactly as the read models that lived through them.
+        documents = built.documents
+        documents.restore_document(tenant_id=tenant, actor=actor, document_id=ids[2])
+        documents.hold_document(tenant_id=tenant, actor=actor, document_id=ids[1], reason="case")
+        documents.erase_document(tenant_id=tenant, actor=actor, document_id=ids[0])
+        if n:
+            conversations.erase_conversation(
+                tenant_id=tenant, actor=actor, conversation_id=conversation.id
+            )
+        # A failed document sent through its stage again, and dead letters parked,
+        # retried, parked again and dropped (or resolved).
+        blank = documents.upload_document(
+            tenant_id=tenant, actor=actor, filename="blank.txt", declared_type=None,
+            content=f"   \n{' ' * n}\n".encode(),
+        )  # fmt: skip
+        stages.parse(DocumentRef(tenant, blank.id))
+        documents.retry_document(tenant_id=tenant, actor=actor, document_id=blank.id)
+        letters = built.dead_letters
+        letter = dict(
+            tenant_id=tenant, component="projection:catalog", subject=f"documents:{n + 1}",
+            context="documents", position=n + 1, event_type="Document.Uploaded",
+            aggregate_id=str(ids[1]), attempts=5, error="RuntimeError: simulated",
+        )  # fmt: skip
+        parked = letters.park(**letter)  # type: ignore[arg-type]
+        letters.retry(tenant_id=tenant, letter_id=parked, actor=actor, reason="fixed")
+        letters.park(**letter)  # type: ignore[arg-type]
+        if n:
+            letters.drop(tenant_id=tenant, letter_id=parked, actor=actor, reason="bad data")
+        else:
+            letters.retry(tenant_id=tenant, letter_id=parked, actor=actor)
+            letters.resolve(parked, "projection:catalog")
         if n:
             built.access.revoke_api_key(tenant_id=tenant, actor=actor, key_id=key.id)
     # As the live projectors see them: every context interleaved in the order written.

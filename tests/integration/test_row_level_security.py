@@ -33,6 +33,10 @@ def reads(owner_url: str) -> Iterator[TenantReads]:
     made.close()
 
 
+# Tables the query API's role is granted nothing on: the wrapped data keys.
+OWNER_ONLY = {"data_keys"}
+
+
 def _tenant_tables(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
     rows = conn.execute(
         "SELECT c.table_name FROM information_schema.columns c"
@@ -71,7 +75,7 @@ def _fill(conn: psycopg.Connection[tuple[object, ...]], table: str) -> None:
                 values.append(tenant)
             elif data_type == "uuid":
                 values.append(str(uuid.uuid4()))
-            elif name in {"sha256", "content_sha256"}:
+            elif name in {"sha256", "content_sha256", "key_id"}:
                 values.append(uuid.uuid4().hex)
             elif data_type in ("bigint", "integer"):
                 values.append(n)  # distinct per tenant: some tables have unique positions
@@ -105,7 +109,11 @@ def test_a_query_without_a_tenant_condition_sees_only_the_callers_rows(
         tables = _tenant_tables(conn)
         for table in tables:
             _fill(conn, table)
-    for table in tables:
+    for table in OWNER_ONLY:  # the reader may not read these at all, for any tenant
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), reads.scoped(TENANT_A) as conn:
+            conn.execute(query)
+    for table in set(tables) - OWNER_ONLY:
         query = sql.SQL("SELECT DISTINCT tenant_id FROM {}").format(sql.Identifier(table))
         for tenant in (TENANT_A, TENANT_B):
             with reads.scoped(tenant) as conn:

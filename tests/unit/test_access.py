@@ -158,3 +158,60 @@ def test_a_key_acts_as_its_principal() -> None:
     external = Principal(tenant_id="t", role=Role.VIEWER, subject="idp#alice", via="external")
     assert external.actor == "jwt:idp#alice"
     assert Principal(tenant_id="t", role=Role.VIEWER, key_id=uuid4()).actor.startswith("key:")
+
+
+# ------------------------------------------------------------------ people
+
+
+def test_addresses_are_normalised_and_implausible_ones_refused() -> None:
+    from domain.access import InvalidEmailError, User, normalise_email
+
+    assert normalise_email("  Ada.Lovelace@Example.ORG ") == "ada.lovelace@example.org"
+    assert User.id_for("ADA@example.org") == User.id_for("ada@example.org")
+    for bad in ("", "ada", "ada@", "@example.org", "a b@example.org", "ada@@x.org", "a@\x00x"):
+        with pytest.raises(InvalidEmailError):
+            normalise_email(bad)
+
+
+def test_weak_passwords_are_refused_with_a_reason() -> None:
+    from domain.access import password_weakness
+
+    email = "ada.lovelace@example.org"
+    assert password_weakness("a long walk by the river", email) is None
+    assert "at least" in (password_weakness("short", email) or "")
+    assert "guess" in (password_weakness("password123", email) or "")
+    assert "guess" in (password_weakness("aaaaaaaaaaaaaaa", email) or "")
+    assert "e-mail" in (password_weakness("my ada.lovelace pass", email) or "")
+
+
+def test_a_link_works_once_until_it_expires_and_a_new_one_replaces_it() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from domain.access import InvalidLinkError, LinkToken, Role, User
+
+    now = datetime.now(UTC)
+    email = "grace@example.org"
+    first = LinkToken.new(User.id_for(email))
+    user = User.invite(
+        email=email,
+        tenant_id="t",
+        actor="test",
+        role=Role.VIEWER,
+        link=first,
+        link_expires_at=now + timedelta(days=1),
+    )
+    assert LinkToken.parse(first.render()) == first
+    user.check_link(first, now)
+    with pytest.raises(InvalidLinkError, match="expired"):
+        user.check_link(first, now + timedelta(days=2))
+    second = LinkToken.new(user.id)
+    user.issue_link(link=second, expires_at=now + timedelta(days=1), actor="admin")
+    with pytest.raises(InvalidLinkError):
+        user.check_link(first, now)
+    user.check_link(second, now)
+    user.set_password(password_hash="$argon2id$...", actor=f"user:{user.id}")
+    with pytest.raises(InvalidLinkError):  # spent
+        user.check_link(second, now)
+    assert user.status.value == "active"
+    assert user.disable(actor="admin") and not user.disable(actor="admin")
+    assert user.status.value == "disabled"

@@ -152,3 +152,17 @@ def test_the_grafana_dashboard_is_valid_and_queries_only_metrics_the_app_exports
             used = set(re.findall(r"\bkf_[a-z_]+", target["expr"]))
             assert used and used <= exported, (panel["title"], used - exported)
     assert len({p["id"] for p in panels}) == len(panels)
+
+
+def test_every_alert_rule_queries_only_metrics_the_app_exports() -> None:
+    import re
+
+    import yaml
+
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "rules.yaml").read_text())
+    alerts = {r["alert"]: r for group in rules["groups"] for r in group["rules"]}
+    assert {"KfDependencyDown", "KfDeadLetters", "KfProjectionStopped"} <= set(alerts)
+    exported = _exported_series()
+    for name, rule in alerts.items():
+        used = set(re.findall(r"\bkf_[a-z_]+", rule["expr"]))
+        assert used and used <= exported, (name, used - exported)

@@ -135,7 +135,9 @@ def test_every_read_model_declares_what_it_follows_writes_and_serves() -> None:
         assert set(model.events) <= known, model.name
         assert by_name(model.name) is model
     served = {model.name for model in READ_MODELS if model.router is not None}
-    assert served == {"catalog", "search", "keys", "conversations", "audit", "readers", "usage"}
+    assert served == {
+        "catalog", "search", "keys", "conversations", "audit", "readers", "usage", "dead_letters"
+    }  # fmt: skip
     with pytest.raises(KeyError, match="known: catalog"):
         by_name("nothing")
 
@@ -144,16 +146,58 @@ def test_the_contexts_name_exactly_the_events_their_aggregates_record() -> None:
     assert {c: sorted(e) for c, e in EVENTS.items()} == {
         "documents": sorted(
             f"Document.{n}"
-            for n in ("Uploaded", "Parsed", "Chunked", "Embedded", "Failed", "Deleted")
+            for n in (
+                "Uploaded",
+                "Parsed",
+                "Chunked",
+                "Embedded",
+                "Failed",
+                "Deleted",
+                "Restored",
+                "Retried",
+                "Held",
+                "Released",
+                "Erased",
+            )
         ),
-        "access": ["ApiKey.Issued", "ApiKey.Revoked", "Tenant.Created"],
+        "access": sorted(
+            [
+                "ApiKey.Issued",
+                "ApiKey.Revoked",
+                "Tenant.Created",
+                *(
+                    f"User.{n}"
+                    for n in (
+                        "Invited",
+                        "LinkIssued",
+                        "PasswordSet",
+                        "RoleChanged",
+                        "Disabled",
+                        "Enabled",
+                    )
+                ),
+                "Session.Started",
+                "Session.Ended",
+            ]
+        ),
         "conversations": [
             "Conversation.AnswerFailed",
             "Conversation.AnswerGenerated",
+            "Conversation.Erased",
             "Conversation.QuestionAsked",
             "Conversation.Started",
         ],
-        "activity": ["Read.Recorded", "Refusal.Recorded", "Retention.Applied"],
+        "activity": sorted(
+            [
+                "Read.Recorded",
+                "Refusal.Recorded",
+                "Retention.Applied",
+                *(
+                    f"DeadLetter.{n}"
+                    for n in ("Parked", "Reparked", "RetryRequested", "Resolved", "Dropped")
+                ),
+            ]
+        ),
         "usage": sorted(
             [
                 "PriceBook.Opened",

@@ -146,3 +146,61 @@ def test_kf_serve_refuses_to_start_in_production_with_a_short_secret(tmp_path: P
     assert "refusing to start" in done.stderr and "shorter than 32 bytes" in done.stderr
     assert "too-short" not in done.stderr  # the secret itself is never printed
     assert not (tmp_path / "postgres").exists()  # nothing was started
+
+
+def _session(service: TokenService, ttl_s: int = 600, not_after: datetime | None = None) -> str:
+    return service.issue_session(
+        tenant_id=str(uuid.uuid4()),
+        user_id=uuid.uuid4(),
+        session_id=uuid.uuid4(),
+        csrf="csrf-secret",
+        ttl_s=ttl_s,
+        not_after=not_after or datetime.now(UTC) + timedelta(hours=1),
+    ).token
+
+
+def test_a_session_token_is_not_a_bearer_token_and_a_bearer_token_is_not_a_session(
+    tmp_path: Path,
+) -> None:
+    service = _service(tmp_path, production=False)
+    session = _session(service)
+    assert service.verify_session(session).csrf == "csrf-secret"
+    with pytest.raises(AuthenticationFailed) as refused:
+        service.verify(session)
+    assert refused.value.reason == "wrong_audience"
+    with pytest.raises(AuthenticationFailed) as refused:
+        service.verify_session(_issue(service))
+    assert refused.value.reason == "invalid_session"
+
+
+def test_a_session_token_never_outlives_its_session_and_expires(tmp_path: Path) -> None:
+    service = _service(tmp_path, production=False, leeway_s=0)
+    end = datetime.now(UTC) + timedelta(seconds=90)
+    claims = service.verify_session(_session(service, ttl_s=3600, not_after=end))
+    assert claims.expires_at <= end
+    expired = _session(service, not_after=datetime.now(UTC) - timedelta(seconds=5))
+    with pytest.raises(AuthenticationFailed) as refused:
+        service.verify_session(expired)
+    assert refused.value.reason == "session_expired"
+
+
+def test_a_session_token_with_a_changed_claim_is_refused(tmp_path: Path) -> None:
+    service = _service(tmp_path, production=False)
+    header, payload, signature = _session(service).split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["kf_csrf"] = "chosen-by-an-attacker"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(AuthenticationFailed) as refused:
+        service.verify_session(f"{header}.{forged}.{signature}")
+    assert refused.value.reason == "invalid_session"
+
+
+def test_session_cookies_are_http_only_lax_and_secure_in_production() -> None:
+    from infra.web import cleared_session_cookies, session_cookies
+
+    session, csrf = session_cookies("tok", "c", max_age_s=60, secure=True)
+    assert session == "kf_session=tok; Path=/; Max-Age=60; SameSite=Lax; Secure; HttpOnly"
+    assert csrf == "kf_csrf=c; Path=/; Max-Age=60; SameSite=Lax; Secure"
+    development, _ = session_cookies("tok", "c", max_age_s=60, secure=False)
+    assert "Secure" not in development
+    assert all("Max-Age=0" in c for c in cleared_session_cookies(secure=False))
