@@ -611,3 +611,70 @@ def test_a_conversation_deleted_from_the_sidebar_is_gone(
     assert turn["question"] == turn["answer"] == "[erased]", turn
     assert transcript["erased_at"] and transcript["title"] == "[erased]", transcript
     assert match[1] not in {c["id"] for c in listed}
+
+
+# ------------------------------------------------------- delete and filters
+
+PUFFIN = "puffin-count.md"
+PUFFIN_TEXT = "# Puffins\n\nOn the Shiants the puffin burrows numbered 62,000 this spring.\n"
+
+
+def test_the_library_filters_by_name_and_status_and_a_delete_is_confirmed_first(
+    library: Library, new_context: ContextFactory, tmp_path: Path
+) -> None:
+    source = tmp_path / PUFFIN
+    source.write_text(PUFFIN_TEXT)
+    with library.system.client() as client:
+        puffin = library.system.upload(client, source)
+        final = library.system.wait_final(client, [puffin["id"]], timeout=120)
+    assert final[puffin["id"]]["status"] == "embedded", final
+    context = new_context(viewport=DESKTOP, base_url=library.base)
+    sign_in(context, library.base, EDITOR)
+    page = context.new_page()
+    page.goto("/ui/documents")
+    settled(page)
+    rows = page.get_by_role("table").get_by_role("row")
+    expect(rows.filter(has_text=PDF)).to_have_count(1)
+
+    # The name filter narrows the list as one types, whatever the case.
+    page.get_by_label("Filter by name").fill("PUFFIN")
+    expect(rows.filter(has_text=PUFFIN)).to_have_count(1)
+    expect(rows.filter(has_text=PDF)).to_have_count(0)
+    page.get_by_label("Filter by name").fill("no such file anywhere")
+    expect(page.get_by_text("No document matches")).to_be_visible()
+    page.get_by_label("Filter by name").fill("")
+    # The status filter asks the API for that status only.
+    page.get_by_label("Filter by status").select_option("failed")
+    settled(page)
+    expect(rows.filter(has_text=PUFFIN)).to_have_count(0)
+    page.get_by_label("Filter by status").select_option("embedded")
+    settled(page)
+    expect(rows.filter(has_text=PUFFIN)).to_have_count(1)
+    expect(rows.filter(has_text=PDF)).to_have_count(1)
+
+    # Delete asks first; Cancel keeps the document.
+    row = rows.filter(has_text=PUFFIN)
+    row.get_by_role("button", name=f"Delete {PUFFIN}").click()
+    dialog = page.get_by_role("dialog", name="Delete document?")
+    expect(dialog).to_contain_text(PUFFIN)
+    expect(dialog).to_contain_text("can restore it from the trash")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    expect(row).to_have_count(1)
+    with library.system.client() as client:
+        assert client.get(f"/v1/documents/{puffin['id']}").json()["status"] == "embedded"
+
+    # Confirmed, it leaves the library at once and waits in the trash.
+    row.get_by_role("button", name=f"Delete {PUFFIN}").click()
+    dialog.get_by_role("button", name="Delete").click()
+    expect(dialog).to_be_hidden()
+    expect(row).to_have_count(0)
+    expect(page.get_by_role("status").filter(has_text=f"{PUFFIN} deleted.")).to_have_count(1)
+    page.get_by_label("Filter by status").select_option("deleted")
+    settled(page)
+    trashed = rows.filter(has_text=PUFFIN)
+    expect(trashed).to_contain_text("deleted")
+    expect(trashed.get_by_role("button", name=f"Delete {PUFFIN}")).to_have_count(0)
+    expect(rows.filter(has_text=PDF)).to_have_count(0)
+    with library.system.client() as client:
+        assert client.get(f"/v1/documents/{puffin['id']}").json()["status"] == "deleted"
