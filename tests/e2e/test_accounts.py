@@ -470,7 +470,7 @@ def test_an_admin_sees_the_workers_listening_and_their_work(system: RunningSyste
     assert set(by_name) == {
         f"worker-{stage}{suffix}"
         for stage in ("parse", "chunk", "embed")
-        for suffix in ("", "-restored")
+        for suffix in ("", "-restored", "-retried")
     }
     parse = by_name["worker-parse"]
     assert parse["exists"] and parse["waiting_pulls"] >= 1 and parse["last_active"]
