@@ -18,7 +18,7 @@ from eventsourcing.application import AggregateNotFoundError
 from commands.activity import ActivityApp
 from commands.base import CommandResult
 from commands.documents import DocumentsApp
-from domain.activity import DeadLetter, DeadLetterState
+from domain.activity import DeadLetter, DeadLetterState, ParkedMessage
 from domain.document import DocumentNotFailedError
 from domain.errors import NotFoundError
 
@@ -39,39 +39,16 @@ class DeadLetters:
 
     # ------------------------------------------------------------ components
 
-    def park(
-        self,
-        *,
-        tenant_id: str,
-        component: str,
-        subject: str,
-        context: str,
-        position: int,
-        event_type: str,
-        aggregate_id: str,
-        attempts: int,
-        error: str,
-    ) -> UUID:
-        letter_id = DeadLetter.id_for(component, subject)
+    def park(self, message: ParkedMessage) -> UUID:
+        letter_id = DeadLetter.id_for(message.component, message.subject)
         letter = self._find(letter_id)
-        actor = parking_actor(component)
+        actor = parking_actor(message.component)
         if letter is None:
-            letter = DeadLetter.park(
-                tenant_id=tenant_id,
-                actor=actor,
-                component=component,
-                subject=subject,
-                context=context,
-                position=position,
-                event_type=event_type,
-                aggregate_id=aggregate_id,
-                attempts=attempts,
-                error=error,
-            )
+            letter = DeadLetter.park(message, actor=actor)
             self._activity.record(letter)
         elif letter.is_projection and letter.state is DeadLetterState.DROPPED:
             pass  # dropped, and the projector not yet past it (it was stopped): it goes on
-        elif letter.park_again(actor=actor, attempts=attempts, error=error):
+        elif letter.park_again(actor=actor, attempts=message.attempts, error=message.error):
             self._activity.record(letter)
         return letter_id
 

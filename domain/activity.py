@@ -25,6 +25,7 @@ themselves stay in the event store, so every chain still verifies.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
@@ -229,6 +230,22 @@ class DeadLetterState(StrEnum):
 MAX_ERROR = 1000  # characters of the error kept with a dead letter
 
 
+@dataclass(frozen=True)
+class ParkedMessage:
+    """What a component gave up on: the event (context, position, type, aggregate) that
+    kept failing in it, for which subject, after how many attempts and with what error."""
+
+    tenant_id: str
+    component: str  # "worker:parse", "projection:catalog"
+    subject: str  # what is parked: "documents:42" (an event), "document:<id>"
+    context: str  # of the event that failed
+    position: int
+    event_type: str
+    aggregate_id: str
+    attempts: int
+    error: str
+
+
 class DeadLetter(Aggregate):
     """A message that kept failing in one component, parked after its attempts.
 
@@ -309,33 +326,20 @@ class DeadLetter(Aggregate):
         return uuid5(NAMESPACE_URL, f"kf:dead-letter:{component}:{subject}")
 
     @classmethod
-    def park(
-        cls,
-        *,
-        tenant_id: str,
-        actor: str,
-        component: str,
-        subject: str,
-        context: str,
-        position: int,
-        event_type: str,
-        aggregate_id: str,
-        attempts: int,
-        error: str,
-    ) -> DeadLetter:
+    def park(cls, message: ParkedMessage, *, actor: str) -> DeadLetter:
         return cls._create(
             cls.Parked,
-            id=cls.id_for(component, subject),
-            tenant_id=tenant_id,
+            id=cls.id_for(message.component, message.subject),
+            tenant_id=message.tenant_id,
             actor=actor,
-            component=component,
-            subject=subject,
-            context=context,
-            position=position,
-            event_type=event_type,
-            aggregate_id=aggregate_id,
-            attempts=attempts,
-            error=error[:MAX_ERROR],
+            component=message.component,
+            subject=message.subject,
+            context=message.context,
+            position=message.position,
+            event_type=message.event_type,
+            aggregate_id=message.aggregate_id,
+            attempts=message.attempts,
+            error=message.error[:MAX_ERROR],
         )
 
     @property
@@ -389,19 +393,7 @@ class DeadLetter(Aggregate):
 class DeadLetterBox(Protocol):
     """Where components park what they gave up on (the composition root provides it)."""
 
-    def park(
-        self,
-        *,
-        tenant_id: str,
-        component: str,
-        subject: str,
-        context: str,
-        position: int,
-        event_type: str,
-        aggregate_id: str,
-        attempts: int,
-        error: str,
-    ) -> UUID:
+    def park(self, message: ParkedMessage) -> UUID:
         """Record the dead letter (or park a retried one again); its id."""
         ...
 

@@ -29,7 +29,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, FetchTimeoutError
 
-from domain.activity import DeadLetter, DeadLetterBox
+from domain.activity import DeadLetter, DeadLetterBox, ParkedMessage
 from domain.document import Stage
 from infra.bus import Bus
 from infra.envelope import Envelope
@@ -163,15 +163,17 @@ class Worker:
             outcome = self._stages.fail_after_retries(ref, spec.stage, attempts, error_name)
             if self._dead_letters is not None and outcome is not Outcome.SKIPPED:
                 self._dead_letters.park(
-                    tenant_id=ref.tenant_id,
-                    component=_component(spec.stage),
-                    subject=_subject(ref),
-                    context=envelope.context,
-                    position=envelope.position,
-                    event_type=envelope.event_type,
-                    aggregate_id=envelope.aggregate_id,
-                    attempts=attempts,
-                    error=error,
+                    ParkedMessage(
+                        tenant_id=ref.tenant_id,
+                        component=_component(spec.stage),
+                        subject=_subject(ref),
+                        context=envelope.context,
+                        position=envelope.position,
+                        event_type=envelope.event_type,
+                        aggregate_id=envelope.aggregate_id,
+                        attempts=attempts,
+                        error=error,
+                    )
                 )
                 DEAD_LETTERS.labels(_component(spec.stage)).inc()
 

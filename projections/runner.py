@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from uuid import UUID
 
 import structlog
@@ -30,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from domain.activity import DeadLetterBox, DeadLetterState
+from domain.activity import DeadLetterBox, DeadLetterState, ParkedMessage
 from infra.bus import HEADER_CONTEXT, HEADER_POSITION, Bus
 from infra.db import AdvisoryLocks
 from infra.envelope import Envelope
@@ -143,20 +142,18 @@ class ProjectorRunner:
             if found is None:
                 return False
             envelope, error = found
-            letter = await asyncio.to_thread(
-                partial(
-                    box.park,
-                    tenant_id=envelope.tenant_id,
-                    component=self.component,
-                    subject=f"{envelope.context}:{envelope.position}",
-                    context=envelope.context,
-                    position=envelope.position,
-                    event_type=envelope.event_type,
-                    aggregate_id=envelope.aggregate_id,
-                    attempts=attempts,
-                    error=f"{type(error).__name__}: {error}",
-                )
+            message = ParkedMessage(
+                tenant_id=envelope.tenant_id,
+                component=self.component,
+                subject=f"{envelope.context}:{envelope.position}",
+                context=envelope.context,
+                position=envelope.position,
+                event_type=envelope.event_type,
+                aggregate_id=envelope.aggregate_id,
+                attempts=attempts,
+                error=f"{type(error).__name__}: {error}",
             )
+            letter = await asyncio.to_thread(box.park, message)
         except Exception:
             log.exception("projection_park_failed", projection=self.name)
             return False

@@ -17,6 +17,7 @@ import pytest
 from config.root import Container
 from config.runtime import build_stages
 from domain.access import Role, Tenant
+from domain.activity import ParkedMessage
 from infra.embedding import SentenceTransformerEmbedder
 from processors.stages import DocumentRef
 from projections.read_models import READ_MODELS, names
@@ -96,14 +97,14 @@ def container(
         stages.parse(DocumentRef(tenant, blank.id))
         documents.retry_document(tenant_id=tenant, actor=actor, document_id=blank.id)
         letters = built.dead_letters
-        letter = dict(
+        letter = ParkedMessage(
             tenant_id=tenant, component="projection:catalog", subject=f"documents:{n + 1}",
             context="documents", position=n + 1, event_type="Document.Uploaded",
             aggregate_id=str(ids[1]), attempts=5, error="RuntimeError: simulated",
         )  # fmt: skip
-        parked = letters.park(**letter)  # type: ignore[arg-type]
+        parked = letters.park(letter)
         letters.retry(tenant_id=tenant, letter_id=parked, actor=actor, reason="fixed")
-        letters.park(**letter)  # type: ignore[arg-type]
+        letters.park(letter)
         if n:
             letters.drop(tenant_id=tenant, letter_id=parked, actor=actor, reason="bad data")
         else:

@@ -14,22 +14,25 @@ from domain.activity import (
     DeadLetterState,
     DeadLetterStateError,
     InvalidDeadLetterActionError,
+    ParkedMessage,
 )
 from domain.document import Document, DocumentNotFailedError, DocumentStatus, Stage
 
 
 def _letter(component: str = "projection:catalog") -> DeadLetter:
     return DeadLetter.park(
-        tenant_id="t",
+        ParkedMessage(
+            tenant_id="t",
+            component=component,
+            subject="documents:42",
+            context="documents",
+            position=42,
+            event_type="Document.Uploaded",
+            aggregate_id="a",
+            attempts=5,
+            error="RuntimeError: " + "x" * 5000,
+        ),
         actor=f"system:{component}",
-        component=component,
-        subject="documents:42",
-        context="documents",
-        position=42,
-        event_type="Document.Uploaded",
-        aggregate_id="a",
-        attempts=5,
-        error="RuntimeError: " + "x" * 5000,
     )
 
 
