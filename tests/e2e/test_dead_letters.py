@@ -21,12 +21,16 @@ from typing import Any
 
 import httpx
 import pytest
+from nats.aio.msg import Msg
 
 from config.root import DEFAULT_TENANT
 from config.settings import Settings
+from domain.document import Stage
 from infra.embedding import SentenceTransformerEmbedder
 from infra.envelope import Envelope
 from processors.sandbox import ParseSandbox
+from processors.specs import StageSpec
+from processors.worker import Worker
 from projections.rows import Rows
 from tests.harness import RunningSystem
 from tests.roles import role_env
@@ -39,6 +43,10 @@ CRASH = b"PARSER-CRASHER"
 POISONED_DIGESTS: set[str] = set()
 POISONED_EMBEDDINGS: set[str] = set()
 CRASHING = {"parser": True}
+# Contents whose Document.Uploaded the parse worker takes and never answers (as a worker
+# process killed with the message in hand would), and how often each was taken.
+DROPPED_DIGESTS: set[str] = set()
+DROPPED_DELIVERIES: dict[str, int] = {}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +60,23 @@ def system(
             raise RuntimeError("simulated parser crash")
         return real_parse(self, content, media_type)
 
+    real_handle = Worker._handle
+
+    async def handle_or_vanish(
+        self: Worker, spec: StageSpec, msgs: list[Msg], *args: Any, **kwargs: Any
+    ) -> None:
+        kept = []
+        for msg in msgs:
+            digest = Envelope.from_json(msg.data).data.get("content_sha256")
+            if spec.stage is Stage.PARSE and digest in DROPPED_DIGESTS:
+                DROPPED_DELIVERIES[digest] = DROPPED_DELIVERIES.get(digest, 0) + 1
+            else:
+                kept.append(msg)
+        if kept:
+            await real_handle(self, spec, kept, *args, **kwargs)
+
     ParseSandbox.parse = parse_or_explode  # type: ignore[method-assign]
+    Worker._handle = handle_or_vanish  # type: ignore[method-assign]
     try:
         settings = settings_factory(
             # A delivery that never reaches the worker comes back after ack_wait (and is
@@ -76,6 +100,7 @@ def system(
             yield running
     finally:
         ParseSandbox.parse = real_parse  # type: ignore[method-assign]
+        Worker._handle = real_handle  # type: ignore[method-assign]
 
 
 def _upload(client: httpx.Client, name: str, content: bytes) -> dict[str, Any]:
@@ -170,6 +195,44 @@ def test_a_crashing_stage_parks_the_document_and_a_retry_resolves_it(
             "Document.Uploaded", "Document.Failed", "Document.Retried",
             "Document.Parsed", "Document.Chunked", "Document.Embedded",
         ]  # fmt: skip
+
+
+def test_a_document_whose_worker_dies_with_it_every_time_is_parked_not_lost(
+    system: RunningSystem,
+) -> None:
+    """Every delivery is taken and never answered: no attempt ever fails in a worker, so
+    only JetStream's max-deliveries advisory can say the document will not come again.
+    Without the advisory path it stayed "uploaded" for ever."""
+    content = f"Lighthouse keepers' logs {uuid.uuid4()}".encode()
+    digest = hashlib.sha256(content).hexdigest()
+    DROPPED_DIGESTS.add(digest)
+    try:
+        with system.client() as client:
+            vanishing = _upload(client, "vanishing.txt", content)
+            # Two deliveries (max_deliver), each given up on after ack_wait (10 s).
+            final = system.wait_final(client, [vanishing["id"]], timeout=120)
+            failure = final[vanishing["id"]]["failure"]
+            assert final[vanishing["id"]]["status"] == "failed", final
+            assert failure["code"] == "internal_error", failure
+            assert failure["stage"] == "parse", failure
+            assert "parse stage failed 2 times (no acknowledgement)" in failure["reason"]
+
+            def parked() -> list[dict[str, Any]]:
+                return [
+                    letter
+                    for letter in _letters(client)
+                    if letter["subject"] == f"document:{vanishing['id']}"
+                ]
+
+            [letter] = _wait_for(parked, "the dead letter from the advisory")
+            assert letter["component"] == "worker:parse" and letter["state"] == "parked"
+            assert letter["attempts"] == 2
+            assert "the last delivery was never answered" in letter["error"], letter
+        # Never more than max_deliver (a delivery may also be lost before the worker's
+        # pull request has it: the advisory covers that one too).
+        assert DROPPED_DELIVERIES.get(digest, 0) <= 2, DROPPED_DELIVERIES
+    finally:
+        DROPPED_DIGESTS.discard(digest)
 
 
 def test_a_failed_document_is_retried_by_its_editor_and_only_a_failed_one(
