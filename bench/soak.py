@@ -446,6 +446,18 @@ def report(run: Run, statuses: dict[str, str], before: dict[str, float],
     }
 
 
+def trend(samples: list[tuple[float, dict[str, float]]]) -> None:
+    """The kf processes' memory through the run: growth that levels off (warming) or
+    keeps on (a leak) shows here, where two figures cannot tell them apart."""
+    names = sorted({n for _, m in samples for n in m if n.startswith("kf ")})
+    quarters = [samples[round(i * (len(samples) - 1) / 4)] for i in range(5)]
+    print("\n== memory (MB) of the kf processes through the load")
+    print("  " + " " * 22 + "".join(f"{f'{minute:.1f} min':>11}" for minute, _ in quarters))
+    for name in names:
+        row = "".join(f"{m.get(name, float('nan')):11.1f}" for _, m in quarters)
+        print(f"  {name:<22}{row}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -495,12 +507,15 @@ def main() -> None:
                     faults = inject(schedule(args, started, duration), data_dir, url, key, run)
                     # Memory is compared from a minute into the load (caches, pools and the
                     # model's buffers warm), before the first fault can strike.
-                    time.sleep(
-                        max(0.0, min(60.0, 0.1 * duration - 1) - (time.monotonic() - started))
-                    )
+                    warm = min(60.0, 0.1 * duration - 1)
+                    time.sleep(max(0.0, warm - (time.monotonic() - started)))
                     before = memory(serve, data_dir)
+                    samples: list[tuple[float, dict[str, float]]] = [(warm / 60, before)]
                     while any(c.is_alive() for c in clients):
                         time.sleep(30)
+                        if any(c.is_alive() for c in clients):
+                            minute = (time.monotonic() - started) / 60
+                            samples.append((minute, memory(serve, data_dir)))
                         done = len(run.records)
                         print(f"  {time.strftime('%H:%M:%S')} {done} requests;"
                               f" load average {os.getloadavg()}", flush=True)  # fmt: skip
@@ -518,6 +533,8 @@ def main() -> None:
                         time.sleep(1)
                     figures = report(run, statuses, before, after, lag or 0, args.minutes)
                     figures["memory_mb"]["at_load_start"] = at_start  # type: ignore[index]
+                    figures["memory_mb"]["every_30s"] = samples  # type: ignore[index]
+                    trend([*samples, (args.minutes, after)])
                     if args.out:
                         args.out.write_text(json.dumps(figures, indent=2, default=str))
             finally:
