@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/soak.py [--minutes 20] [--clients 4] [--rate 1.0]
                                    [--nats-kills 2] [--postgres-kills 1] [--seed 7]
+                                   [--upload-share 0.2]
                                    [--dataset ../shared/data/scifact] [--out soak.json]
 
 1. starts a local server speaking the OpenAI protocol (the test suite's fake: it answers
@@ -11,7 +12,8 @@
 2. runs ``--clients`` clients for ``--minutes``, each at ``--rate`` requests a second
    (steady: a client that falls behind does not burst to catch up), each request drawn
    at random: a search (50%: hybrid, vector, keyword or exact), a question in a new
-   conversation (30%), an upload of a new small document (20%);
+   conversation (30%), an upload of a new small document (20%; ``--upload-share``: 0
+   keeps the library as seeded, to tell memory that grows with it from other growth);
 3. at random moments (spread over the middle 80% of the run, at least two minutes
    apart) SIGKILLs the embedded ``nats-server`` ``--nats-kills`` times and the
    PostgreSQL postmaster ``--postgres-kills`` times, as an operator would see them die;
@@ -60,6 +62,7 @@ MODEL = "instant"
 FINAL = {"embedded", "failed"}
 MODES = ("hybrid", "vector", "keyword", "exact")
 SEED_DOCS = 50
+UPLOADS = {"share": 0.2}  # of the requests; the rest: searches and questions, 5 to 3
 
 
 def config(path: Path, provider_url: str) -> Path:
@@ -205,12 +208,12 @@ class Client(threading.Thread):
                 time.sleep(due - now)
             due = max(due + interval, time.monotonic())  # steady: no bursts after a stall
             draw = self.random.random()
-            if draw < 0.5:
-                self.search()
-            elif draw < 0.8:
-                self.ask()
-            else:
+            if draw < UPLOADS["share"]:
                 self.upload()
+            elif draw < UPLOADS["share"] + (1 - UPLOADS["share"]) * 5 / 8:
+                self.search()
+            else:
+                self.ask()
         self.http.close()
 
     def _send(self, kind: str, method: str, path: str, **kwargs: object) -> httpx.Response | None:
@@ -465,12 +468,16 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rate", type=float, default=1.0, help="requests a second per client")
+    parser.add_argument(
+        "--upload-share", type=float, default=0.2, help="0 to see memory with a library that stays"
+    )
     parser.add_argument("--nats-kills", type=int, default=2)
     parser.add_argument("--postgres-kills", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = parser.parse_args()
+    UPLOADS["share"] = args.upload_share
     corpus = [json.loads(line) for line in (args.dataset / "corpus.jsonl").open()]
     texts = [(d.get("title", "") + "\n\n" + d["text"]).strip() for d in corpus[:2000]]
     queries = [json.loads(line)["text"] for line in (args.dataset / "queries.jsonl").open()]
