@@ -330,9 +330,10 @@ def _with_container(
 # API process's interpreter lock is not shared with work that grows with reads.
 SERVE_CHILD_RELAYS = ("activity",)
 SERVE_CHILD_READ_MODELS = ("audit", "readers")
-# ... and they linger (audit.batch_linger_ms) to take reads in batches.
+# ... and they linger (audit.batch_linger_ms) to take reads in batches; so does the
+# usage read model, which counts every recorded search (a durable commit per batch).
 LINGERING_RELAYS = SERVE_CHILD_RELAYS
-LINGERING_READ_MODELS = SERVE_CHILD_READ_MODELS
+LINGERING_READ_MODELS = (*SERVE_CHILD_READ_MODELS, "usage")
 
 
 class Supervisor:
