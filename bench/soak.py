@@ -62,7 +62,6 @@ MODEL = "instant"
 FINAL = {"embedded", "failed"}
 MODES = ("hybrid", "vector", "keyword", "exact")
 SEED_DOCS = 50
-UPLOADS = {"share": 0.2}  # of the requests; the rest: searches and questions, 5 to 3
 
 
 def config(path: Path, provider_url: str) -> Path:
@@ -182,7 +181,7 @@ def memory(serve: psutil.Process, data_dir: Path) -> dict[str, float]:
 class Client(threading.Thread):
     def __init__(
         self, number: int, url: str, key: str, rate: float, until: float, run: Run,
-        texts: list[str], queries: list[str], seed: int,
+        texts: list[str], queries: list[str], seed: int, upload_share: float,
     ) -> None:  # fmt: skip
         super().__init__(name=f"client-{number}", daemon=True)
         self.number = number
@@ -196,6 +195,8 @@ class Client(threading.Thread):
         self.queries = queries
         self.random = random.Random(seed * 1000 + number)
         self.uploads = 0
+        # Of the requests; the rest are searches and questions, 5 to 3.
+        self.upload_share = upload_share
 
     def run(self) -> None:
         interval = 1.0 / self.rate
@@ -208,9 +209,9 @@ class Client(threading.Thread):
                 time.sleep(due - now)
             due = max(due + interval, time.monotonic())  # steady: no bursts after a stall
             draw = self.random.random()
-            if draw < UPLOADS["share"]:
+            if draw < self.upload_share:
                 self.upload()
-            elif draw < UPLOADS["share"] + (1 - UPLOADS["share"]) * 5 / 8:
+            elif draw < self.upload_share + (1 - self.upload_share) * 5 / 8:
                 self.search()
             else:
                 self.ask()
@@ -477,7 +478,6 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     args = parser.parse_args()
-    UPLOADS["share"] = args.upload_share
     corpus = [json.loads(line) for line in (args.dataset / "corpus.jsonl").open()]
     texts = [(d.get("title", "") + "\n\n" + d["text"]).strip() for d in corpus[:2000]]
     queries = [json.loads(line)["text"] for line in (args.dataset / "queries.jsonl").open()]
@@ -506,7 +506,18 @@ def main() -> None:
                     print(f"load: {args.clients} clients x {args.rate}/s for {args.minutes:g} min;"
                           f" load average {os.getloadavg()}", flush=True)  # fmt: skip
                     clients = [
-                        Client(n, url, key, args.rate, until, run, texts, queries, args.seed)
+                        Client(
+                            n,
+                            url,
+                            key,
+                            args.rate,
+                            until,
+                            run,
+                            texts,
+                            queries,
+                            args.seed,
+                            args.upload_share,
+                        )
                         for n in range(args.clients)
                     ]
                     for client in clients:
