@@ -91,6 +91,17 @@ def _documents_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     check.add_argument("--public-key", type=Path, help="the trusted public key (PEM)")
 
 
+def _niceness(text: str) -> int:
+    """A ``--nice`` value: how much lower than normal a process's CPU priority is."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 19:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a niceness from 0 to 19")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     # Common options are accepted before or after the subcommand.
     common = argparse.ArgumentParser(add_help=False)
@@ -114,12 +125,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=["documents", "access", "conversations", "activity"],
         help="relay only this context (repeat; default: every context)",
     )
+    relay.add_argument("--nice", type=_niceness, default=0, help="lower CPU priority (0-19)")
     worker = sub.add_parser("worker", help="parse, chunk and embed documents")
     worker.add_argument("--stage", action="append", choices=["parse", "chunk", "embed"])
     project = sub.add_parser("project", help="keep read models up to date")
     project.add_argument(
         "names", nargs="*", help="read models to keep (default: all; see kf projections status)"
     )
+    project.add_argument("--nice", type=_niceness, default=0, help="lower CPU priority (0-19)")
     for role in ("api", "write-api", "read-api"):
         api = sub.add_parser(role, help=f"serve the {role.replace('-', ' ')} over HTTP")
         api.add_argument("--port", type=int)
@@ -1289,10 +1302,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         runtime.run_serve(settings)
     elif args.command == "relay":
+        os.nice(args.nice)
         runtime.run_relay(settings, args.context)
     elif args.command == "worker":
         runtime.run_worker(settings, args.stage)
     elif args.command == "project":
+        os.nice(args.nice)
         runtime.run_projectors(settings, args.names or None)
     elif args.command in ("api", "write-api", "read-api"):
         role = {"api": "all", "write-api": "write", "read-api": "read"}[args.command]

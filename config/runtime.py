@@ -325,15 +325,17 @@ def _with_container(
 # -------------------------------------------------------------------- serve
 
 
-# What `kf serve` runs in child processes beside the workers: every event of the
-# activity context (one per read) is relayed and projected there, so that the
-# API process's interpreter lock is not shared with work that grows with reads.
+# What `kf serve` runs in child processes beside the workers, at a lower CPU priority
+# (projections.background_nice): every event of the activity context (one per read)
+# is relayed and projected there (audit and who-saw record it, usage counts its
+# searches), so that the API process's interpreter lock is not shared with work
+# that grows with reads, and requests come first for the CPU.
 SERVE_CHILD_RELAYS = ("activity",)
-SERVE_CHILD_READ_MODELS = ("audit", "readers")
-# ... and they linger (audit.batch_linger_ms) to take reads in batches; so does the
-# usage read model, which counts every recorded search (a durable commit per batch).
+SERVE_CHILD_READ_MODELS = ("audit", "readers", "usage")
+# ... and they linger (audit.batch_linger_ms) to take reads in batches: a durable
+# commit per batch, not per read.
 LINGERING_RELAYS = SERVE_CHILD_RELAYS
-LINGERING_READ_MODELS = (*SERVE_CHILD_READ_MODELS, "usage")
+LINGERING_READ_MODELS = SERVE_CHILD_READ_MODELS
 
 
 class Supervisor:
@@ -408,11 +410,12 @@ def run_serve(settings: Settings) -> None:
             "KF_DATA_DIR": str(container.settings.data_dir.resolve()),
         }
         relay_args = [arg for c in SERVE_CHILD_RELAYS for arg in ("--context", c)]
+        nice = ["--nice", str(settings.projections.background_nice)]
         supervisor = Supervisor(
             [("worker", ["worker"])] * settings.ingest.workers
             + [
-                ("relay", ["relay", *relay_args]),
-                ("project", ["project", *SERVE_CHILD_READ_MODELS]),
+                ("relay", ["relay", *relay_args, *nice]),
+                ("project", ["project", *SERVE_CHILD_READ_MODELS, *nice]),
             ],
             child_env,
         )

@@ -109,6 +109,11 @@ class ProjectionSettings(_Section):
     # An event that fails this many times in a row is parked as a dead letter, and the
     # read model's projector waits on it until an operator retries or drops it.
     max_attempts: int = Field(5, ge=1, le=100)
+    # `kf serve` runs the activity relay and the projectors every read feeds (audit,
+    # readers, usage) in child processes at this nice value: on a busy machine
+    # requests are served first, and those catch up later in bigger batches. 0: same
+    # priority as the API.
+    background_nice: int = Field(10, ge=0, le=19)
 
 
 class HealthSettings(_Section):

@@ -175,8 +175,12 @@ def test_upload_reaches_embedded_through_the_embedded_servers(serve: Serve, data
 def test_reads_are_audited_by_child_processes_that_read_the_same_settings(
     serve: Serve, data_dir: Path
 ) -> None:
-    children = {" ".join(c.cmdline()[3:]) for c in psutil.Process(serve.process.pid).children()}
-    assert {"relay --context activity", "project audit readers"} <= children, children
+    processes = psutil.Process(serve.process.pid).children()
+    children = {" ".join(c.cmdline()[3:]): c.nice() for c in processes}
+    background = {"relay --context activity --nice 10", "project audit readers usage --nice 10"}
+    assert background <= set(children), children
+    # They yield the CPU to the API process (projections.background_nice).
+    assert {children[c] for c in background} == {psutil.Process(serve.process.pid).nice() + 10}
     key = (data_dir / "admin-key").read_text().strip()
     headers = {"Authorization": f"Bearer {key}"}
     httpx.get(f"{serve.url}/v1/documents", headers=headers)
