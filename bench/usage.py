@@ -1,8 +1,10 @@
 """What usage reporting and re-pricing cost over a million answers.
 
     .venv/bin/python bench/usage.py [--answers 1000000] [--days 180] [--queries 30]
+        [--keep | --reuse DATABASE]
 
-Against the PostgreSQL on 127.0.0.1 (a fresh database of its own, dropped after):
+Against the PostgreSQL on 127.0.0.1 (a fresh database of its own, dropped after unless
+``--keep``; ``--reuse`` a kept one skips steps 1 and 2, to measure queries again):
 
 1. **Generating.** ``--answers`` answers (``--turns`` per conversation, a question and
    an answer each) spread evenly over ``--days`` days before now, by 20 keys, over 4
@@ -107,19 +109,46 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--keep", action="store_true", help="keep the database after")
+    parser.add_argument("--reuse", metavar="DATABASE", help="a database --keep kept")
     args = parser.parse_args()
 
-    name = f"kf_bench_usage_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    name = args.reuse or f"kf_bench_usage_{uuid.uuid4().hex[:8]}"
+    if not args.reuse:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
     database_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     data_dir = Path(tempfile.mkdtemp(prefix="kf-bench-usage-"))
     os.environ.update({"KF_LOG_LEVEL": "warning", "KF_DATABASE_URL": database_url})
     try:
         run(args, database_url, data_dir)
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if args.keep or args.reuse:
+            print(json.dumps({"kept_database": name}), flush=True)
+        else:
+            with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def generate_and_project(
+    args: argparse.Namespace, container: Any, view: Any, tenant_id: str, database_url: str
+) -> int:
+    """Steps 1 and 2: the answers generated into the store, then projected."""
+    started = time.perf_counter()
+    answers = generate(container, tenant_id, args.answers, args.turns, args.days)
+    seconds = time.perf_counter() - started
+    events = container.conversations.head_position()
+    print(json.dumps({"generated_answers": answers, "events": events,
+                      "seconds": round(seconds, 1),
+                      "events_per_s": round(events / seconds)}), flush=True)  # fmt: skip
+    started = time.perf_counter()
+    view.catch_up_from(container.event_logs)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"projected_events": events, "seconds": round(seconds, 1),
+                      "events_per_s": round(events / seconds)}), flush=True)  # fmt: skip
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")  # what autovacuum would have done by then
+    return answers
 
 
 def run(args: argparse.Namespace, database_url: str, data_dir: Path) -> None:
@@ -133,37 +162,32 @@ def run(args: argparse.Namespace, database_url: str, data_dir: Path) -> None:
     settings = load_settings(environ=dict(os.environ), data_dir=data_dir)
     migrate(database_url)
     container = Container(settings, Endpoints(database_url, ""))
-    tenant_id = str(uuid.uuid4())
+    view = container.views["usage"]
+    assert isinstance(view, UsageView)
+    usage_app = container.usage
     try:
-        started = time.perf_counter()
-        answers = generate(container, tenant_id, args.answers, args.turns, args.days)
-        seconds = time.perf_counter() - started
-        events = container.conversations.head_position()
-        print(json.dumps({"generated_answers": answers, "events": events,
-                          "seconds": round(seconds, 1),
-                          "events_per_s": round(events / seconds)}), flush=True)  # fmt: skip
-
-        view = container.views["usage"]
-        assert isinstance(view, UsageView)
-        started = time.perf_counter()
-        view.catch_up_from(container.event_logs)
-        seconds = time.perf_counter() - started
-        print(json.dumps({"projected_events": events, "seconds": round(seconds, 1),
-                          "events_per_s": round(events / seconds)}), flush=True)  # fmt: skip
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE")  # what autovacuum would have done by then
-
-        # Prices: version 1 is the configured book; version 2 changes one model.
-        usage_app = container.usage
-        usage_app.price_book(tenant_id)
-        usage_app.set_price(
-            tenant_id=tenant_id, actor="bench", provider=ANY_PROVIDER, model="gpt-4o",
-            price=TokenPrice(Decimal(2), Decimal(8)),
-            effective_from=datetime.now(UTC) - timedelta(days=30),
-        )  # fmt: skip
-        view.catch_up_from(container.event_logs)
+        if args.reuse:
+            with psycopg.connect(database_url) as conn:
+                row = conn.execute(
+                    "SELECT tenant_id, count(*), max(occurred_at) FROM usage_facts"
+                    " WHERE kind = 'answer' GROUP BY tenant_id"
+                ).fetchone()
+            assert row is not None, f"{args.reuse} holds no answers"
+            tenant_id, answers, newest = row[0], int(row[1]), row[2]
+        else:
+            tenant_id = str(uuid.uuid4())
+            answers = generate_and_project(args, container, view, tenant_id, database_url)
+            # Prices: version 1 is the configured book; version 2 changes one model.
+            usage_app.price_book(tenant_id)
+            usage_app.set_price(
+                tenant_id=tenant_id, actor="bench", provider=ANY_PROVIDER, model="gpt-4o",
+                price=TokenPrice(Decimal(2), Decimal(8)),
+                effective_from=datetime.now(UTC) - timedelta(days=30),
+            )  # fmt: skip
+            view.catch_up_from(container.event_logs)
+            newest = datetime.now(UTC)
         price_of = prices_now(usage_app, tenant_id)
-        now = datetime.now(UTC)
+        now = newest  # a kept database's windows end where its answers do
         month = Window(now - timedelta(days=30), now)
         everything = Window(now - timedelta(days=args.days + 1), now)
         in_month = sum(g.answers for g in view.usage(tenant_id, month, ("day",), price_of))
@@ -181,7 +205,7 @@ def run(args: argparse.Namespace, database_url: str, data_dir: Path) -> None:
                               if window is month else answers, **figures}), flush=True)  # fmt: skip
 
         totals = []
-        for attempt in range(2):
+        for attempt in range(0 if args.reuse else 2):
             result = usage_app.reprice(
                 tenant_id=tenant_id, actor="bench", price_book_version=1,
                 through=container.conversations.head_position(), reason="bench",
@@ -199,8 +223,9 @@ def run(args: argparse.Namespace, database_url: str, data_dir: Path) -> None:
                               "seconds": round(seconds, 1),
                               "answers_per_s": round(summary.answers / seconds)}),
                   flush=True)  # fmt: skip
-        assert totals[0] == totals[1], "two runs at one version must give the same totals"
-        print(json.dumps({"repriced_twice_identical": True}))
+        if totals:
+            assert totals[0] == totals[1], "two runs at one version must give the same totals"
+            print(json.dumps({"repriced_twice_identical": True}))
     finally:
         container.close()
 
