@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -109,7 +110,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--queries", type=int, default=30)
-    parser.add_argument("--keep", action="store_true", help="keep the database after")
+    parser.add_argument("--keep", action="store_true", help="keep the database and its data dir")
     parser.add_argument("--reuse", metavar="DATABASE", help="a database --keep kept")
     args = parser.parse_args()
 
@@ -118,14 +119,17 @@ def main() -> None:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
     database_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    data_dir = Path(tempfile.mkdtemp(prefix="kf-bench-usage-"))
+    # A kept database goes with its data directory (its master key wraps the data keys).
+    data_dir = Path(tempfile.gettempdir()) / name
+    data_dir.mkdir(exist_ok=True)
     os.environ.update({"KF_LOG_LEVEL": "warning", "KF_DATABASE_URL": database_url})
     try:
         run(args, database_url, data_dir)
     finally:
         if args.keep or args.reuse:
-            print(json.dumps({"kept_database": name}), flush=True)
+            print(json.dumps({"kept_database": name, "data_dir": str(data_dir)}), flush=True)
         else:
+            shutil.rmtree(data_dir, ignore_errors=True)
             with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -256,12 +256,18 @@ class TenantReads:
             )
 
     @contextlib.contextmanager
-    def scoped(self, tenant_id: str) -> Iterator[psycopg.Connection[DictRow]]:
+    def scoped(
+        self, tenant_id: str, *, snapshot: bool = False
+    ) -> Iterator[psycopg.Connection[DictRow]]:
+        """``snapshot``: every statement of the transaction sees the same committed state
+        (repeatable read), for a read whose statements must agree with one another."""
         if not tenant_id:
             raise ValueError("a tenant-scoped read needs a tenant")
         if not self._opened:
             self.open()
         with self._pool.connection() as conn, conn.transaction():
+            if snapshot:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             conn.execute("SELECT set_config('kf.tenant_id', %s, true)", (tenant_id,))
             yield conn
 

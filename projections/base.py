@@ -421,11 +421,14 @@ class ProjectionView(PostgresTrackingRecorder):
         next_cursor = encode_cursor(last[order[0]], last[order[1]]) if last else None
         return rows[:limit], next_cursor
 
-    def tenant_reads(self, tenant_id: str) -> AbstractContextManager[Connection[DictRow]]:
-        """A transaction that sees only ``tenant_id``'s rows (see ``TenantReads``)."""
+    def tenant_reads(
+        self, tenant_id: str, *, snapshot: bool = False
+    ) -> AbstractContextManager[Connection[DictRow]]:
+        """A transaction that sees only ``tenant_id``'s rows (see ``TenantReads``);
+        ``snapshot``: and one committed state throughout (repeatable read)."""
         if self.reads is None:
             raise RuntimeError(f"the {self.name} view has no tenant-scoped reader")
-        return self.reads.scoped(tenant_id)
+        return self.reads.scoped(tenant_id, snapshot=snapshot)
 
     # --------------------------------------------------------------- applying
 

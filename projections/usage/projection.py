@@ -19,7 +19,7 @@ from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
-from psycopg.sql import SQL, Identifier, Placeholder
+from psycopg.sql import SQL, Composed, Identifier, Placeholder
 
 from domain.activity import Read, ReadKind
 from domain.conversation import Conversation
@@ -33,6 +33,7 @@ from projections.usage.latency import bucket
 FACTS = "usage_facts"
 DAILY = "usage_daily"
 LATENCY = "usage_daily_latency"
+MODEL_LATENCY = "usage_daily_model_latency"  # the same without the actor
 TURNS = "usage_turns"
 DOCUMENTS = "usage_documents"
 PRICES = "usage_price_entries"
@@ -116,6 +117,7 @@ class UsageProjection(Projection):
         FACTS: ("tenant_id", "context", "position"),
         DAILY: ("tenant_id", "day", "kind", "actor", "model", "provider", "mode", "document_id"),
         LATENCY: ("tenant_id", "day", "actor", "model", "provider", "bucket"),
+        MODEL_LATENCY: ("tenant_id", "day", "model", "provider", "bucket"),
         TURNS: ("tenant_id", "conversation_id", "turn"),
         DOCUMENTS: ("tenant_id", "document_id"),
         PRICES: ("tenant_id", "set_in_version", "ordinal"),
@@ -152,17 +154,26 @@ class UsageProjection(Projection):
             SQL(", ").join(Identifier(c) for c in self.tables[DAILY]),
             added,
         )
-        self._upsert_latency = SQL(
-            "INSERT INTO {} AS d (tenant_id, day, actor, model, provider, bucket, n)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (tenant_id, day, actor, model, provider, bucket)"
-            " DO UPDATE SET n = d.n + EXCLUDED.n"
-        ).format(Identifier(self.table(LATENCY)))
+        self._upsert_latency = self._count_upsert(LATENCY)
+        self._upsert_model_latency = self._count_upsert(MODEL_LATENCY)
         self._daily: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._latency: dict[tuple[Any, ...], int] = {}
         self._insert_document = SQL(
             "INSERT INTO {} (tenant_id, document_id, actor) VALUES (%s, %s, %s)"
         ).format(Identifier(self.table(DOCUMENTS)))
+
+    def _count_upsert(self, table: str) -> Composed:
+        """Add ``n`` to a latency rollup's row (its key, then n), made if missing."""
+        key = SQL(", ").join(Identifier(c) for c in self.tables[table])
+        return SQL(
+            "INSERT INTO {} AS d ({}, n) VALUES ({})"
+            " ON CONFLICT ({}) DO UPDATE SET n = d.n + EXCLUDED.n"
+        ).format(
+            Identifier(self.table(table)),
+            key,
+            SQL(", ").join(Placeholder() for _ in range(len(self.tables[table]) + 1)),
+            key,
+        )
 
     def before_batch(self, rows: Rows, envelopes: Sequence[Envelope]) -> None:
         self._turns.clear()
@@ -230,8 +241,13 @@ class UsageProjection(Projection):
         for key, day in self._daily.items():
             values = dict(zip(self.tables[DAILY], key, strict=True)) | day
             writes.add(self._upsert_daily, tuple(values[c] for c in DAILY_COLUMNS))
+        by_model: dict[tuple[Any, ...], int] = {}
         for at, count in self._latency.items():
             writes.add(self._upsert_latency, (*at, count))
+            without_actor = (*at[:2], *at[3:])
+            by_model[without_actor] = by_model.get(without_actor, 0) + count
+        for at, count in by_model.items():
+            writes.add(self._upsert_model_latency, (*at, count))
         self._daily.clear()
         self._latency.clear()
 

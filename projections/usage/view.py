@@ -32,7 +32,7 @@ from psycopg.sql import SQL, Composed, Identifier
 from domain.usage import TokenPrice
 from projections.base import ProjectionView
 from projections.usage.latency import BUCKETS, RATIO, quantile
-from projections.usage.projection import DAILY, FACTS, LATENCY, REPRICED, RUNS
+from projections.usage.projection import DAILY, FACTS, LATENCY, MODEL_LATENCY, REPRICED, RUNS
 
 PERIODS = ("day", "week", "month")
 DIMENSIONS = ("key", "user", "model", "provider", "document")
@@ -158,7 +158,9 @@ class UsageView(ProjectionView):
         """The groups, in order of their values (``None`` first). Memory grows with the
         number of groups (they are merged from the rollups and the facts), not of rows."""
         names = grouping(group_by)
-        with self.tenant_reads(tenant_id) as conn:
+        # One snapshot: a day of the rollup and the facts subtracted from it must agree,
+        # and so must the figures, the latency histogram and the tokens of a group.
+        with self.tenant_reads(tenant_id, snapshot=True) as conn:
             yield from self._usage(conn, tenant_id, window, names, price_of)
 
     def budget_use(
@@ -243,23 +245,15 @@ class UsageView(ProjectionView):
         names: tuple[str, ...],
         price_of: PriceOf,
     ) -> Iterator[Usage]:
-        """Whole UTC days from the daily rollup, the partial days at either end from the
-        facts (and everything from the facts when a re-pricing run's figures are asked
-        for: they are per answer); merged per group."""
-        first = _next_midnight(window.start)
-        last = _midnight(window.end)
-        if window.repricing is not None or first >= last:
-            parts = [("facts", window.start, window.end)]
-        else:
-            parts = [
-                ("facts", window.start, first),
-                ("daily", first, last),
-                ("facts", last, window.end),
-            ]
+        """Whole UTC days from the daily rollups, the rest from the facts, merged per group
+        (``_plan``); everything from the facts when a re-pricing run's figures are asked
+        for (they are per answer). The statements share one snapshot (see ``usage``)."""
         groups: dict[tuple[Any, ...], _Group] = {}
-        for source, start, end in parts:
-            if start < end:
-                self._part(conn, source, tenant_id, window, start, end, names, groups)
+        for source, start, end, sign in _plan(window, datetime.now(UTC)):
+            self._part(conn, source, tenant_id, window, start, end, sign, names, groups)
+        # A group of the rollup whose every fact a subtracted part took back is not in
+        # the window (its figures are all 0 now, its facts too). The total stays.
+        groups = {key: group for key, group in groups.items() if group.facts or not names}
         if not names and not groups:
             groups[()] = _Group(Usage(group={}))
         for key in sorted(groups, key=_order):
@@ -274,15 +268,20 @@ class UsageView(ProjectionView):
         conditions: str,
         answers: str,
         table: Identifier,
+        by_actor: bool,
     ) -> Composed:
-        """Answers per group and latency bucket (from the latency rollup, or the facts)."""
+        """Answers per group and latency bucket (from a latency rollup, or the facts).
+
+        A group or filter by key or user (``by_actor``) needs the rollup per actor;
+        any other the much smaller one without the actor."""
         if daily:  # the latency rollup: answers only, and no document
             latency_dims = [
                 f"{'NULL' if n == 'document' else _DAILY[n]} AS g{i}" for i, n in enumerate(names)
             ]
             latency = "f.bucket, sum(f.n) AS c"
             latency_where = conditions
-            latency_table = Identifier(self.projection.table(LATENCY))
+            rollup = LATENCY if by_actor else MODEL_LATENCY
+            latency_table = Identifier(self.projection.table(rollup))
         else:
             latency_dims = dims
             latency = (
@@ -305,9 +304,11 @@ class UsageView(ProjectionView):
         window: Window,
         start: datetime,
         end: datetime,
+        sign: int,
         names: tuple[str, ...],
         groups: dict[tuple[Any, ...], _Group],
     ) -> None:
+        """Add (``sign`` 1) or take back (-1) one part's rows, per group."""
         daily = source == "daily"
         expressions = _DAILY if daily else _EXPRESSIONS
         dims = [f"{expressions[n]} AS g{i}" for i, n in enumerate(names)]
@@ -343,6 +344,7 @@ class UsageView(ProjectionView):
         known = ", ".join(f"'{m}'" for m in SEARCH_MODES)
         figures = [
             *dims,
+            f"coalesce(sum({n}), 0) AS facts",
             f"coalesce(sum({n}) FILTER (WHERE kind = 'question'), 0) AS questions",
             f"coalesce(sum({n}) FILTER (WHERE kind = 'answer'), 0) AS answers",
             f"coalesce(sum({n}) FILTER (WHERE kind = 'failure'), 0) AS failures",
@@ -370,7 +372,10 @@ class UsageView(ProjectionView):
         ).format(table=table, repriced=Identifier(self.projection.table(REPRICED)))
         answers = f"{conditions} AND kind = 'answer'"
         answer_params = params[1:] if window.repricing is not None else params
-        latency_sql = self._latency_sql(daily, names, dims, keys, conditions, answers, table)
+        by_actor = window.actor is not None or bool({"key", "user"} & set(names))
+        latency_sql = self._latency_sql(
+            daily, names, dims, keys, conditions, answers, table, by_actor
+        )
         model = "NULLIF(f.model, '')" if daily else "f.model"
         provider = "NULLIF(f.provider, '')" if daily else "f.provider"
         cached = "f.cached_input_tokens"
@@ -382,24 +387,27 @@ class UsageView(ProjectionView):
             f" FROM {{table}} f WHERE {answers}"
             f" GROUP BY {', '.join([*keys, 'priced_model', 'priced_provider'])}"
         ).format(table=table)
+
+        def group_of(row: DictRow) -> _Group:
+            key = tuple(row[k] for k in keys)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(Usage(group=_group_of(names, row)))
+            return group
+
         for row in conn.execute(sql, params):
-            key = tuple(row[k] for k in keys)
-            groups.setdefault(key, _Group(Usage(group=_group_of(names, row)))).add(row)
+            group_of(row).add(row, sign)
         for row in conn.execute(latency_sql, answer_params):
-            key = tuple(row[k] for k in keys)
-            target = groups.setdefault(key, _Group(Usage(group=_group_of(names, row))))
-            target.hist[int(row["bucket"])] += int(row["c"])
+            group_of(row).hist[int(row["bucket"])] += sign * int(row["c"])
         for row in conn.execute(tokens_sql, answer_params):
-            key = tuple(row[k] for k in keys)
-            target = groups.setdefault(key, _Group(Usage(group=_group_of(names, row))))
-            target.tokens.append(
+            group_of(row).tokens.append(
                 (
                     row["priced_provider"],
                     row["priced_model"],
-                    int(row["input_tokens"]),
-                    int(row["output_tokens"]),
-                    int(row["cached_input_tokens"]),
-                    int(row["answers"]),
+                    sign * int(row["input_tokens"]),
+                    sign * int(row["output_tokens"]),
+                    sign * int(row["cached_input_tokens"]),
+                    sign * int(row["answers"]),
                 )
             )
 
@@ -409,26 +417,28 @@ class _Group:
 
     def __init__(self, usage: Usage) -> None:
         self.usage = usage
+        self.facts = 0  # rows of usage_facts in the group
         self.hist = [0] * BUCKETS
         self.tokens: list[tuple[str | None, str | None, int, int, int, int]] = []
 
-    def add(self, row: DictRow) -> None:
+    def add(self, row: DictRow, sign: int) -> None:
         usage = self.usage
+        self.facts += sign * int(row["facts"])
         for name in Usage.ADDITIVE:
             if name in row:
                 value = row[name]
                 if name.startswith("cost"):
-                    setattr(usage, name, getattr(usage, name) + Decimal(value))
+                    setattr(usage, name, getattr(usage, name) + sign * Decimal(value))
                 else:
-                    setattr(usage, name, getattr(usage, name) + int(value))
-        if "cost_repriced_usd" in row:
+                    setattr(usage, name, getattr(usage, name) + sign * int(value))
+        if "cost_repriced_usd" in row:  # from the facts alone: never taken back
             usage.cost_repriced_usd = (usage.cost_repriced_usd or Decimal(0)) + Decimal(
                 row["cost_repriced_usd"]
             )
             usage.unpriced_repriced = (usage.unpriced_repriced or 0) + int(row["unpriced_repriced"])
             usage.not_repriced = (usage.not_repriced or 0) + int(row["not_repriced"])
         for mode in (*SEARCH_MODES, "other"):
-            count = int(row[f"search_{mode}"])
+            count = sign * int(row[f"search_{mode}"])
             if count or mode != "other":
                 usage.searches[mode] = usage.searches.get(mode, 0) + count
 
@@ -459,6 +469,45 @@ def _group_of(names: tuple[str, ...], row: DictRow) -> dict[str, str | None]:
 def _order(key: tuple[Any, ...]) -> tuple[Any, ...]:
     """Groups in order of their values, None first (as SQL's NULLS FIRST)."""
     return tuple((value is not None, "" if value is None else str(value)) for value in key)
+
+
+def _plan(window: Window, now: datetime) -> list[tuple[str, datetime, datetime, int]]:
+    """The parts a window is read from: (source, start, end, sign), summing to the window.
+
+    The daily rollups hold whole UTC days; the facts hold every moment. A window's end
+    that falls inside a day is read either as the facts from the day's midnight up to
+    it (added), or as the whole day from the rollup with the facts from it to the next
+    midnight taken back (sign -1); its start likewise. Whichever reads fewer facts is
+    taken, counting none after ``now`` (the usual window ends now, so today is read
+    whole from the rollup). Signed parts add up to the window exactly, as every figure
+    is a sum and the rollups are written with the facts, in one transaction.
+    """
+    start, end = window.start, window.end
+
+    def facts(a: datetime, b: datetime) -> timedelta:  # the time whose facts are read
+        return max(timedelta(0), min(b, now) - a)
+
+    best = [("facts", start, end, 1)]
+    if window.repricing is not None:  # per answer: only the facts have it
+        return best
+    cost = facts(start, end)
+    for first in sorted({_midnight(start), _next_midnight(start)}):
+        for last in sorted({_midnight(end), _next_midnight(end)}):
+            if first >= last:
+                continue
+            parts = [("daily", first, last, 1)]
+            if start < first:
+                parts.append(("facts", start, first, 1))
+            elif first < start:
+                parts.append(("facts", first, start, -1))
+            if last < end:
+                parts.append(("facts", last, end, 1))
+            elif end < last:
+                parts.append(("facts", end, last, -1))
+            spent = sum((facts(a, b) for _, a, b, _ in parts[1:]), timedelta(0))
+            if spent < cost:
+                best, cost = parts, spent
+    return best
 
 
 def _midnight(at: datetime) -> datetime:
