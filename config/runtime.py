@@ -328,10 +328,11 @@ def _with_container(
 # What `kf serve` runs in child processes beside the workers, at a lower CPU priority
 # (projections.background_nice): every event of the activity context (one per read)
 # is relayed and projected there (audit and who-saw record it, usage counts its
-# searches), so that the API process's interpreter lock is not shared with work
-# that grows with reads, and requests come first for the CPU.
+# searches, dead letters, whose events are of that context, go past it), so that
+# the API process's interpreter lock is not shared with work that grows with reads,
+# and requests come first for the CPU.
 SERVE_CHILD_RELAYS = ("activity",)
-SERVE_CHILD_READ_MODELS = ("audit", "readers", "usage")
+SERVE_CHILD_READ_MODELS = ("audit", "readers", "usage", "dead_letters")
 # ... and they linger (audit.batch_linger_ms) to take reads in batches: a durable
 # commit per batch, not per read.
 LINGERING_RELAYS = SERVE_CHILD_RELAYS

@@ -50,6 +50,9 @@ log = structlog.get_logger(__name__)
 _CATCH_UP_MARGIN = timedelta(seconds=60)
 # How often a projector stopped on a dead letter looks for an operator's decision.
 _DEAD_LETTER_POLL_S = 2.0
+# A projector sent only events it does not apply records where it is in the stream at
+# most this often (a transaction and a durable commit each time).
+_SKIPPED_OFFSET_EVERY_S = 10.0
 
 
 class ProjectorRunner:
@@ -83,6 +86,7 @@ class ProjectorRunner:
         self._parked: UUID | None = None  # a letter whose retry is under way
         # Quiet this long while the event store is ahead: follow again (after a catch-up).
         self._stall_s = stall_s
+        self._offset_saved_at = float("-inf")  # loop time the stream offset was recorded
         self.active = asyncio.Event()
 
     @property
@@ -323,7 +327,15 @@ class ProjectorRunner:
                 continue
             envelopes.append(Envelope.from_json(msg.data))
         sequence = batch[-1].metadata.sequence.stream
-        await asyncio.to_thread(self.view.apply_batch, envelopes, self._bus.stream, sequence)
+        now = asyncio.get_running_loop().time()
+        if envelopes or now - self._offset_saved_at >= _SKIPPED_OFFSET_EVERY_S:
+            await asyncio.to_thread(self.view.apply_batch, envelopes, self._bus.stream, sequence)
+            self._offset_saved_at = now
+        # else nothing of ours (a projector that follows two contexts is sent every
+        # context's events: one per recorded read): no transaction, only the ack. The
+        # stream offset is where a restart resumes, a hint (what it delivers again is
+        # skipped), so it is recorded with the next batch that applies anything, or
+        # within _SKIPPED_OFFSET_EVERY_S.
         await batch[-1].ack()
         for context in self._logs:
             PROJECTION_POSITION.labels(self.name, context).set(self.view.position(context))
