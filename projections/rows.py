@@ -32,6 +32,11 @@ class Rows(Protocol):
     def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Add rows with the same columns at once (one round trip in PostgreSQL)."""
 
+    def insert_batched(self, table: str, row: Mapping[str, Any]) -> None:
+        """Add a row with the rest of the batch's: in PostgreSQL sent with the batch's other
+        queued statements when it ends, or as soon as anything else touches ``table``, so
+        what a handler reads or changes afterwards is the same as after ``insert``."""
+
     def update(self, table: str, match: Mapping[str, Any], values: Mapping[str, Any]) -> int:
         """Set ``values`` on the rows whose columns equal ``match``; how many changed."""
 
@@ -59,16 +64,27 @@ class BatchWrites:
 
     def __init__(self) -> None:
         self._queue: list[tuple[Composed, tuple[Any, ...]]] = []
+        self.tables: set[str] = set()  # tables with rows queued by ``insert_batched``
+        self._statements: dict[tuple[str, tuple[str, ...]], Composed] = {}
 
     def add(self, statement: Composed, params: tuple[Any, ...]) -> None:
         self._queue.append((statement, params))
 
+    def statement(self, key: tuple[str, tuple[str, ...]], make: Callable[[], Composed]) -> Composed:
+        """The one statement object for ``key`` (runs of it are sent together)."""
+        found = self._statements.get(key)
+        if found is None:
+            found = self._statements[key] = make()
+        return found
+
     def clear(self) -> None:
         """Forget what is queued (a batch that failed leaves nothing for the next one)."""
         self._queue = []
+        self.tables = set()
 
     def flush(self, curs: Cursor[DictRow]) -> None:
         queue, self._queue = self._queue, []
+        self.tables = set()
         start = 0
         while start < len(queue):
             end = start
@@ -114,16 +130,33 @@ class PostgresRows:
             SQL(", ").join(Placeholder() for _ in columns),
         )
 
+    def _settle(self, table: str) -> None:
+        """Send what is queued before a statement on a table with rows queued."""
+        if table in self.writes.tables:
+            self.writes.flush(self.cursor)
+
     def insert(self, table: str, row: Mapping[str, Any]) -> None:
+        self._settle(table)
         columns = list(row)
         statement = self._insert_statement(table, columns)
         self.cursor.execute(statement, [_value(row[c]) for c in columns])
+
+    def insert_batched(self, table: str, row: Mapping[str, Any]) -> None:
+        """Queued: the batch's rows go with ``executemany`` of one prepared statement, in
+        one round trip, rather than a statement (parsed and planned) per handler call."""
+        columns = tuple(row)
+        statement = self.writes.statement(
+            (table, columns), lambda: self._insert_statement(table, columns)
+        )
+        self.writes.add(statement, tuple(_value(row[c]) for c in columns))
+        self.writes.tables.add(table)
 
     def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """One ``INSERT … VALUES (…), (…)`` statement (``executemany`` costs a Python
         round of the pipeline per row)."""
         if not rows:
             return
+        self._settle(table)
         columns = list(rows[0])
         one = SQL("({})").format(SQL(", ").join(Placeholder() for _ in columns))
         statement = SQL("INSERT INTO {} ({}) VALUES {}").format(
@@ -134,6 +167,7 @@ class PostgresRows:
         self.cursor.execute(statement, [_value(r[c]) for r in rows for c in columns])
 
     def update(self, table: str, match: Mapping[str, Any], values: Mapping[str, Any]) -> int:
+        self._settle(table)
         where, where_params = _conditions(match)
         statement = SQL("UPDATE {} SET {} WHERE {}").format(
             self._table(table),
@@ -144,17 +178,20 @@ class PostgresRows:
         return self.cursor.rowcount
 
     def delete(self, table: str, match: Mapping[str, Any]) -> int:
+        self._settle(table)
         where, params = _conditions(match)
         statement = SQL("DELETE FROM {} WHERE {}").format(self._table(table), where)
         self.cursor.execute(statement, params)
         return self.cursor.rowcount
 
     def select(self, table: str, match: Mapping[str, Any]) -> list[Row]:
+        self._settle(table)
         where, params = _conditions(match)
         statement = SQL("SELECT * FROM {} WHERE {}").format(self._table(table), where)
         return [dict(row) for row in self.cursor.execute(statement, params).fetchall()]
 
     def delete_before(self, table: str, match: Mapping[str, Any], column: str, bound: Any) -> int:
+        self._settle(table)
         where, params = _conditions(match)
         statement = SQL("DELETE FROM {} WHERE {} AND {} < %s").format(
             self._table(table), where, Identifier(column)
@@ -196,6 +233,9 @@ class MemoryRows:
     def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         for row in rows:
             self.insert(table, row)
+
+    def insert_batched(self, table: str, row: Mapping[str, Any]) -> None:
+        self.insert(table, row)
 
     def update(self, table: str, match: Mapping[str, Any], values: Mapping[str, Any]) -> int:
         changed = [row for row in self._rows(table).values() if self._matches(row, match)]

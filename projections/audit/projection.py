@@ -145,7 +145,7 @@ class AuditProjection(Projection):
         resource_type, _, _ = envelope.event_type.partition(".")
         cause = envelope.metadata
         index, previous, entry_hash = self._chain(envelope)
-        rows.insert(
+        rows.insert_batched(
             ENTRIES,
             {
                 "tenant_id": envelope.tenant_id,

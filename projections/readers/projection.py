@@ -40,9 +40,9 @@ class ReadersProjection(Projection):
         self, rows: Rows, envelope: Envelope, actor: str, route: str, documents: list[str]
     ) -> None:
         read_id = uuid.uuid5(READ_NAMESPACE, envelope.message_id)
-        rows.insert_many(
-            READS,
-            [
+        for document_id in dict.fromkeys(documents):  # the batch's rows go together
+            rows.insert_batched(
+                READS,
                 {
                     "tenant_id": envelope.tenant_id,
                     "read_id": read_id,
@@ -52,10 +52,8 @@ class ReadersProjection(Projection):
                     "occurred_at": envelope.occurred_at,
                     "context": envelope.context,
                     "position": envelope.position,
-                }
-                for document_id in dict.fromkeys(documents)
-            ],
-        )
+                },
+            )
 
     @handles(Retention.Applied)
     def _retention(self, rows: Rows, envelope: Envelope) -> None:
