@@ -1,20 +1,23 @@
 """The relay: committed events of one context → the JetStream stream, in order.
 
-It tails the context's notification log with the library's LISTEN/NOTIFY
-subscription, publishes each event with ``Nats-Msg-Id = <context>:<position>``,
-waits for the stream's ack, and only then records its position (in
-``relay_tracking``). On start it resumes after the larger of its recorded
-position and the newest event of its context the stream already holds, so a
-crash between ack and record neither loses nor duplicates an event, even past
-the stream's duplicate window. A PostgreSQL advisory lock keeps exactly one
-relay active per context; others wait as standbys.
+It tails the context's notification log (LISTEN/NOTIFY, then a select of
+everything new: ``NotificationTail``), publishes each event with
+``Nats-Msg-Id = <context>:<position>``, waits for the stream's ack, and only
+then records its position (in ``relay_tracking``). On start it resumes after
+the larger of its recorded position and the newest event of its context the
+stream already holds, so a crash between ack and record neither loses nor
+duplicates an event, even past the stream's duplicate window. A PostgreSQL
+advisory lock keeps exactly one relay active per context; others wait as
+standbys.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
+from collections.abc import Callable
 from uuid import UUID
 
 import psycopg
@@ -23,6 +26,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import Notification, PersistenceError, Tracking
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
 from nats.errors import Error as NatsError
+from psycopg.sql import SQL, Identifier
 
 from infra.bus import Bus
 from infra.db import AdvisoryLocks
@@ -71,6 +75,100 @@ _OUTAGES: tuple[type[BaseException], ...] = (
     TimeoutError,
     SubscriptionEndedError,
 )
+
+
+def _hand_over(
+    loop: asyncio.AbstractEventLoop,
+    queue: asyncio.Queue[list[Notification]],
+    batch: list[Notification],
+    stopped: threading.Event,
+) -> None:
+    """From the tail's thread: put ``batch`` on the relay's queue, waiting while it is
+    full, unless the tail is stopped meanwhile."""
+    future = asyncio.run_coroutine_threadsafe(queue.put(batch), loop)
+    while not stopped.is_set():
+        try:
+            future.result(timeout=0.5)
+            return
+        except concurrent.futures.TimeoutError:
+            continue
+    future.cancel()
+
+
+class NotificationTail:
+    """A context's newly committed notifications, in batches, from a thread of its own.
+
+    It LISTENs on the context's channel; on a notification it waits ``linger_s`` (so
+    that a context written one event at a time, like recorded reads, comes as one
+    batch), then selects everything after what it last handed over (500 at a time)
+    and hands each list to ``deliver``: one query per batch, where the library's
+    subscription runs one per commit and three threads. Notification ids commit in
+    order (the recorder locks the table for each insert), so nothing is skipped.
+    """
+
+    def __init__(
+        self,
+        recorder: PostgresApplicationRecorder,
+        after: int,
+        linger_s: float,
+        *,
+        deliver: Callable[[list[Notification], threading.Event], None],
+        ended: Callable[[], object],
+        name: str,
+    ) -> None:
+        self._recorder = recorder
+        self._after = after
+        self._linger_s = linger_s
+        self._deliver = deliver
+        self._ended = ended
+        self._stopped = threading.Event()
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            with self._recorder.datastore.get_connection() as conn:
+                channel = Identifier(self._recorder.channel_name)
+                conn.execute(SQL("LISTEN {0}").format(channel))
+                self._pull()  # what was committed before we listened
+                while not self._stopped.is_set():
+                    if not any(True for _ in conn.notifies(timeout=0.1, stop_after=1)):
+                        continue
+                    if self._linger_s and self._stopped.wait(self._linger_s):
+                        break
+                    for _ in conn.notifies(timeout=0.0):  # those the linger collected
+                        pass
+                    self._pull()
+        except BaseException as exc:
+            if not self._stopped.is_set():
+                self.error = exc
+                log.warning("relay_tail_failed", error=repr(exc))
+        finally:
+            self.finished.set()
+            self._ended()
+
+    def _pull(self) -> None:
+        while not self._stopped.is_set():
+            batch = list(
+                self._recorder.select_notifications(
+                    start=self._after, limit=_BATCH, inclusive_of_start=False
+                )
+            )
+            if batch:
+                self._deliver(batch, self._stopped)
+                self._after = batch[-1].id
+            if len(batch) < _BATCH:
+                return
 
 
 class Relay:
@@ -139,27 +237,22 @@ class Relay:
         log.info("relay_started", context=self.context, position=self.position)
         self.active.set()
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=_BATCH * 4)
-        finished = threading.Event()
-        subscription = self._app.recorder.subscribe(gt=self.position)
-
-        def tail() -> None:
-            try:
-                with subscription:
-                    for notification in subscription:
-                        asyncio.run_coroutine_threadsafe(queue.put(notification), loop).result()
-            except Exception:
-                log.exception("relay_subscription_failed", context=self.context)
-            finally:
-                finished.set()
-                loop.call_soon_threadsafe(stop_waiter.set)
-
-        stop_waiter = asyncio.Event()
-        tail_thread = threading.Thread(target=tail, name=f"relay-tail-{self.context}", daemon=True)
-        tail_thread.start()
+        queue: asyncio.Queue[list[Notification]] = asyncio.Queue(maxsize=4)
+        ended = asyncio.Event()
+        recorder = self._app.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
+        tail = NotificationTail(
+            recorder,
+            self.position,
+            self._linger_s,
+            deliver=lambda batch, stopped: _hand_over(loop, queue, batch, stopped),
+            ended=lambda: loop.call_soon_threadsafe(ended.set),
+            name=f"relay-tail-{self.context}",
+        )
+        tail.start()
         try:
-            while not stop.is_set() and not finished.is_set():
-                batch = await self._next_batch(queue, stop, stop_waiter)
+            while not stop.is_set() and not tail.finished.is_set():
+                batch = await self._next_batch(queue, stop, ended)
                 if not batch:
                     continue
                 await self._locks.check()  # still holding the lock?
@@ -169,42 +262,33 @@ class Relay:
                     self._tracking.insert_tracking, Tracking(self.context, self.position)
                 )
         finally:
-            subscription.stop()
-            await asyncio.to_thread(tail_thread.join, 10)
-        if finished.is_set() and not stop.is_set():
-            raise SubscriptionEndedError(f"relay subscription for {self.context} ended")
+            tail.stop()
+            await asyncio.to_thread(tail.join, 10)
+        if tail.finished.is_set() and not stop.is_set():
+            raise SubscriptionEndedError(
+                f"relay subscription for {self.context} ended: {tail.error!r}"
+            )
 
+    @staticmethod
     async def _next_batch(
-        self,
-        queue: asyncio.Queue[Notification],
+        queue: asyncio.Queue[list[Notification]],
         stop: asyncio.Event,
-        stop_waiter: asyncio.Event,
+        ended: asyncio.Event,
     ) -> list[Notification]:
+        """What the tail has handed over (waiting up to 5 s for it), up to ``_BATCH``."""
         getter = asyncio.ensure_future(queue.get())
         stopper = asyncio.ensure_future(stop.wait())
-        ended = asyncio.ensure_future(stop_waiter.wait())
+        ender = asyncio.ensure_future(ended.wait())
         done, pending = await asyncio.wait(
-            {getter, stopper, ended}, return_when=asyncio.FIRST_COMPLETED, timeout=5.0
+            {getter, stopper, ender}, return_when=asyncio.FIRST_COMPLETED, timeout=5.0
         )
         for task in pending:
             task.cancel()
         if getter not in done:
             return []
-        batch = [getter.result()]
-        deadline = asyncio.get_running_loop().time() + self._linger_s
-        while len(batch) < _BATCH:
-            try:
-                batch.append(queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0 or stop.is_set():
-                break
-            try:
-                batch.append(await asyncio.wait_for(queue.get(), remaining))
-            except TimeoutError:
-                break
+        batch = getter.result()
+        while len(batch) < _BATCH and not queue.empty():
+            batch.extend(queue.get_nowait())
         return batch
 
     async def _publish(self, envelope: Envelope, stop: asyncio.Event) -> None:

@@ -201,8 +201,9 @@ def test_lingering_relay_and_projector_take_a_trickle_of_events_in_one_batch(
 ) -> None:
     """Events committed one at a time within the linger go out (and are applied) together.
 
-    The relay records its position once per batch, the projector applies once per
-    batch; a linger far longer than the three commits take makes that certain.
+    The relay selects them once and records its position once per batch, the
+    projector applies once per batch; a linger far longer than the three commits take
+    makes that certain.
     """
     from projections.runner import ProjectorRunner
 
@@ -210,6 +211,7 @@ def test_lingering_relay_and_projector_take_a_trickle_of_events_in_one_batch(
     view = container.views["catalog"]
     tracked: list[int] = []
     applied: list[list[int]] = []
+    selected: list[int] = []  # what each select of the event store found
 
     async def scenario() -> None:
         bus = Bus(settings.nats.url, settings.nats)
@@ -232,12 +234,22 @@ def test_lingering_relay_and_projector_take_a_trickle_of_events_in_one_batch(
             return real_apply(envelopes, *args)
 
         view.apply_batch = counting_apply  # type: ignore[method-assign]
+        recorder = container.documents.recorder
+        real_select = recorder.select_notifications
+
+        def counting_select(*args: Any, **kwargs: Any) -> Any:
+            found = real_select(*args, **kwargs)
+            selected.append(len(found))
+            return found
+
+        recorder.select_notifications = counting_select  # type: ignore[method-assign]
         stop = asyncio.Event()
         tasks = [asyncio.ensure_future(relay.run(stop)), asyncio.ensure_future(runner.run(stop))]
         await asyncio.wait_for(relay.active.wait(), 20)
         await asyncio.wait_for(runner.active.wait(), 20)
         applied.clear()  # what the catch-up applied
         tracked.clear()
+        selected.clear()
         for _ in range(3):  # a trickle: one commit at a time
             await asyncio.to_thread(_upload_many, container, 1)
             await asyncio.sleep(0.05)
@@ -254,3 +266,5 @@ def test_lingering_relay_and_projector_take_a_trickle_of_events_in_one_batch(
     head = container.documents.head_position()
     assert tracked == [head]
     assert len(applied) == 1 and len(applied[0]) == 3 and applied[0][-1] == head
+    # The relay read the three commits from the event store with one query, not one each.
+    assert [n for n in selected if n] == [3]
