@@ -29,6 +29,32 @@ from domain.activity import Read, ReadKind, Refusal, Retention
 from infra.blobs import EVENTS_WITH_BLOBS, sealed_row, sha256_hex
 from infra.crypto import KeyStore, document_key, lock_quoted, read_key
 
+# The sealed query texts of a batch of reads, their keys and what the keys quote, in one
+# statement (``ActivityApp._seal_texts``); a read that quotes an erased subject is left out.
+_SEAL = """
+WITH made AS (
+    SELECT * FROM unnest(
+        %(key_ids)s::text[], %(tenants)s::text[], %(wrapped)s::bytea[],
+        %(digests)s::text[], %(sizes)s::bigint[], %(contents)s::bytea[]
+    ) AS m (key_id, tenant_id, wrapped, sha256, size_bytes, content)
+), quotes AS (
+    SELECT * FROM unnest(%(quoting)s::text[], %(quoted)s::text[]) AS q (key_id, quoted_key)
+), kept AS (
+    SELECT * FROM made WHERE NOT EXISTS (
+        SELECT 1 FROM quotes JOIN erased_keys e ON e.key_id = quotes.quoted_key
+        WHERE quotes.key_id = made.key_id
+    )
+), new_keys AS (
+    INSERT INTO data_keys (key_id, tenant_id, wrapped, master_key_id)
+    SELECT key_id, tenant_id, wrapped, %(master)s FROM kept
+), new_quotes AS (
+    INSERT INTO data_key_quotes (key_id, quoted_key)
+    SELECT quotes.key_id, quotes.quoted_key FROM quotes JOIN kept USING (key_id)
+)
+INSERT INTO blobs (tenant_id, key_id, sha256, size_bytes, content)
+SELECT tenant_id, key_id, sha256, size_bytes, content FROM kept
+"""
+
 
 @dataclass
 class _Pending:
@@ -155,37 +181,42 @@ class ActivityApp(ContextApplication):
 
     def _seal_texts(self, curs: Any, sealed: list[_Pending]) -> None:
         """Store each text sealed with a key of its read that quotes the documents shown;
-        a text that showed a document erased meanwhile is not stored at all."""
+        a text that showed a document erased meanwhile is not stored at all.
+
+        Two statements and no fetch, so they go in the round trip of the events' insert:
+        the subjects' shared locks, then one statement that stores the keys, their quotes
+        and the sealed texts of the reads none of whose documents is erased (it runs
+        after the locks are held, so it sees any erasure that committed before)."""
         keys = self._keys
         assert keys is not None
-        erased = lock_quoted(curs, [document_key(d) for p in sealed for d in p.shown])
+        lock_quoted(curs, [document_key(d) for p in sealed for d in p.shown])
         made: list[tuple[Any, ...]] = []
         quotes: list[tuple[str, str]] = []
-        rows: list[tuple[Any, ...]] = []
         for pending in sealed:
             assert pending.blob is not None
-            shown = {document_key(d) for d in pending.shown}
-            if shown & erased:
-                continue
             key, wrapped = keys.new_key(read_key(pending.read.id))
             tenant_id, text = pending.blob
-            made.append((key.key_id, tenant_id, wrapped, keys.master.key_id))
-            quotes.extend((key.key_id, quoted) for quoted in sorted(shown))
-            rows.append(sealed_row(tenant_id, text, key))
-        if made:
-            curs.executemany(
-                "INSERT INTO data_keys (key_id, tenant_id, wrapped, master_key_id)"
-                " VALUES (%s, %s, %s, %s)",
-                made,
+            _, _, digest, size, content = sealed_row(tenant_id, text, key)
+            made.append((key.key_id, tenant_id, wrapped, digest, size, content))
+            quotes.extend(
+                (key.key_id, quoted) for quoted in sorted({document_key(d) for d in pending.shown})
             )
-            curs.executemany(
-                "INSERT INTO data_key_quotes (key_id, quoted_key) VALUES (%s, %s)", quotes
-            )
-            curs.executemany(
-                "INSERT INTO blobs (tenant_id, key_id, sha256, size_bytes, content)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                rows,
-            )
+        columns = list(zip(*made, strict=True))
+        quoting = list(zip(*quotes, strict=True))
+        curs.execute(
+            _SEAL,
+            {
+                "key_ids": list(columns[0]),
+                "tenants": list(columns[1]),
+                "wrapped": list(columns[2]),
+                "digests": list(columns[3]),
+                "sizes": list(columns[4]),
+                "contents": list(columns[5]),
+                "master": keys.master.key_id,
+                "quoting": list(quoting[0]),
+                "quoted": list(quoting[1]),
+            },
+        )
 
     def record_refusal(self, **refusal: Any) -> CommandResult | None:
         """Record a refused request, or count it if its client was recorded just now."""

@@ -62,27 +62,22 @@ def read_key(read_id: object) -> str:
     return f"read:{read_id}"
 
 
-def lock_quoted(curs: Cursor[Any], key_ids: Iterable[str]) -> set[str]:
-    """Take a shared advisory lock on each subject (until the caller's transaction ends)
-    and return those of them already erased.
+def lock_quoted(curs: Cursor[Any], key_ids: Iterable[str]) -> None:
+    """Take a shared advisory lock on each subject, until the caller's transaction ends.
 
     An erasure takes the same lock exclusively (``destroy_keys``), so it either
-    committed before (and the subject is reported erased here) or waits for this
-    transaction and then destroys the keys it made quoting the subject. Advisory locks
-    live in memory: cheaper than locking the keys' rows on a path as hot as reads.
+    committed before this returns (a statement run after it sees the subject in
+    ``erased_keys``) or waits for this transaction and then destroys the keys it made
+    quoting the subject. Advisory locks live in memory: cheaper than locking the keys'
+    rows on a path as hot as reads. Nothing is fetched: the caller's next statement
+    can go in the same round trip.
     """
     ids = sorted(set(key_ids))
-    if not ids:
-        return set()
-    curs.execute(
-        "SELECT pg_advisory_xact_lock_shared(hashtext(k)) FROM unnest(%s::text[]) AS k", (ids,)
-    )
-    return {
-        _first(row)
-        for row in curs.execute(
-            "SELECT key_id FROM erased_keys WHERE key_id = ANY(%s)", (ids,)
-        ).fetchall()
-    }
+    if ids:
+        curs.execute(
+            "SELECT count(pg_advisory_xact_lock_shared(hashtext(k))) FROM unnest(%s::text[]) AS k",
+            (ids,),
+        )
 
 
 class MasterKeyError(RuntimeError):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from config.root import Container
+from domain.activity import ReadKind
 from infra.blobs import sha256_hex
 from infra.crypto import (
     KeyStore,
@@ -25,6 +26,7 @@ from infra.crypto import (
     WrongMasterKeyError,
     destroy_keys,
     document_key,
+    read_key,
     turn_key,
 )
 
@@ -306,3 +308,81 @@ def test_retention_runs_soon_after_start_not_a_whole_period_later(container: Con
         assert ran.wait(5)
     finally:
         runner.stop()
+
+
+def _read_sealing(container: Container, tenant: str, read_id: uuid.UUID) -> tuple[bool, int, int]:
+    """Whether the read's key exists, how many documents it quotes, how many blobs it seals."""
+    key = read_key(read_id)
+    with container._blob_pool.connection() as conn:
+        made = conn.execute("SELECT count(*) FROM data_keys WHERE key_id = %s", (key,)).fetchone()
+        quotes = conn.execute(
+            "SELECT count(*) FROM data_key_quotes WHERE key_id = %s", (key,)
+        ).fetchone()
+        blobs = conn.execute(
+            "SELECT count(*) FROM blobs WHERE key_id = %s AND tenant_id = %s", (key, tenant)
+        ).fetchone()
+    assert made is not None and quotes is not None and blobs is not None
+    return made[0] == 1, quotes[0], blobs[0]
+
+
+def _search(container: Container, tenant: str, query: str, *documents: uuid.UUID) -> uuid.UUID:
+    return container.activity.record_read(
+        tenant_id=tenant,
+        actor="key:test",
+        role="viewer",
+        kind=ReadKind.SEARCH,
+        route="/v1/search",
+        query=query,
+        documents=[str(d) for d in documents],
+    ).id
+
+
+def test_a_read_seals_its_query_with_a_key_quoting_what_it_showed_unless_one_is_erased(
+    container: Container,
+) -> None:
+    tenant = _tenant()
+    kept = _upload(container, tenant, b"kept " + uuid.uuid4().hex.encode(), "k.txt")
+    erased = _upload(container, tenant, b"gone " + uuid.uuid4().hex.encode(), "g.txt")
+    before = _search(container, tenant, "what the erased one said", kept, erased)
+    assert _read_sealing(container, tenant, before) == (True, 2, 1)
+    _erase(container, tenant, erased)
+    assert _read_sealing(container, tenant, before) == (False, 0, 0)  # erased with it
+    # Recorded in one batch: the read of the erased document keeps its record (the
+    # event, with the query's digest) but not its text; the other keeps both.
+    reads: list[uuid.UUID] = []
+
+    def search(query: str, *shown: uuid.UUID) -> None:
+        reads.append(_search(container, tenant, query, *shown))
+
+    threads = [
+        threading.Thread(target=search, args=("again", kept, erased)),
+        threading.Thread(target=search, args=("only the kept", kept)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    outcomes = sorted(_read_sealing(container, tenant, read) for read in reads)
+    assert outcomes == [(False, 0, 0), (True, 1, 1)]
+
+
+def test_a_read_waits_for_an_erasure_in_flight_of_what_it_showed_and_then_stores_no_text(
+    container: Container,
+) -> None:
+    """The read's statement after its shared lock sees an erasure that committed while it
+    waited (a snapshot taken before the lock would not, and the text would outlive it)."""
+    tenant = _tenant()
+    document = _upload(container, tenant, b"raced read " + uuid.uuid4().hex.encode(), "rr.txt")
+    done: list[uuid.UUID] = []
+    with container._blob_pool.connection() as eraser, eraser.transaction():
+        with eraser.cursor() as curs:
+            destroy_keys(curs, tenant, document_key(document))
+        reader = threading.Thread(
+            target=lambda: done.append(_search(container, tenant, "raced", document))
+        )
+        reader.start()
+        time.sleep(0.5)
+        assert not done  # blocked on the erasure's lock
+    reader.join(10)
+    assert len(done) == 1
+    assert _read_sealing(container, tenant, done[0]) == (False, 0, 0)
