@@ -91,6 +91,13 @@ def _documents_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     check.add_argument("--public-key", type=Path, help="the trusted public key (PEM)")
 
 
+def _names(value: str) -> list[str]:
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError("a group is two or more distinct read models")
+    return names
+
+
 def _niceness(text: str) -> int:
     """A ``--nice`` value: how much lower than normal a process's CPU priority is."""
     try:
@@ -133,6 +140,14 @@ def _parser() -> argparse.ArgumentParser:
         "names", nargs="*", help="read models to keep (default: all; see kf projections status)"
     )
     project.add_argument("--nice", type=_niceness, default=0, help="lower CPU priority (0-19)")
+    project.add_argument(
+        "--group",
+        type=_names,
+        default=[],
+        metavar="A,B,...",
+        help="also keep these read models, together: one consumer and one transaction"
+        " per batch for them all",
+    )
     for role in ("api", "write-api", "read-api"):
         api = sub.add_parser(role, help=f"serve the {role.replace('-', ' ')} over HTTP")
         api.add_argument("--port", type=int)
@@ -1308,7 +1323,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         runtime.run_worker(settings, args.stage)
     elif args.command == "project":
         os.nice(args.nice)
-        runtime.run_projectors(settings, args.names or None)
+        runtime.run_projectors(settings, args.names or None, args.group)
     elif args.command in ("api", "write-api", "read-api"):
         role = {"api": "all", "write-api": "write", "read-api": "read"}[args.command]
         if role != "write" and not settings.qdrant.url:

@@ -30,6 +30,8 @@ from infra.bus import Bus
 from infra.causation import set_process
 from infra.db import AdvisoryLocks
 from infra.relay import Relay
+from projections.base import ProjectionView
+from projections.group import ViewGroup
 from projections.runner import ProjectorRunner
 from write_api.users import set_password_link
 
@@ -119,26 +121,40 @@ def _relays(
 
 
 def _projectors(
-    container: Container, bus: Bus, locks: AdvisoryLocks, names: list[str] | None = None
+    container: Container,
+    bus: Bus,
+    locks: AdvisoryLocks,
+    names: list[str] | None = None,
+    *,
+    group: list[str] | None = None,
 ) -> list[ProjectorRunner]:
+    """A runner per read model in ``names`` (all when neither is given), and one for the
+    read models in ``group`` together (``ViewGroup``)."""
     views = container.views
     linger = container.settings.audit.batch_linger_ms / 1000
-    chosen = names or list(views)
-    unknown = sorted(set(chosen) - set(views))
+    grouped = group or []
+    chosen = names or ([] if grouped else list(views))
+    unknown = sorted(set(chosen + grouped) - set(views))
     if unknown:
         raise SystemExit(f"unknown projection(s): {', '.join(unknown)}; known: {', '.join(views)}")
+    kept: list[tuple[ProjectionView | ViewGroup, bool]] = [
+        (views[n], n in LINGERING_READ_MODELS) for n in chosen if n not in grouped
+    ]
+    if grouped:
+        lingers = any(n in LINGERING_READ_MODELS for n in grouped)
+        kept.append((ViewGroup([views[n] for n in grouped]), lingers))
     return [
         ProjectorRunner(
-            views[name],
+            view,
             container.event_logs,
             bus,
             locks,
             container.settings.projections.batch_size,
-            linger_s=linger if name in LINGERING_READ_MODELS else 0.0,
+            linger_s=linger if lingers else 0.0,
             dead_letters=container.dead_letters,
             max_attempts=container.settings.projections.max_attempts,
         )
-        for name in chosen
+        for view, lingers in kept
     ]
 
 
@@ -146,7 +162,7 @@ def _checkpointing(
     container: Container, projectors: list[ProjectorRunner], stop: asyncio.Event
 ) -> list[Coroutine[Any, Any, None]]:
     """The audit trail's checkpoints, written where its projector runs (and while it holds it)."""
-    audit = next((p for p in projectors if p.name == "audit"), None)
+    audit = next((p for p in projectors if any(v.name == "audit" for v in p.view.members)), None)
     if audit is None:
         return []
     return [container.checkpointer().run(stop, audit.active.is_set)]
@@ -244,13 +260,15 @@ def run_worker(settings: Settings, stages: list[str] | None = None) -> None:
     _with_container(settings, main)
 
 
-def run_projectors(settings: Settings, names: list[str] | None) -> None:
+def run_projectors(
+    settings: Settings, names: list[str] | None, group: list[str] | None = None
+) -> None:
     async def main(container: Container) -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         bus = await _connected_bus(container, "kf-project")
         locks = AdvisoryLocks(container.endpoints.database_url)
-        projectors = _projectors(container, bus, locks, names)
+        projectors = _projectors(container, bus, locks, names, group=group)
         try:
             await _until_stopped(
                 stop,
@@ -333,6 +351,13 @@ def _with_container(
 # and requests come first for the CPU.
 SERVE_CHILD_RELAYS = ("activity",)
 SERVE_CHILD_READ_MODELS = ("audit", "readers", "usage", "dead_letters")
+# ... the three that apply reads kept together (``kf project --group``): each read is
+# delivered and decoded once, not once per read model, and a batch commits once for
+# the three. An event one of them cannot apply holds the three until an operator
+# retries or drops its dead letter; the dead letters read model, which lists it,
+# runs on its own.
+SERVE_CHILD_GROUP = ("audit", "readers", "usage")
+SERVE_CHILD_ALONE = tuple(m for m in SERVE_CHILD_READ_MODELS if m not in SERVE_CHILD_GROUP)
 # ... and they linger (audit.batch_linger_ms) to take reads in batches: a durable
 # commit per batch, not per read.
 LINGERING_RELAYS = SERVE_CHILD_RELAYS
@@ -416,7 +441,10 @@ def run_serve(settings: Settings) -> None:
             [("worker", ["worker"])] * settings.ingest.workers
             + [
                 ("relay", ["relay", *relay_args, *nice]),
-                ("project", ["project", *SERVE_CHILD_READ_MODELS, *nice]),
+                (
+                    "project",
+                    ["project", *SERVE_CHILD_ALONE, "--group", ",".join(SERVE_CHILD_GROUP), *nice],
+                ),
             ],
             child_env,
         )

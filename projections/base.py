@@ -491,15 +491,34 @@ class ProjectionView(PostgresTrackingRecorder):
             # took back (synchronous_commit off) was never applied again, and the
             # events after it were (a row missing for good: seen when the embedded
             # PostgreSQL was killed under ingestion).
-            before = self.lock_positions(curs)
-            after = self.apply_in(curs, envelopes)
-            if stream is not None and sequence is not None:
-                curs.execute(
-                    "INSERT INTO projection_stream_offsets (projection, stream, sequence)"
-                    " VALUES (%s, %s, %s) ON CONFLICT (projection, stream)"
-                    " DO UPDATE SET sequence = EXCLUDED.sequence",
-                    (self.name, stream, sequence),
-                )
+            moved = self.apply_within(curs, envelopes, stream, sequence)
+        return self.committed(envelopes, *moved)
+
+    def apply_within(
+        self,
+        curs: Cursor[DictRow],
+        envelopes: Sequence[Envelope],
+        stream: str | None = None,
+        sequence: int | None = None,
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """``apply_batch`` inside the caller's transaction (a group of views applies a batch
+        to each in one): the positions before and after, for ``committed`` once it commits."""
+        before = self.lock_positions(curs)
+        after = self.apply_in(curs, envelopes)
+        if stream is not None and sequence is not None:
+            curs.execute(
+                "INSERT INTO projection_stream_offsets (projection, stream, sequence)"
+                " VALUES (%s, %s, %s) ON CONFLICT (projection, stream)"
+                " DO UPDATE SET sequence = EXCLUDED.sequence",
+                (self.name, stream, sequence),
+            )
+        return before, after
+
+    def committed(
+        self, envelopes: Sequence[Envelope], before: Mapping[str, int], after: Mapping[str, int]
+    ) -> int:
+        """After the transaction of ``apply_within`` committed: keep the positions, and say
+        how many of ``envelopes`` were new."""
         self._positions.update(after)
         return sum(
             1
@@ -524,10 +543,15 @@ class ProjectionView(PostgresTrackingRecorder):
                 after = batch[-1].position
         return applied
 
-    def first_failing(self, logs: Mapping[str, EventLog]) -> tuple[Envelope, Exception] | None:
+    @property
+    def members(self) -> tuple[ProjectionView, ...]:
+        """The read models this keeps (itself; a ``ViewGroup`` keeps several)."""
+        return (self,)
+
+    def first_failing(self, logs: Mapping[str, EventLog]) -> tuple[str, Envelope, Exception] | None:
         """Apply what the event store holds one event at a time, up to the first event that
-        fails (returned, with its error); None if everything went through. An outage (the
-        database going away) raises: it is no event's fault."""
+        fails (returned, with its error and the read model's name); None if everything went
+        through. An outage (the database going away) raises: it is no event's fault."""
         self.refresh_positions()
         for context in self.contexts:
             after = self.position(context)
@@ -538,13 +562,15 @@ class ProjectionView(PostgresTrackingRecorder):
                 except _OUTAGES:
                     raise
                 except Exception as error:
-                    return envelope, error
+                    return self.name, envelope, error
                 after = envelope.position
         return None
 
-    def skip(self, context: str, position: int) -> bool:
+    def skip(self, context: str, position: int, view: str | None = None) -> bool:
         """Go on past an event without applying it (an operator dropped its dead letter);
-        False if the read model is past it already."""
+        False if the read model is past it already. ``view``: the one that failed (for a
+        group; a view is only itself)."""
+        assert view in (None, self.name), view
         with self.datastore.transaction(commit=True) as curs:
             positions = self.lock_positions(curs)
             if positions.get(context, 0) >= position:

@@ -42,6 +42,7 @@ from infra.telemetry import (
     PROJECTION_STOPPED,
 )
 from projections.base import ProjectionView
+from projections.group import ViewGroup
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +59,7 @@ _SKIPPED_OFFSET_EVERY_S = 10.0
 class ProjectorRunner:
     def __init__(
         self,
-        view: ProjectionView,
+        view: ProjectionView | ViewGroup,
         logs: Mapping[str, EventLog],
         bus: Bus,
         locks: str | AdvisoryLocks,
@@ -83,7 +84,7 @@ class ProjectorRunner:
         # the projector waits on it (without one: it keeps retrying, with backoff).
         self._dead_letters = dead_letters
         self._max_attempts = max_attempts
-        self._parked: UUID | None = None  # a letter whose retry is under way
+        self._parked: tuple[UUID, str] | None = None  # a letter (and its component) retried
         # Quiet this long while the event store is ahead: follow again (after a catch-up).
         self._stall_s = stall_s
         self._offset_saved_at = float("-inf")  # loop time the stream offset was recorded
@@ -94,21 +95,25 @@ class ProjectorRunner:
         return f"projection-{self.name}"
 
     async def run(self, stop: asyncio.Event) -> None:
-        key = f"kf.projection.{self.name}"
+        # Each read model's lock, whether it runs alone or in a group: one runner at a
+        # time keeps it, however the runners are grouped.
+        keys = [f"kf.projection.{view.name}" for view in self.view.members]
+        held: list[str] = []
         try:
-            if not await self._locks.hold(key, stop):
-                return
-            try:
-                await self._run_active(stop)
-            finally:
-                await self._locks.release(key)
+            for key in keys:
+                if not await self._locks.hold(key, stop):
+                    return
+                held.append(key)
+            await self._run_active(stop)
         finally:
+            for key in reversed(held):
+                await self._locks.release(key)
             if self._own_locks:
                 await self._locks.close()
 
-    @property
-    def component(self) -> str:
-        return f"projection:{self.name}"
+    @staticmethod
+    def component_of(view: str) -> str:
+        return f"projection:{view}"
 
     async def _run_active(self, stop: asyncio.Event) -> None:
         delay = 0.2
@@ -145,10 +150,11 @@ class ProjectorRunner:
             found = await asyncio.to_thread(self.view.first_failing, self._logs)
             if found is None:
                 return False
-            envelope, error = found
+            failing, envelope, error = found
+            component = self.component_of(failing)
             message = ParkedMessage(
                 tenant_id=envelope.tenant_id,
-                component=self.component,
+                component=component,
                 subject=f"{envelope.context}:{envelope.position}",
                 context=envelope.context,
                 position=envelope.position,
@@ -161,11 +167,11 @@ class ProjectorRunner:
         except Exception:
             log.exception("projection_park_failed", projection=self.name)
             return False
-        DEAD_LETTERS.labels(self.component).inc()
-        PROJECTION_STOPPED.labels(self.name).set(1)
+        DEAD_LETTERS.labels(component).inc()
+        PROJECTION_STOPPED.labels(failing).set(1)
         log.error(
             "projection_stopped",
-            projection=self.name,
+            projection=failing,
             context=envelope.context,
             position=envelope.position,
             event_type=envelope.event_type,
@@ -181,31 +187,32 @@ class ProjectorRunner:
                     state = DeadLetterState.PARKED
                 if state is DeadLetterState.DROPPED:
                     skipped = await asyncio.to_thread(
-                        self.view.skip, envelope.context, envelope.position
+                        self.view.skip, envelope.context, envelope.position, failing
                     )
                     log.warning(
                         "projection_dropped_event",
-                        projection=self.name,
+                        projection=failing,
                         context=envelope.context,
                         position=envelope.position,
                         skipped=skipped,
                     )
                     return True
                 if state is not DeadLetterState.PARKED:  # a retry (or resolved meanwhile)
-                    self._parked = letter
+                    self._parked = (letter, component)
                     return True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), _DEAD_LETTER_POLL_S)
             return True
         finally:
-            PROJECTION_STOPPED.labels(self.name).set(0)
+            PROJECTION_STOPPED.labels(failing).set(0)
 
     async def _retry_went_through(self) -> None:
         """The event a retry was asked for applied: its dead letter is resolved."""
-        letter, self._parked = self._parked, None
-        if letter is not None and self._dead_letters is not None:
+        parked, self._parked = self._parked, None
+        if parked is not None and self._dead_letters is not None:
+            letter, component = parked
             try:
-                await asyncio.to_thread(self._dead_letters.resolve, letter, self.component)
+                await asyncio.to_thread(self._dead_letters.resolve, letter, component)
             except Exception:
                 log.exception("projection_resolve_failed", projection=self.name)
             else:
@@ -337,13 +344,17 @@ class ProjectorRunner:
         # skipped), so it is recorded with the next batch that applies anything, or
         # within _SKIPPED_OFFSET_EVERY_S.
         await batch[-1].ack()
-        for context in self._logs:
-            PROJECTION_POSITION.labels(self.name, context).set(self.view.position(context))
+        for view in self.view.members:
+            for context in view.contexts:
+                PROJECTION_POSITION.labels(view.name, context).set(view.position(context))
 
     def update_lag(self) -> dict[str, int]:
-        lags = {}
-        for context, event_log in self._logs.items():
-            lag = max(0, event_log.head() - self.view.position(context))
-            PROJECTION_LAG.labels(self.name, context).set(lag)
-            lags[context] = lag
+        """Each read model's lag per context (in a group, the furthest behind is returned)."""
+        heads = {context: event_log.head() for context, event_log in self._logs.items()}
+        lags: dict[str, int] = {}
+        for view in self.view.members:
+            for context in view.contexts:
+                lag = max(0, heads[context] - view.position(context))
+                PROJECTION_LAG.labels(view.name, context).set(lag)
+                lags[context] = max(lag, lags.get(context, 0))
         return lags

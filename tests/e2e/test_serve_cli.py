@@ -179,7 +179,7 @@ def test_reads_are_audited_by_child_processes_that_read_the_same_settings(
     children = {" ".join(c.cmdline()[3:]): c.nice() for c in processes}
     background = {
         "relay --context activity --nice 10",
-        "project audit readers usage dead_letters --nice 10",
+        "project dead_letters --group audit,readers,usage --nice 10",
     }
     assert background <= set(children), children
     # They yield the CPU to the API process (projections.background_nice).

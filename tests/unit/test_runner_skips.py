@@ -26,6 +26,10 @@ class _View:
         self.positions = {"documents": 0}
         self.applied: list[tuple[list[int], str, int]] = []
 
+    @property
+    def members(self) -> tuple[_View, ...]:
+        return (self,)
+
     def position(self, context: str) -> int:
         return self.positions[context]
 
