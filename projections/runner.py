@@ -264,6 +264,7 @@ class ProjectorRunner:
         config = await self._start_config(caught_up_at)
         with contextlib.suppress(NotFoundError):
             await js.delete_consumer(self._bus.stream, self.consumer_name)
+        await self._drop_stale_consumers()
         subscription = await js.subscribe(
             config.filter_subject or "",
             durable=self.consumer_name,
@@ -299,6 +300,21 @@ class ProjectorRunner:
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _drop_stale_consumers(self) -> None:
+        """Delete the consumers other runners kept for these read models (alone, or grouped
+        another way): this runner holds their locks, so no other keeps them now, and a
+        durable consumer left behind would stay on the stream for good."""
+        ours = {view.name for view in self.view.members}
+        for info in await self._bus.js.consumers_info(self._bus.stream):
+            name = info.name or ""
+            if name == self.consumer_name or not name.startswith("projection-"):
+                continue
+            kept = set(name.removeprefix("projection-").removeprefix("group-").split("-"))
+            if kept & ours:
+                with contextlib.suppress(NotFoundError):
+                    await self._bus.js.delete_consumer(self._bus.stream, name)
+                log.info("projection_consumer_dropped", projection=self.name, consumer=name)
 
     def _behind_the_store(self) -> bool:
         """Whether the event store holds events this read model has not applied."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from config.root import Container
 from domain.activity import DeadLetter, DeadLetterState, ReadKind
@@ -124,6 +125,7 @@ def test_one_runner_keeps_the_group_current_and_parks_a_poison_event_as_its_memb
     readers.apply = failing  # type: ignore[method-assign]
     tenant = str(uuid.uuid4())
     letters: list[DeadLetter] = []
+    consumers: list[str | None] = []
 
     async def scenario() -> None:
         bus = Bus(settings.nats.url, settings.nats)
@@ -139,6 +141,12 @@ def test_one_runner_keeps_the_group_current_and_parks_a_poison_event_as_its_memb
             max_attempts=2,
         )
         assert runner.consumer_name == "projection-group-audit-readers-usage"
+        # Left by `kf project readers` before the read models were grouped: stale once the
+        # group holds the lock, and dropped (another read model's consumer is not).
+        for stale in ("projection-readers", "projection-group-readers-usage", "projection-keys"):
+            await bus.js.add_consumer(
+                bus.stream, ConsumerConfig(durable_name=stale, ack_policy=AckPolicy.ALL)
+            )
         letters_runner = ProjectorRunner(  # alone, so that it lists the group's letters
             container.views["dead_letters"], container.event_logs, bus, settings.database.url
         )
@@ -180,6 +188,7 @@ def test_one_runner_keeps_the_group_current_and_parks_a_poison_event_as_its_memb
                 if all(v.refresh_positions()["activity"] >= head for v in views):
                     break
                 await asyncio.sleep(0.05)
+            consumers.extend(c.name for c in await bus.js.consumers_info(bus.stream))
         finally:
             stop.set()
             await asyncio.gather(*tasks)
@@ -187,6 +196,11 @@ def test_one_runner_keeps_the_group_current_and_parks_a_poison_event_as_its_memb
 
     asyncio.run(scenario())
     readers.apply = real_apply  # type: ignore[method-assign]
+    assert sorted(c or "" for c in consumers) == [
+        "projection-dead_letters",
+        "projection-group-audit-readers-usage",
+        "projection-keys",
+    ]
     [letter] = letters
     assert letter.component == "projection:readers" and poisoned
     assert letter.position == poisoned[0]
