@@ -299,6 +299,33 @@ class AdvisoryLocks:
         """Take ``key``, waiting as a standby; False if ``stop`` is set first."""
         return await hold_advisory_lock(await self._connection(), key, stop, **log_context)
 
+    async def hold_all(self, keys: list[str], stop: asyncio.Event, **log_context: Any) -> bool:
+        """Take every one of ``keys`` or none, waiting as a standby; False if ``stop`` is set
+        first. A runner that keeps several read models must not sit on some of their locks
+        while it waits for another: the ones it holds would be kept by no one."""
+        if len(keys) == 1:
+            return await self.hold(keys[0], stop, **log_context)
+        conn = await self._connection()
+        announced = False
+        while not stop.is_set():
+            taken: list[str] = []
+            for key in keys:
+                cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
+                row = await cursor.fetchone()
+                if row is None or not row[0]:
+                    break
+                taken.append(key)
+            if len(taken) == len(keys):
+                return True
+            for key in taken:
+                await self.release(key)
+            if not announced:
+                log.info("standby", locks=keys, **log_context)
+                announced = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        return False
+
     async def check(self) -> None:
         """Raise if the connection holding the locks is gone (and the locks with it)."""
         await (await self._connection()).execute("SELECT 1")

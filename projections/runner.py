@@ -96,18 +96,17 @@ class ProjectorRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         # Each read model's lock, whether it runs alone or in a group: one runner at a
-        # time keeps it, however the runners are grouped.
+        # time keeps it, however the runners are grouped. A group takes all or none.
         keys = [f"kf.projection.{view.name}" for view in self.view.members]
-        held: list[str] = []
         try:
-            for key in keys:
-                if not await self._locks.hold(key, stop):
-                    return
-                held.append(key)
-            await self._run_active(stop)
+            if not await self._locks.hold_all(keys, stop):
+                return
+            try:
+                await self._run_active(stop)
+            finally:
+                for key in keys:
+                    await self._locks.release(key)
         finally:
-            for key in reversed(held):
-                await self._locks.release(key)
             if self._own_locks:
                 await self._locks.close()
 

@@ -8,12 +8,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from config.root import Container
 from domain.activity import DeadLetter, DeadLetterState, ReadKind
 from infra.bus import Bus
+from infra.db import AdvisoryLocks
 from infra.envelope import Envelope
 from infra.relay import Relay
 from projections.base import ProjectionView
@@ -215,3 +217,35 @@ def test_one_runner_keeps_the_group_current_and_parks_a_poison_event_as_its_memb
     assert {v.name: v.refresh_positions()["activity"] for v in views} == dict.fromkeys(
         MEMBERS, head
     )
+
+
+def test_a_group_takes_all_its_read_models_locks_or_none(container: Container) -> None:
+    """Waiting for a member kept elsewhere, the group holds none of the others' locks (they
+    would be kept by no one); it takes them all once that member is free."""
+    url = container.settings.database.url
+    keys = [f"kf.projection.{name}" for name in MEMBERS]
+
+    async def scenario() -> None:
+        elsewhere, group, probe = AdvisoryLocks(url), AdvisoryLocks(url), AdvisoryLocks(url)
+        stop = asyncio.Event()
+        try:
+            assert await elsewhere.hold("kf.projection.readers", stop)  # `kf project readers`
+            taking = asyncio.ensure_future(group.hold_all(keys, stop))
+            await asyncio.sleep(1.5)
+            assert not taking.done()
+            for key in ("kf.projection.audit", "kf.projection.usage"):
+                assert await asyncio.wait_for(probe.hold(key, stop), 5)  # free meanwhile
+                await probe.release(key)
+            await elsewhere.release("kf.projection.readers")
+            assert await asyncio.wait_for(taking, 10)
+            for key in keys:  # now the group's
+                conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+                async with conn:
+                    cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
+                    assert await cursor.fetchone() == (False,)
+        finally:
+            stop.set()
+            for locks in (elsewhere, group, probe):
+                await locks.close()
+
+    asyncio.run(scenario())
