@@ -297,34 +297,13 @@ class AdvisoryLocks:
 
     async def hold(self, key: str, stop: asyncio.Event, **log_context: Any) -> bool:
         """Take ``key``, waiting as a standby; False if ``stop`` is set first."""
-        return await hold_advisory_lock(await self._connection(), key, stop, **log_context)
+        return await hold_advisory_locks(await self._connection(), [key], stop, **log_context)
 
     async def hold_all(self, keys: list[str], stop: asyncio.Event, **log_context: Any) -> bool:
         """Take every one of ``keys`` or none, waiting as a standby; False if ``stop`` is set
         first. A runner that keeps several read models must not sit on some of their locks
         while it waits for another: the ones it holds would be kept by no one."""
-        if len(keys) == 1:
-            return await self.hold(keys[0], stop, **log_context)
-        conn = await self._connection()
-        announced = False
-        while not stop.is_set():
-            taken: list[str] = []
-            for key in keys:
-                cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
-                row = await cursor.fetchone()
-                if row is None or not row[0]:
-                    break
-                taken.append(key)
-            if len(taken) == len(keys):
-                return True
-            for key in taken:
-                await self.release(key)
-            if not announced:
-                log.info("standby", locks=keys, **log_context)
-                announced = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-        return False
+        return await hold_advisory_locks(await self._connection(), keys, stop, **log_context)
 
     async def check(self) -> None:
         """Raise if the connection holding the locks is gone (and the locks with it)."""
@@ -341,10 +320,11 @@ class AdvisoryLocks:
             self._conn = None
 
 
-async def hold_advisory_lock(
-    conn: psycopg.AsyncConnection[Any], key: str, stop: asyncio.Event, **log_context: Any
+async def hold_advisory_locks(
+    conn: psycopg.AsyncConnection[Any], keys: list[str], stop: asyncio.Event, **log_context: Any
 ) -> bool:
-    """Take the session advisory lock ``key`` on ``conn``, waiting as a standby.
+    """Take the session advisory locks ``keys`` on ``conn``, all or none, waiting as a
+    standby (what it took of them is let go while another holds one).
 
     Returns True once held (until ``conn`` closes), False if ``stop`` is set
     first. This is how exactly one relay per context and one runner per read
@@ -352,12 +332,19 @@ async def hold_advisory_lock(
     """
     announced = False
     while not stop.is_set():
-        cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
-        row = await cursor.fetchone()
-        if row is not None and row[0]:
+        taken: list[str] = []
+        for key in keys:
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
+            row = await cursor.fetchone()
+            if row is None or not row[0]:
+                break
+            taken.append(key)
+        if len(taken) == len(keys):
             return True
+        for key in taken:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
         if not announced:
-            log.info("standby", lock=key, **log_context)
+            log.info("standby", lock=", ".join(keys), **log_context)
             announced = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
