@@ -190,7 +190,14 @@ def test_one_runner_keeps_the_group_current_and_parks_a_poison_event_as_its_memb
                 if all(v.refresh_positions()["activity"] >= head for v in views):
                     break
                 await asyncio.sleep(0.05)
-            consumers.extend(c.name for c in await bus.js.consumers_info(bus.stream))
+            # Past the dropped letter the runner catches up from the store and only then
+            # follows the stream again, with its consumer made anew: wait for that.
+            for _ in range(600):
+                names = [c.name for c in await bus.js.consumers_info(bus.stream)]
+                if runner.consumer_name in names:
+                    break
+                await asyncio.sleep(0.05)
+            consumers.extend(names)
         finally:
             stop.set()
             await asyncio.gather(*tasks)
