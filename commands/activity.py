@@ -26,7 +26,7 @@ from eventsourcing.utils import EnvType
 
 from commands.base import CommandResult, ContextApplication
 from domain.activity import Read, ReadKind, Refusal, Retention
-from infra.blobs import EVENTS_WITH_BLOBS, sealed_row, sha256_hex
+from infra.blobs import ONE_TRIP_EVENTS_WITH_BLOBS, sealed_row, sha256_hex
 from infra.crypto import KeyStore, document_key, lock_quoted, read_key
 
 # The sealed query texts of a batch of reads, their keys and what the keys quote, in one
@@ -129,8 +129,9 @@ class ActivityApp(ContextApplication):
         refusal_window_s: float = 60.0,
         keys: KeyStore | None = None,
     ) -> None:
-        # Query texts are stored with the event that names them, in one transaction.
-        super().__init__({**(env or {}), "APPLICATION_RECORDER_TOPIC": EVENTS_WITH_BLOBS})
+        # Query texts are stored with the event that names them, in one transaction,
+        # and a read's append is one round trip (the hottest append there is).
+        super().__init__({**(env or {}), "APPLICATION_RECORDER_TOPIC": ONE_TRIP_EVENTS_WITH_BLOBS})
         self._per_window = refusals_per_window
         self._window_s = refusal_window_s
         self._refusals: dict[str, tuple[float, int, int]] = {}  # client -> (window start, n, held)
