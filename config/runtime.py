@@ -115,6 +115,7 @@ def _relays(
             bus,
             locks,
             linger_s=linger if context in LINGERING_RELAYS else 0.0,
+            batch_messages=context in LINGERING_RELAYS,
         )
         for context in chosen
     ]
@@ -359,7 +360,8 @@ SERVE_CHILD_READ_MODELS = ("audit", "readers", "usage", "dead_letters")
 SERVE_CHILD_GROUP = ("audit", "readers", "usage")
 SERVE_CHILD_ALONE = tuple(m for m in SERVE_CHILD_READ_MODELS if m not in SERVE_CHILD_GROUP)
 # ... and they linger (audit.batch_linger_ms) to take reads in batches: a durable
-# commit per batch, not per read.
+# commit per batch, not per read; the relay publishes what it read together as batch
+# messages (all of the activity context's consumers are projectors, which read them).
 LINGERING_RELAYS = SERVE_CHILD_RELAYS
 LINGERING_READ_MODELS = SERVE_CHILD_READ_MODELS
 

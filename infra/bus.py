@@ -29,6 +29,8 @@ _TOKEN_UNSAFE = re.compile(r"[\s.*>]")
 HEADER_CONTEXT = "Kf-Context"
 HEADER_POSITION = "Kf-Position"
 HEADER_EVENT_TYPE = "Kf-Event-Type"
+# On a message that carries several events of one context (``publish_batch``): how many.
+HEADER_BATCH = "Kf-Batch"
 
 
 def subject_token(value: str) -> str:
@@ -140,6 +142,31 @@ class Bus:
                 HEADER_CONTEXT: envelope.context,
                 HEADER_POSITION: str(envelope.position),
                 HEADER_EVENT_TYPE: envelope.event_type,
+            },
+        )
+        return int(ack.seq)
+
+    def batch_subject(self, context: str) -> str:
+        # Three tokens: within the context's filter, outside every event filter.
+        return f"{self.prefix}.{context}.batch"
+
+    async def publish_batch(self, envelopes: Sequence[Envelope], encoded: Sequence[bytes]) -> int:
+        """Publish consecutive events of one context as one message (``encoded``: each
+        envelope's ``to_json``) and wait for the stream's ack; returns its sequence.
+
+        Its position header is the last event's, so what resumes from the stream's
+        newest message and what skips by header read it as that position; the message
+        id names the whole range, so publishing the same batch again is a duplicate."""
+        first, last = envelopes[0], envelopes[-1]
+        ack = await self.js.publish(
+            self.batch_subject(first.context),
+            Envelope.batch_to_json(encoded),
+            stream=self.stream,
+            headers={
+                "Nats-Msg-Id": f"{first.message_id}-{last.position}",
+                HEADER_CONTEXT: first.context,
+                HEADER_POSITION: str(last.position),
+                HEADER_BATCH: str(len(envelopes)),
             },
         )
         return int(ack.seq)

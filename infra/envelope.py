@@ -8,6 +8,7 @@ whichever way an event reaches it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -92,8 +93,23 @@ class Envelope:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Envelope:
-        body = json.loads(raw)
+        return cls._from_body(json.loads(raw))
+
+    @classmethod
+    def _from_body(cls, body: dict[str, Any]) -> Envelope:
         version = body.pop("envelope_version", None)
         if version not in READABLE_VERSIONS:
             raise ValueError(f"unsupported envelope_version {version!r}")
         return cls(**body)
+
+    @staticmethod
+    def batch_to_json(encoded: Sequence[bytes]) -> bytes:
+        """One message for several envelopes (each already ``to_json``): a JSON array."""
+        return b"[" + b",".join(encoded) + b"]"
+
+    @classmethod
+    def batch_from_json(cls, raw: bytes) -> list[Envelope]:
+        bodies = json.loads(raw)
+        if not isinstance(bodies, list):
+            raise ValueError("a batch message holds a JSON array of envelopes")
+        return [cls._from_body(body) for body in bodies]

@@ -30,7 +30,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from domain.activity import DeadLetterBox, DeadLetterState, ParkedMessage
-from infra.bus import HEADER_CONTEXT, HEADER_POSITION, Bus
+from infra.bus import HEADER_BATCH, HEADER_CONTEXT, HEADER_POSITION, Bus
 from infra.db import AdvisoryLocks
 from infra.envelope import Envelope
 from infra.eventlog import EventLog
@@ -54,6 +54,11 @@ _DEAD_LETTER_POLL_S = 2.0
 # A projector sent only events it does not apply records where it is in the stream at
 # most this often (a transaction and a durable commit each time).
 _SKIPPED_OFFSET_EVERY_S = 10.0
+
+
+def _events_in(msg: Msg) -> int:
+    """How many events a message carries: one, or a batch message's count."""
+    return int((msg.headers or {}).get(HEADER_BATCH, "1"))
 
 
 class ProjectorRunner:
@@ -321,33 +326,43 @@ class ProjectorRunner:
         return any(e.head() > self.view.position(c) for c, e in self._logs.items())
 
     async def _fill(self, subscription: JetStreamContext.PushSubscription, first: Msg) -> list[Msg]:
-        """``first`` and what follows it: what is pending, then, lingering, what arrives."""
+        """``first`` and what follows it: what is pending, then, lingering, what arrives
+        (up to the batch size in events: a batch message counts for the events it holds)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._linger_s
         batch = [first]
-        while len(batch) < self._batch_size:
+        events = _events_in(first)
+        while events < self._batch_size:
             if subscription.pending_msgs > 0:
                 batch.append(await subscription.next_msg(timeout=1.0))
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await subscription.next_msg(timeout=remaining))
-            except TimeoutError:
-                break
+            else:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await subscription.next_msg(timeout=remaining))
+                except TimeoutError:
+                    break
+            events += _events_in(batch[-1])
         return batch
 
     async def _apply(self, batch: list[Msg]) -> None:
-        envelopes = []
+        envelopes: list[Envelope] = []
         for msg in batch:
             headers = msg.headers or {}
             context = headers.get(HEADER_CONTEXT)
             position = int(headers.get(HEADER_POSITION, "0"))
-            # Cheap skip from headers: not ours, or already applied.
+            # Cheap skip from headers: not ours, or already applied (of a batch message,
+            # the header is its last event's position).
             if context not in self._logs or position <= self.view.position(context):
                 continue
-            envelopes.append(Envelope.from_json(msg.data))
+            if HEADER_BATCH in headers:
+                applied = self.view.position(context)
+                envelopes.extend(
+                    e for e in Envelope.batch_from_json(msg.data) if e.position > applied
+                )
+            else:
+                envelopes.append(Envelope.from_json(msg.data))
         sequence = batch[-1].metadata.sequence.stream
         now = asyncio.get_running_loop().time()
         if envelopes or now - self._offset_saved_at >= _SKIPPED_OFFSET_EVERY_S:

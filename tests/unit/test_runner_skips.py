@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 
-from infra.bus import HEADER_CONTEXT, HEADER_POSITION
+from infra.bus import HEADER_BATCH, HEADER_CONTEXT, HEADER_POSITION
 from infra.envelope import Envelope
 from projections import runner as runner_module
 from projections.runner import ProjectorRunner
@@ -104,5 +104,50 @@ def test_batches_of_only_other_contexts_are_acked_without_a_transaction(
         assert view.applied[-1] == ([], "KF_TEST", 8)
         for batch in (first, second, ours, again, later):
             assert batch[-1].acked
+
+    asyncio.run(scenario())
+
+
+def _envelope(position: int) -> Envelope:
+    return Envelope(
+        context="documents",
+        position=position,
+        event_type="Document.Uploaded",
+        topic="domain.documents:Document.Uploaded",
+        aggregate_id=str(uuid4()),
+        aggregate_version=1,
+        tenant_id=str(uuid4()),
+        actor="key:test",
+        timestamp="2026-12-04T00:00:00+00:00",
+        data={},
+    )
+
+
+class _BatchMsg(_Msg):
+    """A relay's batch message: several events, headed by the last one's position."""
+
+    def __init__(self, positions: list[int], sequence: int) -> None:
+        super().__init__("documents", positions[-1], sequence)
+        self.headers[HEADER_BATCH] = str(len(positions))
+        self.data = Envelope.batch_to_json([_envelope(p).to_json() for p in positions])
+
+
+def test_a_batch_message_applies_each_event_once_even_when_delivered_again() -> None:
+    view = _View()
+    runner = _runner(view)
+
+    async def scenario() -> None:
+        await runner._apply(cast("list[Any]", [_BatchMsg([1, 2, 3], 1)]))
+        assert view.applied == [([1, 2, 3], "KF_TEST", 1)]
+        # Delivered again with a message holding what follows: only the new events.
+        again = [_BatchMsg([1, 2, 3], 1), _BatchMsg([4, 5], 2)]
+        await runner._apply(cast("list[Any]", again))
+        assert view.applied[-1] == ([4, 5], "KF_TEST", 2)
+        # A view that applied part of a batch (from the event store, say) takes the rest.
+        view.positions["documents"] = 7
+        await runner._apply(cast("list[Any]", [_BatchMsg([6, 7, 8, 9], 3)]))
+        assert view.applied[-1] == ([8, 9], "KF_TEST", 3)
+        assert runner_module._events_in(cast("Any", _BatchMsg([6, 7, 8, 9], 3))) == 4
+        assert runner_module._events_in(cast("Any", _Msg("documents", 1, 4))) == 1
 
     asyncio.run(scenario())
