@@ -39,25 +39,27 @@ class _View:
             self.positions[envelope.context] = envelope.position
 
 
+def _envelope(position: int) -> Envelope:
+    return Envelope(
+        context="documents",
+        position=position,
+        event_type="Document.Uploaded",
+        topic="domain.documents:Document.Uploaded",
+        aggregate_id=str(uuid4()),
+        aggregate_version=1,
+        tenant_id=str(uuid4()),
+        actor="key:test",
+        timestamp="2026-12-04T00:00:00+00:00",
+        data={},
+    )
+
+
 class _Msg:
     def __init__(self, context: str, position: int, sequence: int) -> None:
         self.headers = {HEADER_CONTEXT: context, HEADER_POSITION: str(position)}
         self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=sequence))
         self.data = (
-            Envelope(
-                context=context,
-                position=position,
-                event_type="Document.Uploaded",
-                topic="domain.documents:Document.Uploaded",
-                aggregate_id=str(uuid4()),
-                aggregate_version=1,
-                tenant_id=str(uuid4()),
-                actor="key:test",
-                timestamp="2026-12-04T00:00:00+00:00",
-                data={},
-            ).to_json()
-            if context == "documents"
-            else b"not ours: never parsed"
+            _envelope(position).to_json() if context == "documents" else b"not ours: never parsed"
         )
         self.acked = False
 
@@ -106,21 +108,6 @@ def test_batches_of_only_other_contexts_are_acked_without_a_transaction(
             assert batch[-1].acked
 
     asyncio.run(scenario())
-
-
-def _envelope(position: int) -> Envelope:
-    return Envelope(
-        context="documents",
-        position=position,
-        event_type="Document.Uploaded",
-        topic="domain.documents:Document.Uploaded",
-        aggregate_id=str(uuid4()),
-        aggregate_version=1,
-        tenant_id=str(uuid4()),
-        actor="key:test",
-        timestamp="2026-12-04T00:00:00+00:00",
-        data={},
-    )
 
 
 class _BatchMsg(_Msg):
