@@ -1,10 +1,11 @@
-"""The relay on real PostgreSQL and JetStream: order, ids, resumption without gaps or duplicates."""
+"""The relay on real PostgreSQL and JetStream: order, ids, resumption without gaps or duplicates;
+recorded reads relayed as batch messages, each applied once by a projector."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import nats
@@ -12,20 +13,24 @@ import pytest
 
 from config.root import Container
 from config.settings import Settings
-from infra.bus import Bus
+from domain.activity import ReadKind
+from infra import relay as relay_module
+from infra.bus import HEADER_BATCH, HEADER_CONTEXT, HEADER_POSITION, Bus, delete_stream
 from infra.envelope import Envelope
 from infra.relay import Relay, relay_tracking
 
 
 @pytest.fixture
-def setup(make_container: Callable[..., Container]) -> tuple[Container, Settings]:
+def setup(make_container: Callable[..., Container]) -> Iterator[tuple[Container, Settings]]:
     # A fresh stream per test; a short duplicate window proves resumption does
-    # not lean on JetStream's deduplication.
+    # not lean on JetStream's deduplication. Deleted after the test: each stream
+    # reserves its max_bytes of the server's JetStream storage.
     tag = uuid.uuid4().hex[:8]
     container = make_container(
         nats={"stream": f"KFR_{tag}", "subject_prefix": f"kfr{tag}", "duplicate_window_s": 1}
     )
-    return container, container.settings
+    yield container, container.settings
+    asyncio.run(delete_stream(container.settings.nats.url, container.settings.nats.stream))
 
 
 def _upload_many(container: Container, count: int) -> None:
@@ -54,14 +59,35 @@ async def _stream(settings: Settings) -> list[tuple[int, dict[str, str], Envelop
         await nc.close()
 
 
+class CrashingTracking:
+    """A relay's tracking that fails to record its position: a crash after the ack."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def max_tracking_id(self, name: str) -> int | None:
+        return self.real.max_tracking_id(name)
+
+    def insert_tracking(self, tracking: Any) -> None:
+        raise RuntimeError("crash after ack, before recording the position")
+
+
 async def _run_relay_until(
-    container: Container, settings: Settings, position: int, **patch: Any
+    container: Container,
+    settings: Settings,
+    position: int,
+    *,
+    context: str = "documents",
+    batch_messages: bool = False,
+    crash: bool = False,
 ) -> Relay:
+    """Run a relay of ``context`` until it has published ``position`` (or failed)."""
     bus = Bus(settings.nats.url, settings.nats)
     await bus.connect("test-relay")
-    relay = Relay(container.documents, bus, settings.database.url)
-    for name, value in patch.items():
-        setattr(relay, name, value)
+    app = container.applications[context]
+    relay = Relay(app, bus, settings.database.url, batch_messages=batch_messages)
+    if crash:
+        relay._tracking = CrashingTracking(relay._tracking)  # type: ignore[assignment]
     stop = asyncio.Event()
     task = asyncio.ensure_future(relay.run(stop))
     try:
@@ -124,30 +150,10 @@ def test_crash_between_ack_and_record_publishes_nothing_twice(
     container, settings = setup
     _upload_many(container, 4)
     head = container.documents.head_position()
-
-    class CrashingTracking:
-        def __init__(self, real: Any) -> None:
-            self.real = real
-
-        def max_tracking_id(self, name: str) -> int | None:
-            return self.real.max_tracking_id(name)
-
-        def insert_tracking(self, tracking: Any) -> None:
-            raise RuntimeError("crash after ack, before recording the position")
-
-    async def crash_once() -> None:
-        bus = Bus(settings.nats.url, settings.nats)
-        await bus.connect("crashing")
-        relay = Relay(container.documents, bus, settings.database.url)
-        relay._tracking = CrashingTracking(relay._tracking)  # type: ignore[assignment]
-        stop = asyncio.Event()
-        with pytest.raises(RuntimeError, match="crash after ack"):
-            await relay.run(stop)
-        await bus.close()
-
     tracking = relay_tracking(container.documents)
     tracked_before = tracking.max_tracking_id("documents") or 0
-    asyncio.run(crash_once())
+    with pytest.raises(RuntimeError, match="crash after ack"):
+        asyncio.run(_run_relay_until(container, settings, 10**9, crash=True))
     positions = _documents_in_stream(asyncio.run(_stream(settings)))
     # Published and acked, but the position was never recorded.
     assert positions and tracked_before < max(positions) <= head
@@ -268,3 +274,146 @@ def test_lingering_relay_and_projector_take_a_trickle_of_events_in_one_batch(
     assert len(applied) == 1 and len(applied[0]) == 3 and applied[0][-1] == head
     # The relay read the three commits from the event store with one query, not one each.
     assert [n for n in selected if n] == [3]
+
+
+# Recorded reads, relayed as batch messages (what the relay read together is one
+# message headed by its last position).
+_READS: dict[str, Any] = {"context": "activity", "batch_messages": True}
+
+
+def _read(container: Container, count: int) -> None:
+    tenant = str(uuid.uuid4())
+    for _ in range(count):
+        container.activity.record_read(
+            tenant_id=tenant, actor="key:t", role="viewer", kind=ReadKind.SEARCH,
+            route="/v1/search", query=f"q {uuid.uuid4()}", documents=[str(uuid.uuid4())],
+        )  # fmt: skip
+
+
+async def _messages(settings: Settings) -> list[tuple[dict[str, str], bytes]]:
+    nc = await nats.connect(settings.nats.url)
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info(settings.nats.stream)).state
+        found = []
+        for seq in range(state.first_seq, state.last_seq + 1):
+            msg = await js.get_msg(settings.nats.stream, seq)
+            headers = dict(msg.headers or {})
+            if headers.get(HEADER_CONTEXT) == "activity":
+                found.append((headers, msg.data or b""))
+        return found
+    finally:
+        await nc.close()
+
+
+def _positions(messages: list[tuple[dict[str, str], bytes]]) -> list[int]:
+    return [e.position for _, data in messages for e in Envelope.batch_from_json(data)]
+
+
+def test_reads_read_together_go_out_as_one_message_headed_by_the_last(
+    setup: tuple[Container, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container, settings = setup
+    _read(container, 5)
+    head = container.activity.head_position()
+    monkeypatch.setattr(relay_module, "_MESSAGE_EVENTS", 3)  # five reads: two messages
+    asyncio.run(_run_relay_until(container, settings, head, **_READS))
+    messages = asyncio.run(_messages(settings))
+    assert [h[HEADER_BATCH] for h, _ in messages] == ["3", "2"]
+    positions = _positions(messages)
+    assert positions == sorted(positions) and len(set(positions)) == 5 and positions[-1] == head
+    for headers, data in messages:
+        envelopes = Envelope.batch_from_json(data)
+        assert headers[HEADER_POSITION] == str(envelopes[-1].position)
+        first, last = envelopes[0].position, envelopes[-1].position
+        assert headers["Nats-Msg-Id"] == f"activity:{first}-{last}"
+        assert {e.event_type for e in envelopes} == {"Read.Recorded"}
+    assert relay_tracking(container.activity).max_tracking_id("activity") == head
+
+
+def test_a_message_is_cut_before_it_outgrows_its_byte_budget(
+    monkeypatch: pytest.MonkeyPatch, setup: tuple[Container, Settings]
+) -> None:
+    container, settings = setup
+    _read(container, 4)
+    head = container.activity.head_position()
+    monkeypatch.setattr(relay_module, "_MESSAGE_BYTES", 1)  # every envelope is over it
+    asyncio.run(_run_relay_until(container, settings, head, **_READS))
+    messages = asyncio.run(_messages(settings))
+    assert [h[HEADER_BATCH] for h, _ in messages] == ["1", "1", "1", "1"]
+
+
+def test_a_crash_between_ack_and_record_repeats_and_loses_no_read(
+    setup: tuple[Container, Settings],
+) -> None:
+    """The stream's newest message is a batch: resuming after its header's position (not
+    JetStream's deduplication, whose 1 s window has passed) keeps every read once."""
+    container, settings = setup
+    tracking = relay_tracking(container.activity)
+    tracked_before = tracking.max_tracking_id("activity") or 0
+    _read(container, 3)
+
+    with pytest.raises(RuntimeError, match="crash after ack"):
+        asyncio.run(_run_relay_until(container, settings, 10**9, crash=True, **_READS))
+    published = _positions(asyncio.run(_messages(settings)))
+    assert published and max(published) > tracked_before  # published, never recorded
+    assert (tracking.max_tracking_id("activity") or 0) == tracked_before
+    asyncio.run(asyncio.sleep(1.5))  # past the stream's duplicate window
+    _read(container, 2)
+    head = container.activity.head_position()
+    asyncio.run(_run_relay_until(container, settings, head, **_READS))
+    positions = _positions(asyncio.run(_messages(settings)))
+    assert positions == sorted(set(positions)), "a read was published twice or out of order"
+    assert len(positions) == 5 and positions[-1] == head
+
+
+def test_a_projector_applies_each_read_of_the_batch_messages_once(
+    setup: tuple[Container, Settings],
+) -> None:
+    from projections.runner import ProjectorRunner
+
+    container, settings = setup
+    view = container.views["readers"]
+    view.catch_up_from(container.event_logs)
+    applied: list[list[int]] = []
+
+    async def scenario() -> None:
+        bus = Bus(settings.nats.url, settings.nats)
+        await bus.connect("batches")
+        await bus.ensure_stream()
+        relay = Relay(
+            container.activity, bus, settings.database.url, linger_s=1.0, batch_messages=True
+        )
+        runner = ProjectorRunner(view, container.event_logs, bus, settings.database.url)
+        real_apply = view.apply_batch
+
+        def counting_apply(envelopes: Any, *args: Any) -> Any:
+            if envelopes:
+                applied.append([e.position for e in envelopes])
+            return real_apply(envelopes, *args)
+
+        view.apply_batch = counting_apply  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        tasks = [asyncio.ensure_future(relay.run(stop)), asyncio.ensure_future(runner.run(stop))]
+        try:
+            await asyncio.wait_for(relay.active.wait(), 20)
+            await asyncio.wait_for(runner.active.wait(), 20)
+            applied.clear()  # what the catch-up applied
+            for _ in range(3):  # a trickle, within the relay's linger
+                await asyncio.to_thread(_read, container, 1)
+            head = container.activity.head_position()
+            for _ in range(500):
+                if view.position("activity") >= head:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+            view.apply_batch = real_apply  # type: ignore[method-assign]
+            await bus.close()
+
+    asyncio.run(scenario())
+    head = container.activity.head_position()
+    assert applied == [[head - 2, head - 1, head]]
+    [(headers, _)] = asyncio.run(_messages(settings))
+    assert headers[HEADER_BATCH] == "3"
