@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
 from infra.crypto import DataKey, KeyErasedError, KeyStore, Opener
@@ -191,35 +191,31 @@ class OneTripRecorder(EventsWithBlobsRecorder):
     For the hottest append there is, one recorded read per read served.
     """
 
-    @property
-    def _one_trip_statements(self) -> tuple[Composed, Composed]:
-        statements: tuple[Composed, Composed] | None = getattr(self, "_one_trip", None)
-        if statements is None:
-            table = SQL("{}.{}").format(
-                Identifier(self.datastore.schema), Identifier(self.events_table_name)
-            )
-            insert = SQL(
-                "INSERT INTO {} (originator_id, originator_version, topic, state)"
-                " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
-                " RETURNING notification_id"
-            ).format(table)
-            notify = SQL("NOTIFY {}").format(Identifier(self.channel_name))
-            statements = self._one_trip = (insert, notify)
-        return statements
+    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        table = SQL("{}.{}").format(Identifier(datastore.schema), Identifier(events_table_name))
+        self._insert = SQL(
+            "INSERT INTO {} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
+            " RETURNING notification_id"
+        ).format(table)
+        self._notify = SQL("NOTIFY {}").format(Identifier(self.channel_name))
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
         if not stored_events:
             return []
-        insert, notify = self._one_trip_statements
         columns = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
         )
-        with self.datastore.get_connection() as conn:
-            curs, inserting = conn.cursor(), conn.cursor()
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor() as curs,
+            conn.cursor() as inserting,
+        ):
             # BEGIN and COMMIT as statements: psycopg's transaction() waits for the server
             # after BEGIN, and again at COMMIT, in a pipeline. If a statement fails the
             # server skips the rest, COMMIT included, and the pool's connection rolls back
@@ -229,8 +225,8 @@ class OneTripRecorder(EventsWithBlobsRecorder):
                 self._insert_events(curs, stored_events, **kwargs)
                 for statement in self.lock_table_statements:
                     curs.execute(statement, prepare=True)
-                curs.execute(notify)
-                inserting.execute(insert, columns, prepare=True)
+                curs.execute(self._notify)
+                inserting.execute(self._insert, columns, prepare=True)
                 curs.execute(_COMMIT)
             # Ids are drawn in insert order while the table is locked: sorted, they are
             # the events' in the order given.
