@@ -26,34 +26,8 @@ from eventsourcing.utils import EnvType
 
 from commands.base import CommandResult, ContextApplication
 from domain.activity import Read, ReadKind, Refusal, Retention
-from infra.blobs import ONE_TRIP_EVENTS_WITH_BLOBS, sealed_row, sha256_hex
-from infra.crypto import KeyStore, document_key, lock_quoted, read_key
-
-# The sealed query texts of a batch of reads, their keys and what the keys quote, in one
-# statement (``ActivityApp._seal_texts``); a read that quotes an erased subject is left out.
-_SEAL = """
-WITH made AS (
-    SELECT * FROM unnest(
-        %(key_ids)s::text[], %(tenants)s::text[], %(wrapped)s::bytea[],
-        %(digests)s::text[], %(sizes)s::bigint[], %(contents)s::bytea[]
-    ) AS m (key_id, tenant_id, wrapped, sha256, size_bytes, content)
-), quotes AS (
-    SELECT * FROM unnest(%(quoting)s::text[], %(quoted)s::text[]) AS q (key_id, quoted_key)
-), kept AS (
-    SELECT * FROM made WHERE NOT EXISTS (
-        SELECT 1 FROM quotes JOIN erased_keys e ON e.key_id = quotes.quoted_key
-        WHERE quotes.key_id = made.key_id
-    )
-), new_keys AS (
-    INSERT INTO data_keys (key_id, tenant_id, wrapped, master_key_id)
-    SELECT key_id, tenant_id, wrapped, %(master)s FROM kept
-), new_quotes AS (
-    INSERT INTO data_key_quotes (key_id, quoted_key)
-    SELECT quotes.key_id, quotes.quoted_key FROM quotes JOIN kept USING (key_id)
-)
-INSERT INTO blobs (tenant_id, key_id, sha256, size_bytes, content)
-SELECT tenant_id, key_id, sha256, size_bytes, content FROM kept
-"""
+from infra.blobs import READS_RECORDER, SealedTexts, sealed_row, sha256_hex
+from infra.crypto import KeyStore, document_key, read_key
 
 
 @dataclass
@@ -129,9 +103,9 @@ class ActivityApp(ContextApplication):
         refusal_window_s: float = 60.0,
         keys: KeyStore | None = None,
     ) -> None:
-        # Query texts are stored with the event that names them, in one transaction,
-        # and a read's append is one round trip (the hottest append there is).
-        super().__init__({**(env or {}), "APPLICATION_RECORDER_TOPIC": ONE_TRIP_EVENTS_WITH_BLOBS})
+        # Query texts are stored with the event that names them, and a batch of reads
+        # is appended in one statement (the hottest append there is).
+        super().__init__({**(env or {}), "APPLICATION_RECORDER_TOPIC": READS_RECORDER})
         self._per_window = refusals_per_window
         self._window_s = refusal_window_s
         self._refusals: dict[str, tuple[float, int, int]] = {}  # client -> (window start, n, held)
@@ -176,48 +150,36 @@ class ActivityApp(ContextApplication):
     def _append_batch(self, batch: list[_Pending]) -> list[int]:
         sealed = [p for p in batch if p.blob is not None and p.shown and self._keys is not None]
         blobs = list(dict.fromkeys(p.blob for p in batch if p.blob is not None and p not in sealed))
-        also = [lambda curs: self._seal_texts(curs, sealed)] if sealed else []
-        positions = self.append_stamped(*(p.read for p in batch), blobs=blobs, also=also)
+        texts = self._sealed_texts(sealed) if sealed else None
+        positions = self.append_stamped(*(p.read for p in batch), blobs=blobs, sealed=texts)
         return [positions[p.read.id] for p in batch]
 
-    def _seal_texts(self, curs: Any, sealed: list[_Pending]) -> None:
-        """Store each text sealed with a key of its read that quotes the documents shown;
-        a text that showed a document erased meanwhile is not stored at all.
+    def _sealed_texts(self, sealed: list[_Pending]) -> SealedTexts:
+        """Each text sealed with a new key of its read that quotes the documents shown.
 
-        Two statements and no fetch, so they go in the round trip of the events' insert:
-        the subjects' shared locks, then one statement that stores the keys, their quotes
-        and the sealed texts of the reads none of whose documents is erased (it runs
-        after the locks are held, so it sees any erasure that committed before)."""
+        The recorder stores them with the reads, after taking the subjects' shared locks,
+        and leaves out the text of a read that showed a document erased meanwhile (its
+        record stays): an erasure either committed before and is seen, or waits for the
+        append and then destroys the keys it made (``migrations/0016_record_reads.sql``).
+        """
         keys = self._keys
         assert keys is not None
-        lock_quoted(curs, [document_key(d) for p in sealed for d in p.shown])
-        made: list[tuple[Any, ...]] = []
-        quotes: list[tuple[str, str]] = []
+        texts = SealedTexts([], [], [], [], [], [], keys.master.key_id, [], [])
         for pending in sealed:
             assert pending.blob is not None
             key, wrapped = keys.new_key(read_key(pending.read.id))
             tenant_id, text = pending.blob
             _, _, digest, size, content = sealed_row(tenant_id, text, key)
-            made.append((key.key_id, tenant_id, wrapped, digest, size, content))
-            quotes.extend(
-                (key.key_id, quoted) for quoted in sorted({document_key(d) for d in pending.shown})
-            )
-        columns = list(zip(*made, strict=True))
-        quoting = list(zip(*quotes, strict=True))
-        curs.execute(
-            _SEAL,
-            {
-                "key_ids": list(columns[0]),
-                "tenants": list(columns[1]),
-                "wrapped": list(columns[2]),
-                "digests": list(columns[3]),
-                "sizes": list(columns[4]),
-                "contents": list(columns[5]),
-                "master": keys.master.key_id,
-                "quoting": list(quoting[0]),
-                "quoted": list(quoting[1]),
-            },
-        )
+            texts.key_ids.append(key.key_id)
+            texts.tenants.append(tenant_id)
+            texts.wrapped.append(wrapped)
+            texts.digests.append(digest)
+            texts.sizes.append(size)
+            texts.contents.append(content)
+            for quoted in sorted({document_key(d) for d in pending.shown}):
+                texts.quoting.append(key.key_id)
+                texts.quoted.append(quoted)
+        return texts
 
     def record_refusal(self, **refusal: Any) -> CommandResult | None:
         """Record a refused request, or count it if its client was recorded just now."""

@@ -62,24 +62,6 @@ def read_key(read_id: object) -> str:
     return f"read:{read_id}"
 
 
-def lock_quoted(curs: Cursor[Any], key_ids: Iterable[str]) -> None:
-    """Take a shared advisory lock on each subject, until the caller's transaction ends.
-
-    An erasure takes the same lock exclusively (``destroy_keys``), so it either
-    committed before this returns (a statement run after it sees the subject in
-    ``erased_keys``) or waits for this transaction and then destroys the keys it made
-    quoting the subject. Advisory locks live in memory: cheaper than locking the keys'
-    rows on a path as hot as reads. Nothing is fetched: the caller's next statement
-    can go in the same round trip.
-    """
-    ids = sorted(set(key_ids))
-    if ids:
-        curs.execute(
-            "SELECT count(pg_advisory_xact_lock_shared(hashtext(k))) FROM unnest(%s::text[]) AS k",
-            (ids,),
-        )
-
-
 class MasterKeyError(RuntimeError):
     """No usable master key: the configured one is malformed, or not the one in use."""
 
@@ -361,7 +343,8 @@ def destroy_keys(curs: Cursor[Any], tenant_id: str, key_id: str) -> list[str]:
     Runs in the caller's transaction (the one that appends the erasure event) and
     is idempotent; returns the key ids destroyed now, the subject's first.
     """
-    # Reads that quote the subject wait for this, or this for them (``lock_quoted``).
+    # Reads that quote the subject wait for this, or this for them: ``kf_record_reads``
+    # takes the same lock shared (migrations/0016_record_reads.sql).
     curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key_id,))
     subject = [key_id] if key_id.startswith("conversation:") else []
     quoting = curs.execute(

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from infra.blobs import ONE_TRIP_EVENTS_WITH_BLOBS
+from infra.blobs import READS_RECORDER
 from infra.db import check_idle_connection, open_pool
 
 
@@ -66,7 +66,7 @@ def test_query_blobs_are_stored_with_the_read_that_names_them(make_container: An
     from domain.activity import ReadKind
 
     container = make_container()
-    assert container.activity.env["APPLICATION_RECORDER_TOPIC"] == ONE_TRIP_EVENTS_WITH_BLOBS
+    assert container.activity.env["APPLICATION_RECORDER_TOPIC"] == READS_RECORDER
     query = f"what does the heron eat {time.time_ns()}"
     result = container.activity.record_read(
         tenant_id="t", actor="key:x", role="viewer", kind=ReadKind.SEARCH,
