@@ -211,10 +211,10 @@ class ReadsRecorder(EventsWithBlobsRecorder):
             raise ValueError(f"kf_record_reads appends to activity_events, not {events_table_name}")
         self._call = SQL(
             "SELECT n FROM kf_record_reads("
-            "%s::uuid[], %s::bigint[], %s::text[], %s::bytea[],"
-            " %s::text[], %s::text[], %s::bigint[], %s::bytea[],"
-            " %s::text[], %s::text[], %s::bytea[], %s::text[], %s::bigint[], %s::bytea[],"
-            " %s::text, %s::text[], %s::text[], %s::text[], %s::text) AS n"
+            "%b::uuid[], %b::bigint[], %b::text[], %b::bytea[],"
+            " %b::text[], %b::text[], %b::bigint[], %b::bytea[],"
+            " %b::text[], %b::text[], %b::bytea[], %b::text[], %b::bigint[], %b::bytea[],"
+            " %b::text, %b::text[], %b::text[], %b::text[], %b::text) AS n"
         )
         self._lock_timeout = f"{datastore.lock_timeout}s"
 
