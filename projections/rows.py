@@ -56,25 +56,30 @@ class DuplicateRowError(RuntimeError):
 
 
 class BatchWrites:
-    """Statements a batch's handlers queue, sent in order with ``executemany`` after them.
+    """Statements a batch's handlers queue, sent in order after them.
 
     One round trip per run of identical statements instead of one per event:
-    replays and rebuilds apply thousands of events per second this way.
+    replays and rebuilds apply thousands of events per second this way. A run of
+    statements is sent with ``executemany``; a run of rows (``copy``) is copied in.
     """
 
     def __init__(self) -> None:
         self._queue: list[tuple[Composed, tuple[Any, ...]]] = []
         self.tables: set[str] = set()  # tables with rows queued by ``insert_batched``
         self._statements: dict[tuple[str, tuple[str, ...]], Composed] = {}
+        self._copies: set[int] = set()  # ids of the ``COPY … FROM STDIN`` statements
 
     def add(self, statement: Composed, params: tuple[Any, ...]) -> None:
         self._queue.append((statement, params))
 
-    def statement(self, key: tuple[str, tuple[str, ...]], make: Callable[[], Composed]) -> Composed:
-        """The one statement object for ``key`` (runs of it are sent together)."""
+    def copy(self, key: tuple[str, tuple[str, ...]], make: Callable[[], Composed]) -> Composed:
+        """The one ``COPY … FROM STDIN`` statement for ``key``: what is queued under it is
+        rows, sent with ``COPY`` (the server takes them as one statement, and psycopg
+        formats them in C, where ``executemany`` runs the pipeline's Python per row)."""
         found = self._statements.get(key)
         if found is None:
             found = self._statements[key] = make()
+            self._copies.add(id(found))
         return found
 
     def clear(self) -> None:
@@ -90,7 +95,13 @@ class BatchWrites:
             end = start
             while end < len(queue) and queue[end][0] is queue[start][0]:
                 end += 1
-            curs.executemany(queue[start][0], [params for _, params in queue[start:end]])
+            statement = queue[start][0]
+            if id(statement) in self._copies:
+                with curs.copy(statement) as copy:
+                    for _, params in queue[start:end]:
+                        copy.write_row(params)
+            else:
+                curs.executemany(statement, [params for _, params in queue[start:end]])
             start = end
 
 
@@ -142,11 +153,14 @@ class PostgresRows:
         self.cursor.execute(statement, [_value(row[c]) for c in columns])
 
     def insert_batched(self, table: str, row: Mapping[str, Any]) -> None:
-        """Queued: the batch's rows go with ``executemany`` of one prepared statement, in
-        one round trip, rather than a statement (parsed and planned) per handler call."""
+        """Queued: the batch's rows of ``table`` go in one ``COPY`` (a run of them, between
+        other queued statements), rather than a statement per handler call."""
         columns = tuple(row)
-        statement = self.writes.statement(
-            (table, columns), lambda: self._insert_statement(table, columns)
+        statement = self.writes.copy(
+            (table, columns),
+            lambda: SQL("COPY {} ({}) FROM STDIN").format(
+                self._table(table), SQL(", ").join(Identifier(c) for c in columns)
+            ),
         )
         self.writes.add(statement, tuple(_value(row[c]) for c in columns))
         self.writes.tables.add(table)
