@@ -277,9 +277,12 @@ def test_one_retention_runner_at_a_time_runs_the_job(container: Container) -> No
     for runner in runners:
         runner.start()
     time.sleep(1)
+    # What ran while both were running: stopping the holder releases the lock, and the
+    # other, not yet stopped, may then take it and run once (as it should).
+    seen = list(runs)
     for runner in runners:
         runner.stop()
-    assert len(runs) >= 5 and len(set(runs)) == 1
+    assert len(seen) >= 5 and len(set(seen)) == 1
 
 
 def test_retention_runs_soon_after_start_not_a_whole_period_later(container: Container) -> None:
