@@ -364,6 +364,7 @@ def destroy_keys(curs: Cursor[Any], tenant_id: str, key_id: str) -> list[str]:
         " ON CONFLICT (key_id) DO NOTHING",
         [(k, tenant_id, key_id) for k in ids],
     )
+    curs.execute("DELETE FROM data_key_quotes WHERE key_id = ANY(%s)", (ids,))
     curs.execute("DELETE FROM blobs WHERE key_id = ANY(%s)", (ids,))
     return [k for k in ids if k in deleted]
 
