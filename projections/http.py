@@ -7,7 +7,10 @@ through these dependencies, never by building anything.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Annotated, Any, Protocol, TypeVar
 
 import structlog
@@ -89,6 +92,22 @@ class ReadRecorder(Protocol):
     ) -> Any: ...
 
 
+# Reads being recorded while their responses are made (``Reads.start``): a thread each,
+# as many as requests a server runs at once; concurrent ones commit together anyway.
+_RECORDING = ThreadPoolExecutor(max_workers=32, thread_name_prefix="read-record")
+
+
+class PendingRead:
+    """A read whose record is being written: ``wait`` before its response leaves."""
+
+    def __init__(self, future: Future[None]) -> None:
+        self._future = future
+
+    def wait(self) -> None:
+        """Return once the record is durable; raise the 503 if it could not be written."""
+        self._future.result()
+
+
 class Reads:
     """What a read showed, recorded before its response leaves: if the record cannot be
     written, the read is refused with 503 (fail closed) and nothing is shown."""
@@ -107,6 +126,48 @@ class Reads:
         mode: str | None = None,
         query_sha256: str | None = None,
     ) -> None:
+        self._recording(principal, kind, query, documents, chunks, mode, query_sha256)()
+
+    def start(
+        self,
+        principal: Principal,
+        kind: ReadKind,
+        *,
+        query: str | None = None,
+        documents: Sequence[str] = (),
+        chunks: Sequence[str] = (),
+        mode: str | None = None,
+        query_sha256: str | None = None,
+    ) -> PendingRead:
+        """``record``, in a thread of its own, so that the caller goes on making the
+        response meanwhile; it must ``wait`` before the response leaves. Start it once
+        what the response shows is known: should making the response fail after that,
+        the read stays recorded though it was not shown."""
+        recording = self._recording(principal, kind, query, documents, chunks, mode, query_sha256)
+        started = threading.Event()
+
+        def record() -> None:
+            started.set()
+            recording()
+
+        # The request's context (its cause: request id, client, user agent) goes along.
+        pending = PendingRead(_RECORDING.submit(contextvars.copy_context().run, record))
+        # Give the recording thread the interpreter until its append waits for the server:
+        # otherwise it waits for it until this thread's next pause (after the response is
+        # made, up to the interpreter's 5 ms switch interval), and nothing overlaps.
+        started.wait()
+        return pending
+
+    def _recording(
+        self,
+        principal: Principal,
+        kind: ReadKind,
+        query: str | None,
+        documents: Sequence[str],
+        chunks: Sequence[str],
+        mode: str | None,
+        query_sha256: str | None,
+    ) -> Callable[[], None]:
         recorder: ReadRecorder = self._request.app.state.read_recorder
         route = getattr(self._request.scope.get("route"), "path", self._request.url.path)
 
@@ -124,23 +185,26 @@ class Reads:
                 query_sha256=query_sha256,
             )
 
-        try:
+        def recording() -> None:
             try:
-                attempt()
-            except Exception:
-                # Once more: a connection can fail the first statement after the database
-                # recovered (psycopg's prepared statements in pipeline mode); a read
-                # recorded twice says no more than it happened, one not recorded is lost.
-                log.warning("read_record_retry", kind=kind.value, route=route, exc_info=True)
-                attempt()
-        except Exception as exc:
-            log.exception("read_not_recorded", kind=kind.value, route=route)
-            raise ApiError(
-                503,
-                "read_not_recorded",
-                "The read could not be recorded, so it is not served; retry shortly.",
-                {"Retry-After": "1"},
-            ) from exc
+                try:
+                    attempt()
+                except Exception:
+                    # Once more: a connection can fail the first statement after the
+                    # database recovered (psycopg's prepared statements); a read recorded
+                    # twice says no more than it happened, one not recorded is lost.
+                    log.warning("read_record_retry", kind=kind.value, route=route, exc_info=True)
+                    attempt()
+            except Exception as exc:
+                log.exception("read_not_recorded", kind=kind.value, route=route)
+                raise ApiError(
+                    503,
+                    "read_not_recorded",
+                    "The read could not be recorded, so it is not served; retry shortly.",
+                    {"Retry-After": "1"},
+                ) from exc
+
+        return recording
 
 
 MinPosition = Annotated[

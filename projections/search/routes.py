@@ -21,7 +21,7 @@ from domain.media import SUPPORTED_MEDIA_TYPES
 from infra.search_index import Filters, point_id
 from infra.web import ERROR_RESPONSES, ApiError, ErrorBody, Viewer
 from projections.fulltext.view import FulltextView
-from projections.http import Models, ReadLog, Reads
+from projections.http import Models, PendingRead, ReadLog, Reads
 from projections.search.view import SearchService
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
@@ -160,7 +160,22 @@ def _run(
             raise ApiError(422, "invalid_request", "offset is only supported in exact mode.")
         models.wait("search", "documents", body.min_position)
         service: SearchService = request.app.state.search
-        found = service.search(principal_tenant, query, body.mode, body.k, filters)
+        pending: list[PendingRead] = []
+
+        def shown(results: list[tuple[str, int]]) -> None:
+            # Recorded while the snippets and the response are made (waited for below).
+            pending.append(
+                reads.start(
+                    principal,
+                    ReadKind.SEARCH,
+                    query=query,
+                    documents=[document_id for document_id, _ in results],
+                    chunks=[point_id(d, chunk_index) for d, chunk_index in results],
+                    mode=body.mode,
+                )
+            )
+
+        found = service.search(principal_tenant, query, body.mode, body.k, filters, found=shown)
         hits = [
             SearchHit(
                 document_id=UUID(r.document_id),
@@ -176,14 +191,18 @@ def _run(
             )
             for r in found.results
         ]
-    reads.record(
-        principal,
-        ReadKind.SEARCH,
-        query=query,
-        documents=[str(hit.document_id) for hit in hits],
-        chunks=[point_id(str(hit.document_id), hit.chunk_index) for hit in hits],
-        mode=body.mode,
-    )
+    if body.mode == "exact":
+        reads.record(
+            principal,
+            ReadKind.SEARCH,
+            query=query,
+            documents=[str(hit.document_id) for hit in hits],
+            chunks=[point_id(str(hit.document_id), hit.chunk_index) for hit in hits],
+            mode=body.mode,
+        )
+    else:
+        [recording] = pending
+        recording.wait()  # durable before the response leaves, or a 503
     took = round((time.perf_counter() - started) * 1000, 2)
     return SearchResponse(query=query, mode=body.mode, k=body.k, results=hits, took_ms=took)
 

@@ -8,7 +8,7 @@ search projection writes); ``SearchView`` is the projection's PostgreSQL side
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -71,8 +71,18 @@ class SearchService:
         self._settings = settings
 
     def search(
-        self, tenant_id: str, query: str, mode: Mode, k: int, filters: Filters
+        self,
+        tenant_id: str,
+        query: str,
+        mode: Mode,
+        k: int,
+        filters: Filters,
+        *,
+        found: Callable[[list[tuple[str, int]]], None] | None = None,
     ) -> SearchResults:
+        """``found``: called with the results' (document id, chunk index), in order, once
+        they are known and before their snippets are made (the search route starts
+        recording the read then, so that its append overlaps the snippets)."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
         dense = None
@@ -93,6 +103,10 @@ class SearchService:
         payloads = self._index.current.payloads([hit.id for hit in fused])
         fused = [Hit(hit.id, hit.score, payloads.get(hit.id, {})) for hit in fused]
         timings["index"] = (time.perf_counter() - queried) * 1000
+        # Belt and braces: the engine's filter already kept only this tenant.
+        fused = [hit for hit in fused if hit.payload.get("tenant_id") == tenant_id]
+        if found is not None:
+            found([(str(h.payload["document_id"]), int(h.payload["chunk_index"])) for h in fused])
         dense_rank = _ranks(legs.dense)
         sparse_rank = _ranks(legs.sparse)
         query_terms = self._encoder.terms(query)
@@ -107,8 +121,6 @@ class SearchService:
                 },
             )
             for hit in fused
-            # Belt and braces: the engine's filter already kept only this tenant.
-            if hit.payload.get("tenant_id") == tenant_id
         ]
         timings["total"] = (time.perf_counter() - started) * 1000
         return SearchResults(mode=mode, results=results, timings_ms=timings)

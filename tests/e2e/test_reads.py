@@ -58,7 +58,9 @@ def _reads(system: RunningSystem, **match: Any) -> list[dict[str, Any]]:
             if e.event_type == "Read.Recorded" and all(
                 e.data.get(k) == v if k != "actor" else e.actor == v for k, v in match.items()
             ):
-                found.append({**e.data, "actor": e.actor, "position": e.position})
+                found.append(
+                    {**e.data, "actor": e.actor, "position": e.position, "cause": e.metadata}
+                )
     return found
 
 
@@ -90,12 +92,22 @@ def test_a_search_is_recorded_with_what_it_showed_and_its_query_kept_for_auditor
 ) -> None:
     actor, token = _key(system, Role.VIEWER, "searcher")
     query = f"where does the {NEEDLE} hover"
+    request_id = f"req-{uuid.uuid4().hex[:12]}"
     with system.client(token) as viewer:
-        found = viewer.get("/v1/search", params={"q": query, "mode": "keyword"}).json()
+        found = viewer.get(
+            "/v1/search",
+            params={"q": query, "mode": "keyword"},
+            headers={"X-Request-ID": request_id, "User-Agent": "reads-test/1.0"},
+        ).json()
     assert [r["document_id"] for r in found["results"]] == [document]
     (read,) = _reads(system, actor=actor, kind="search")
     assert read["documents"] == [document] and len(read["chunks"]) == 1
     assert read["route"] == "/v1/search" and read["role"] == "viewer"
+    # Recorded from a thread of its own while the response was made, with the request's cause.
+    assert (read["cause"]["request_id"], read["cause"]["user_agent"]) == (
+        request_id,
+        "reads-test/1.0",
+    )
     assert query not in json.dumps(read) and len(read["query_sha256"]) == 64
     _settle(system)
     auditor_actor, auditor = _key(system, Role.AUDITOR, "reviewer")
