@@ -164,7 +164,7 @@ class ActivityApp(ContextApplication):
         """
         keys = self._keys
         assert keys is not None
-        texts = SealedTexts([], [], [], [], [], [], keys.master.key_id, [], [])
+        texts = SealedTexts(master_key_id=keys.master.key_id)
         for pending in sealed:
             assert pending.blob is not None
             key, wrapped = keys.new_key(read_key(pending.read.id))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
@@ -178,15 +178,15 @@ class SealedTexts:
     column, one entry per text (``sealed_row``'s with its key's), and the pairs (key,
     quoted subject's key) of what each key quotes."""
 
-    key_ids: list[str]
-    tenants: list[str]
-    wrapped: list[bytes]
-    digests: list[str]
-    sizes: list[int]
-    contents: list[bytes]
-    master_key_id: str
-    quoting: list[str]
-    quoted: list[str]
+    master_key_id: str = ""  # the key that wraps theirs
+    key_ids: list[str] = field(default_factory=list)
+    tenants: list[str] = field(default_factory=list)
+    wrapped: list[bytes] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    contents: list[bytes] = field(default_factory=list)
+    quoting: list[str] = field(default_factory=list)
+    quoted: list[str] = field(default_factory=list)
 
 
 class ReadsRecorder(EventsWithBlobsRecorder):
@@ -233,7 +233,7 @@ class ReadsRecorder(EventsWithBlobsRecorder):
         if not stored_events:
             return []
         plain = [sealed_row(tenant_id, content, None) for tenant_id, content in blobs]
-        s = sealed or SealedTexts([], [], [], [], [], [], "", [], [])
+        s = sealed or SealedTexts()
         params = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
