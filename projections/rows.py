@@ -55,6 +55,10 @@ class DuplicateRowError(RuntimeError):
     """An insert met a row with the same primary key (PostgreSQL's unique violation)."""
 
 
+class CopyRows(Composed):
+    """A ``COPY … FROM STDIN`` queued in ``BatchWrites``: what is queued under it is rows."""
+
+
 class BatchWrites:
     """Statements a batch's handlers queue, sent in order after them.
 
@@ -66,20 +70,18 @@ class BatchWrites:
     def __init__(self) -> None:
         self._queue: list[tuple[Composed, tuple[Any, ...]]] = []
         self.tables: set[str] = set()  # tables with rows queued by ``insert_batched``
-        self._statements: dict[tuple[str, tuple[str, ...]], Composed] = {}
-        self._copies: set[int] = set()  # ids of the ``COPY … FROM STDIN`` statements
+        self._copies: dict[tuple[str, tuple[str, ...]], CopyRows] = {}
 
     def add(self, statement: Composed, params: tuple[Any, ...]) -> None:
         self._queue.append((statement, params))
 
-    def copy(self, key: tuple[str, tuple[str, ...]], make: Callable[[], Composed]) -> Composed:
+    def copy(self, key: tuple[str, tuple[str, ...]], make: Callable[[], Composed]) -> CopyRows:
         """The one ``COPY … FROM STDIN`` statement for ``key``: what is queued under it is
         rows, sent with ``COPY`` (the server takes them as one statement, and psycopg
         formats them in C, where ``executemany`` runs the pipeline's Python per row)."""
-        found = self._statements.get(key)
+        found = self._copies.get(key)
         if found is None:
-            found = self._statements[key] = make()
-            self._copies.add(id(found))
+            found = self._copies[key] = CopyRows([make()])
         return found
 
     def clear(self) -> None:
@@ -96,7 +98,7 @@ class BatchWrites:
             while end < len(queue) and queue[end][0] is queue[start][0]:
                 end += 1
             statement = queue[start][0]
-            if id(statement) in self._copies:
+            if isinstance(statement, CopyRows):
                 with curs.copy(statement) as copy:
                     for _, params in queue[start:end]:
                         copy.write_row(params)
