@@ -11,7 +11,7 @@ import contextvars
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypedDict, TypeVar, Unpack
 
 import structlog
 from fastapi import Depends, Query, Request
@@ -97,6 +97,16 @@ class ReadRecorder(Protocol):
 _RECORDING = ThreadPoolExecutor(max_workers=32, thread_name_prefix="read-record")
 
 
+class ReadShown(TypedDict, total=False):
+    """What a read showed, as ``Reads`` records it (see ``ReadRecorder``)."""
+
+    query: str | None
+    documents: Sequence[str]
+    chunks: Sequence[str]
+    mode: str | None
+    query_sha256: str | None
+
+
 class PendingRead:
     """A read whose record is being written: ``wait`` before its response leaves."""
 
@@ -115,35 +125,15 @@ class Reads:
     def __init__(self, request: Request) -> None:
         self._request = request
 
-    def record(
-        self,
-        principal: Principal,
-        kind: ReadKind,
-        *,
-        query: str | None = None,
-        documents: Sequence[str] = (),
-        chunks: Sequence[str] = (),
-        mode: str | None = None,
-        query_sha256: str | None = None,
-    ) -> None:
-        self._recording(principal, kind, query, documents, chunks, mode, query_sha256)()
+    def record(self, principal: Principal, kind: ReadKind, **read: Unpack[ReadShown]) -> None:
+        self._recording(principal, kind, read)()
 
-    def start(
-        self,
-        principal: Principal,
-        kind: ReadKind,
-        *,
-        query: str | None = None,
-        documents: Sequence[str] = (),
-        chunks: Sequence[str] = (),
-        mode: str | None = None,
-        query_sha256: str | None = None,
-    ) -> PendingRead:
+    def start(self, principal: Principal, kind: ReadKind, **read: Unpack[ReadShown]) -> PendingRead:
         """``record``, in a thread of its own, so that the caller goes on making the
         response meanwhile; it must ``wait`` before the response leaves. Start it once
         what the response shows is known: should making the response fail after that,
         the read stays recorded though it was not shown."""
-        recording = self._recording(principal, kind, query, documents, chunks, mode, query_sha256)
+        recording = self._recording(principal, kind, read)
         started = threading.Event()
 
         def record() -> None:
@@ -159,14 +149,7 @@ class Reads:
         return pending
 
     def _recording(
-        self,
-        principal: Principal,
-        kind: ReadKind,
-        query: str | None,
-        documents: Sequence[str],
-        chunks: Sequence[str],
-        mode: str | None,
-        query_sha256: str | None,
+        self, principal: Principal, kind: ReadKind, read: ReadShown
     ) -> Callable[[], None]:
         recorder: ReadRecorder = self._request.app.state.read_recorder
         route = getattr(self._request.scope.get("route"), "path", self._request.url.path)
@@ -178,11 +161,11 @@ class Reads:
                 role=principal.role.value,
                 kind=kind,
                 route=route,
-                query=query,
-                documents=[str(d) for d in documents],
-                chunks=[str(c) for c in chunks],
-                mode=mode,
-                query_sha256=query_sha256,
+                query=read.get("query"),
+                documents=[str(d) for d in read.get("documents", ())],
+                chunks=[str(c) for c in read.get("chunks", ())],
+                mode=read.get("mode"),
+                query_sha256=read.get("query_sha256"),
             )
 
         def recording() -> None:
