@@ -104,6 +104,19 @@ async def _run_relay_until(
     return relay
 
 
+def _count_applied(view: Any, applied: list[list[int]]) -> Callable[[], None]:
+    """Note the positions of every non-empty batch ``view`` applies; returns the undo."""
+    real_apply = view.apply_batch
+
+    def counting_apply(envelopes: Any, *args: Any) -> Any:
+        if envelopes:
+            applied.append([e.position for e in envelopes])
+        return real_apply(envelopes, *args)
+
+    view.apply_batch = counting_apply
+    return lambda: setattr(view, "apply_batch", real_apply)
+
+
 def _documents_in_stream(messages: list[tuple[int, dict[str, str], Envelope]]) -> list[int]:
     return [e.position for _, _, e in messages if e.context == "documents"]
 
@@ -232,14 +245,7 @@ def test_lingering_relay_and_projector_take_a_trickle_of_events_in_one_batch(
         runner = ProjectorRunner(
             view, container.event_logs, bus, settings.database.url, linger_s=2.0
         )
-        real_apply = view.apply_batch
-
-        def counting_apply(envelopes: Any, *args: Any) -> Any:
-            if envelopes:
-                applied.append([e.position for e in envelopes])
-            return real_apply(envelopes, *args)
-
-        view.apply_batch = counting_apply  # type: ignore[method-assign]
+        _count_applied(view, applied)
         recorder = container.documents.recorder
         real_select = recorder.select_notifications
 
@@ -385,14 +391,7 @@ def test_a_projector_applies_each_read_of_the_batch_messages_once(
             container.activity, bus, settings.database.url, linger_s=1.0, batch_messages=True
         )
         runner = ProjectorRunner(view, container.event_logs, bus, settings.database.url)
-        real_apply = view.apply_batch
-
-        def counting_apply(envelopes: Any, *args: Any) -> Any:
-            if envelopes:
-                applied.append([e.position for e in envelopes])
-            return real_apply(envelopes, *args)
-
-        view.apply_batch = counting_apply  # type: ignore[method-assign]
+        restore_apply = _count_applied(view, applied)
         stop = asyncio.Event()
         tasks = [asyncio.ensure_future(relay.run(stop)), asyncio.ensure_future(runner.run(stop))]
         try:
@@ -409,7 +408,7 @@ def test_a_projector_applies_each_read_of_the_batch_messages_once(
         finally:
             stop.set()
             await asyncio.gather(*tasks)
-            view.apply_batch = real_apply  # type: ignore[method-assign]
+            restore_apply()
             await bus.close()
 
     asyncio.run(scenario())
