@@ -387,8 +387,9 @@ def test_a_projector_applies_each_read_of_the_batch_messages_once(
         bus = Bus(settings.nats.url, settings.nats)
         await bus.connect("batches")
         await bus.ensure_stream()
+        # A linger far longer than three appends take, however slow the machine.
         relay = Relay(
-            container.activity, bus, settings.database.url, linger_s=1.0, batch_messages=True
+            container.activity, bus, settings.database.url, linger_s=3.0, batch_messages=True
         )
         runner = ProjectorRunner(view, container.event_logs, bus, settings.database.url)
         restore_apply = _count_applied(view, applied)
@@ -401,7 +402,7 @@ def test_a_projector_applies_each_read_of_the_batch_messages_once(
             for _ in range(3):  # a trickle, within the relay's linger
                 await asyncio.to_thread(_read, container, 1)
             head = container.activity.head_position()
-            for _ in range(500):
+            for _ in range(1000):
                 if view.position("activity") >= head:
                     break
                 await asyncio.sleep(0.02)
