@@ -208,12 +208,17 @@ export interface UploadHandle {
 /**
  * Upload one file with XMLHttpRequest, whose upload progress events report bytes sent
  * (fetch cannot). 202: stored; 200 with `duplicate: true`: these bytes were already there.
+ * `onSent`: every byte is out; from then on `abort` does nothing (the upload is the server's).
  */
 export function uploadDocument(
   file: File,
   onProgress: (sent: number, total: number) => void,
+  onSent?: () => void,
 ): UploadHandle {
   const xhr = new XMLHttpRequest();
+  // Once every byte has gone out, the server may be storing the file already: aborting
+  // would only stop us hearing how it went, and say "cancelled" of a file that was kept.
+  let bodySent = false;
   const promise = new Promise<UploadResult>((resolve, reject) => {
     xhr.open("POST", "/v1/documents");
     xhr.withCredentials = true;
@@ -222,6 +227,10 @@ export function uploadDocument(
     if (token) xhr.setRequestHeader(CSRF_HEADER, token);
     xhr.upload.onprogress = (event) => {
       onProgress(event.loaded, event.lengthComputable ? event.total : file.size);
+    };
+    xhr.upload.onload = () => {
+      bodySent = true;
+      onSent?.();
     };
     xhr.onload = () => {
       if (xhr.status >= 200 && xhr.status < 300) {
@@ -241,7 +250,12 @@ export function uploadDocument(
     form.append("file", file, file.name);
     xhr.send(form);
   });
-  return { promise, abort: () => xhr.abort() };
+  return {
+    promise,
+    abort: () => {
+      if (!bodySent) xhr.abort();
+    },
+  };
 }
 
 // --------------------------------------------------------------------- streamed answers

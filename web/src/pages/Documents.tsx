@@ -183,7 +183,12 @@ export function DocumentsPage() {
     const running = uploads.filter((u) => u.state === "uploading").length;
     const waiting = uploads.filter((u) => u.state === "queued").reverse();
     for (const item of waiting.slice(0, Math.max(0, PARALLEL_UPLOADS - running))) {
-      const handle = uploadDocument(item.file, (sent, total) => patchUpload(item.key, { sent, total }));
+      const handle = uploadDocument(
+        item.file,
+        (sent, total) => patchUpload(item.key, { sent, total }),
+        // All sent: the server may be keeping it already, so it can no longer be cancelled.
+        () => patchUpload(item.key, { sent: item.file.size, abort: null }),
+      );
       patchUpload(item.key, { state: "uploading", abort: handle.abort });
       handle.promise
         .then(({ body }) => {
@@ -557,10 +562,12 @@ function UploadRow({ item, doc }: { item: UploadItem; doc: DocumentOut | undefin
       detail = <span className="muted">Waiting…</span>;
       break;
     case "uploading":
-      detail = (
+      detail = item.abort ? (
         <span className="muted">
           {formatBytes(item.sent)} of {formatBytes(item.total)} sent
         </span>
+      ) : (
+        <span className="muted">All sent · the server is storing it</span>
       );
       break;
     case "stored":
