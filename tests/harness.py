@@ -18,9 +18,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -177,6 +179,15 @@ def shared_query_embedder() -> OnnxEmbedder:
     return OnnxEmbedder(shared_model_cache())
 
 
+def _stacks() -> str:
+    """Where each of this process's threads is."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(
+        f"--- {names.get(ident, ident)}\n{''.join(traceback.format_stack(frame))}"
+        for ident, frame in sys._current_frames().items()
+    )
+
+
 class RunningSystem:
     """The whole platform in-process: API on a random port, relays, projectors, a worker."""
 
@@ -288,13 +299,19 @@ class RunningSystem:
         await locks.close()
         await bus.close()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
+        """Stop everything; a system still running after ``timeout`` fails the caller, with
+        the stacks of the threads that hold it (rather than leaving its loop to be found
+        unclosed, as a ResourceWarning, in whatever test runs when it is collected)."""
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        if not self._thread.is_alive():
+        self._thread.join(timeout)
+        try:
+            if self._thread.is_alive():
+                raise RuntimeError(f"the system did not stop within {timeout} s:\n{_stacks()}")
             self._loop.close()
-        self.container.close()
+        finally:
+            self.container.close()
 
     def __enter__(self) -> RunningSystem:
         return self.start()

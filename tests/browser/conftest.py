@@ -169,6 +169,8 @@ def web_system(
             assert page.status_code == 200 and '<div id="root"' in page.text, page.text[:500]
             yield running
         finally:
-            running.stop()
-            with outside_playwright_loop():
-                asyncio.run(delete_stream(services.nats_url, settings.nats.stream))
+            try:
+                running.stop()
+            finally:
+                with outside_playwright_loop():
+                    asyncio.run(delete_stream(services.nats_url, settings.nats.stream))
