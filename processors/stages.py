@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import TypeVar
 from uuid import UUID
 
+import numpy as np
 import structlog
 
 from commands.base import CommandResult, ConcurrencyConflictError
@@ -33,7 +34,7 @@ from domain.content import (
 from domain.document import Document, DocumentNotFoundError, Stage
 from infra.blobs import BlobNotFoundError, BlobStore
 from infra.crypto import DataKey, document_key
-from infra.embedding import Embedder, matrix_to_bytes
+from infra.embedding import Embedder, Matrix, matrix_to_bytes
 from infra.telemetry import STAGE_DURATION, STAGE_FAILURES
 from processors.chunk import TokenChunker
 from processors.parse import ParsedDocument, ParseError
@@ -45,6 +46,15 @@ _CONFLICT_RETRIES = 5
 
 class _ErasedError(Exception):
     """The document was erased: there is nothing left to process."""
+
+
+class StageStopped(Exception):  # noqa: N818 (not an error: the worker is stopping)
+    """The worker is stopping: the stage gave up part-way, having recorded nothing."""
+
+
+# Texts embedded between two looks at whether the worker is stopping: a big document's
+# embedding takes minutes, a slice a second or two.
+EMBED_SLICE = 256
 
 
 class Outcome(StrEnum):
@@ -244,8 +254,13 @@ class Stages:
 
     # ------------------------------------------------------------------ embed
 
-    def embed(self, refs: Sequence[DocumentRef]) -> list[Outcome]:
-        """Embed several documents' chunks in shared batches (the model prefers full batches)."""
+    def embed(
+        self, refs: Sequence[DocumentRef], stopping: Callable[[], bool] = lambda: False
+    ) -> list[Outcome]:
+        """Embed several documents' chunks in shared batches (the model prefers full batches).
+
+        Raises ``StageStopped``, before recording anything, once ``stopping()`` is true
+        between two slices of the texts: the documents wait for the next worker."""
         outcomes = [Outcome.SKIPPED] * len(refs)
         work: list[tuple[int, DocumentRef, Document, list[ChunkRecord], DataKey | None]] = []
         started = time.perf_counter()
@@ -263,7 +278,14 @@ class Stages:
             return outcomes
         texts = [chunk.text for _, _, _, chunks, _ in work for chunk in chunks]
         embedder = self.embedder
-        matrix = embedder.embed(texts)
+        parts: list[Matrix] = []
+        for start in range(0, len(texts), EMBED_SLICE):
+            if stopping():
+                raise StageStopped
+            parts.append(embedder.embed(texts[start : start + EMBED_SLICE]))
+        matrix = (
+            np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else embedder.embed([])
+        )
         offset = 0
         for i, ref, document, chunks, key in work:
             rows = matrix[offset : offset + len(chunks)]

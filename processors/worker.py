@@ -35,7 +35,7 @@ from infra.bus import Bus
 from infra.envelope import Envelope
 from infra.telemetry import DEAD_LETTERS, STAGE_RETRIES
 from processors.specs import STAGE_SPECS, StageSpec
-from processors.stages import DocumentRef, Outcome, Stages
+from processors.stages import DocumentRef, Outcome, Stages, StageStopped
 
 log = structlog.get_logger(__name__)
 
@@ -76,8 +76,10 @@ class Worker:
         self._settings = settings
         self._dead_letters = dead_letters
         self.ready = asyncio.Event()
+        self._stop: asyncio.Event | None = None
 
     async def run(self, stop: asyncio.Event, stages: Sequence[Stage] = tuple(Stage)) -> None:
+        self._stop = stop
         await self._bus.ensure_stream()
         specs = [spec for spec in STAGE_SPECS if spec.stage in stages]
         subscriptions = [await self._subscribe(spec) for spec in specs]
@@ -247,7 +249,20 @@ class Worker:
             return lambda refs: [self._stages.parse(ref) for ref in refs]
         if spec.stage is Stage.CHUNK:
             return lambda refs: [self._stages.chunk(ref) for ref in refs]
-        return self._stages.embed
+        return lambda refs: self._stages.embed(refs, self._stopping)
+
+    def _stopping(self) -> bool:
+        """Whether the worker is asked to stop (read from a stage's thread)."""
+        return self._stop is not None and self._stop.is_set()
+
+    @staticmethod
+    async def _hand_back(msgs: list[Msg]) -> None:
+        """A stage gave up because the worker stops: its messages go back at once, to be
+        delivered again (to the next worker) without counting as a failure's retry."""
+        for msg in msgs:
+            with contextlib.suppress(Exception):  # else redelivered after the ack wait
+                await msg.nak()
+        log.info("stage_handed_back", messages=len(msgs))
 
     async def _handle(
         self,
@@ -260,6 +275,9 @@ class Worker:
         refs = [_ref(msg) for msg in msgs]
         try:
             outcomes = await loop.run_in_executor(executor, run, refs)
+        except StageStopped:
+            await self._hand_back(msgs)
+            return
         except Exception as error:
             if len(msgs) > 1:
                 # Isolate the message that fails so it does not hold back the others.
@@ -283,6 +301,8 @@ class Worker:
     ) -> None:
         try:
             outcomes = await loop.run_in_executor(executor, run, [ref])
+        except StageStopped:
+            await self._hand_back([msg])
         except Exception as error:
             await self._retry_or_give_up(spec, msg, ref, error, loop, executor)
         else:
