@@ -283,9 +283,7 @@ class Stages:
             if stopping():
                 raise StageStopped
             parts.append(embedder.embed(texts[start : start + EMBED_SLICE]))
-        matrix = (
-            np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else embedder.embed([])
-        )
+        matrix = np.concatenate(parts) if parts else embedder.embed([])
         offset = 0
         for i, ref, document, chunks, key in work:
             rows = matrix[offset : offset + len(chunks)]
