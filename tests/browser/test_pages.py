@@ -571,6 +571,8 @@ def test_files_dropped_together_upload_each_with_its_progress_and_status(
     drop(page, [{"name": "shag-count.txt", "type": "text/plain", "text": SHAG}])
     item = uploads.filter(has_text="shag-count.txt")
     expect(item).to_contain_text("All sent · the server is storing it")
+    bar = item.get_by_role("progressbar", name="Upload of shag-count.txt")
+    expect(bar).to_have_attribute("aria-valuenow", "100")
     expect(item.get_by_role("button", name="Cancel upload of shag-count.txt")).to_have_count(0)
     expect(item).to_contain_text("Uploaded")
     cdp.send("Network.emulateNetworkConditions", {**NO_THROTTLE})

@@ -225,11 +225,13 @@ export function uploadDocument(
     xhr.setRequestHeader("Accept", "application/json");
     const token = csrfToken();
     if (token) xhr.setRequestHeader(CSRF_HEADER, token);
-    xhr.upload.onprogress = (event) => {
+    const progress = (event: ProgressEvent) => {
       onProgress(event.loaded, event.lengthComputable ? event.total : file.size);
     };
-    xhr.upload.onload = () => {
+    xhr.upload.onprogress = progress;
+    xhr.upload.onload = (event) => {
       bodySent = true;
+      progress(event); // the bar full: the last progress event may have come before the end
       onSent?.();
     };
     xhr.onload = () => {

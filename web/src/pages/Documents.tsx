@@ -187,7 +187,7 @@ export function DocumentsPage() {
         item.file,
         (sent, total) => patchUpload(item.key, { sent, total }),
         // All sent: the server may be keeping it already, so it can no longer be cancelled.
-        () => patchUpload(item.key, { sent: item.file.size, abort: null }),
+        () => patchUpload(item.key, { abort: null }),
       );
       patchUpload(item.key, { state: "uploading", abort: handle.abort });
       handle.promise
