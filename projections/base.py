@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, LiteralString, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -355,6 +355,7 @@ class ProjectionView(PostgresTrackingRecorder):
         self.writes = BatchWrites()
         super().__init__(datastore, tracking_table_name=f"{self.name}_tracking")
         self._positions: dict[str, int] = {}
+        self._composed: dict[str, bytes] = {}
 
     def create_schema(self) -> list[str]:
         """Create the tracking table with a row per context (for a rebuild's copy)."""
@@ -441,20 +442,30 @@ class ProjectionView(PostgresTrackingRecorder):
         projector wait for it and then carry on from the switched position.
         """
         rows = curs.execute(
-            SQL(
+            self._tracking_sql(
+                curs,
+                "lock",
                 "SELECT application_name, notification_id FROM {}"
-                " WHERE application_name = ANY(%s) FOR UPDATE"
-            ).format(Identifier(self.tracking_table_name)),
+                " WHERE application_name = ANY(%s) FOR UPDATE",
+            ),
             (list(self.contexts),),
         ).fetchall()
         return {row["application_name"]: int(row["notification_id"] or 0) for row in rows}
 
-    def apply_in(self, curs: Cursor[DictRow], envelopes: Sequence[Envelope]) -> dict[str, int]:
+    def apply_in(
+        self,
+        curs: Cursor[DictRow],
+        envelopes: Sequence[Envelope],
+        positions: Mapping[str, int] | None = None,
+    ) -> dict[str, int]:
         """Apply what is new in ``envelopes`` within the caller's transaction.
 
-        Returns the positions after the batch (committed when the caller commits).
+        ``positions``: what ``lock_positions`` returned in this transaction, if the
+        caller took them already (not taken twice). Returns the positions after the
+        batch (committed when the caller commits).
         """
-        positions = self.lock_positions(curs)
+        if positions is None:
+            positions = self.lock_positions(curs)
         fresh, current = select_fresh(self.contexts, positions, envelopes)
         fresh = list(self.projection.opened(fresh))
         self.writes.clear()  # whatever a failed batch queued was rolled back with it
@@ -471,13 +482,23 @@ class ProjectionView(PostgresTrackingRecorder):
 
     def set_position(self, curs: Cursor[DictRow], context: str, position: int) -> None:
         curs.execute(
-            SQL(
+            self._tracking_sql(
+                curs,
+                "set",
                 "INSERT INTO {} (application_name, notification_id) VALUES (%s, %s)"
                 " ON CONFLICT (application_name)"
-                " DO UPDATE SET notification_id = EXCLUDED.notification_id"
-            ).format(Identifier(self.tracking_table_name)),
+                " DO UPDATE SET notification_id = EXCLUDED.notification_id",
+            ),
             (context, position),
         )
+
+    def _tracking_sql(self, curs: Cursor[DictRow], name: str, template: LiteralString) -> bytes:
+        """A statement on the tracking table, composed once (every batch runs these)."""
+        composed = self._composed.get(name)
+        if composed is None:
+            query = SQL(template).format(Identifier(self.tracking_table_name))
+            composed = self._composed[name] = query.as_bytes(curs)
+        return composed
 
     def apply_batch(
         self, envelopes: Sequence[Envelope], stream: str | None = None, sequence: int | None = None
@@ -504,7 +525,7 @@ class ProjectionView(PostgresTrackingRecorder):
         """``apply_batch`` inside the caller's transaction (a group of views applies a batch
         to each in one): the positions before and after, for ``committed`` once it commits."""
         before = self.lock_positions(curs)
-        after = self.apply_in(curs, envelopes)
+        after = self.apply_in(curs, envelopes, before)
         if stream is not None and sequence is not None:
             curs.execute(
                 "INSERT INTO projection_stream_offsets (projection, stream, sequence)"
