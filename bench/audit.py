@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/audit.py [--docs 300] [--queries 300] [--events 100000]
                                     [--dataset ../shared/data/scifact]
+                                    [--rounds 2] [--linger MS ...] [--paced RATE]
 
 Runs against the PostgreSQL and NATS on 127.0.0.1 (a fresh database and
 stream of its own), so that this process can append events beside ``kf serve``:
@@ -13,6 +14,14 @@ stream of its own), so that this process can append events beside ``kf serve``:
    concurrent clients (off first in even rounds, on first in odd ones). Reports
    p50/p95/p99 latency and throughput per run, and per setting the median over
    rounds. Aim: p95 grows by under 3 ms and throughput drops by under 10%.
+   ``--linger MS [MS ...]``: "on" once per ``audit.batch_linger_ms`` given (the
+   default: as configured), each against the same round's "off". Since a
+   virtual machine's speed can drift by a third within a run, each round's drop
+   is also taken against its own "off" run (``paired_drop_pct``: the median of
+   the rounds'). ``--paced RATE``: also a run at a steady RATE searches per
+   second, below saturation, and the CPU per read that recording adds, by
+   process (PostgreSQL, NATS, the API, its children, the rest): a measure of
+   work, which drifts less than a saturated throughput does.
 2. **Verifying.** Appends ``--events`` reads straight through the activity
    application (in this process: what is measured is verification, not HTTP),
    waits until the audit projector has chained them all, writes a checkpoint,
@@ -77,6 +86,48 @@ def searches(
     cpu_after = cpu_by_group(serve_pid)
     for client in http:
         client.close()
+    cpu = {
+        group: max(0.0, (cpu_after.get(group, 0.0) - cpu_before.get(group, 0.0)) * 1000)
+        for group in sorted(set(cpu_before) | set(cpu_after))
+    }
+    return latencies, len(queries) / wall, cpu
+
+
+def paced(
+    url: str, key: str, queries: list[str], rate: float, serve_pid: int
+) -> tuple[list[float], float, dict[str, float]]:
+    """``searches`` at a steady ``rate`` per second (each sent at its time, by 8 threads),
+    below what the machine can serve: the CPU each process spends per search is then
+    the work a search causes, not inflated by queueing, and a machine whose speed
+    drifts changes it less than it changes a saturated throughput."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    headers = {"Authorization": f"Bearer {key}"}
+    local = threading.local()
+
+    def one(i: int) -> None:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(base_url=url, headers=headers, timeout=60)
+            client.get("/v1/search", params={"q": "warm up", "mode": "hybrid"})
+        delay = started + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent = time.perf_counter()
+        response = client.get("/v1/search", params={"q": queries[i], "mode": "hybrid", "k": 10})
+        elapsed = (time.perf_counter() - sent) * 1000
+        assert response.status_code == 200, response.text
+        with lock:
+            latencies.append(elapsed)
+
+    with ThreadPoolExecutor(8) as pool:
+        started = time.perf_counter() + 2.0  # the threads' clients connected and warm
+        list(pool.map(lambda i: None, range(8)))
+        cpu_before = cpu_by_group(serve_pid)
+        list(pool.map(one, range(len(queries))))
+        wall = time.perf_counter() - started
+        time.sleep(1.5)  # the background's last batch (its linger) counted too
+        cpu_after = cpu_by_group(serve_pid)
     cpu = {
         group: max(0.0, (cpu_after.get(group, 0.0) - cpu_before.get(group, 0.0)) * 1000)
         for group in sorted(set(cpu_before) | set(cpu_after))
@@ -180,6 +231,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared/data/scifact")
+    parser.add_argument(
+        "--paced", type=float, default=0, help="also search at this steady rate per second"
+    )
+    parser.add_argument(
+        "--linger", type=int, nargs="+", default=None, help="audit.batch_linger_ms values"
+    )
     args = parser.parse_args()
 
     name = f"kf_bench_audit_{uuid.uuid4().hex[:8]}"
@@ -212,13 +269,18 @@ def main() -> None:
         finally:
             serve.send_signal(signal.SIGINT)
             serve.wait(60)
+        lingers = [f"true:{ms}" for ms in args.linger] if args.linger else ["true"]
+        settings = ["false", *lingers]
         for round_ in range(args.rounds):
-            # Off first in even rounds, on first in odd ones: whatever drifts over the
-            # run (the tables growing, the caches warming) weighs on both alike.
-            order = ("false", "true") if round_ % 2 == 0 else ("true", "false")
-            for record_reads in order:
+            # The order turns each round: whatever drifts over the run (the tables
+            # growing, the caches warming, the machine's speed) weighs on all alike.
+            shift = round_ % len(settings)
+            for setting in settings[shift:] + settings[:shift]:
+                record_reads, _, linger = setting.partition(":")
                 run_env = {**env, "KF__AUDIT__RECORD_READS": record_reads}
-                log_path = scratch / f"serve-{round_}-{record_reads}.log"
+                if linger:
+                    run_env["KF__AUDIT__BATCH_LINGER_MS"] = linger
+                log_path = scratch / f"serve-{round_}-{setting.replace(':', '-')}.log"
                 serve, url, key = start_serve(data_dir, log_path, run_env)
                 try:
                     with httpx.Client(
@@ -227,28 +289,47 @@ def main() -> None:
                         settle(client, serve.pid)
                     for clients in (1, 8):
                         latencies, rate, cpu = searches(url, key, queries, clients, serve.pid)
-                        label = f"{clients} clients, reads recorded: {record_reads}"
-                        results.append(row(label, latencies, rate, cpu))
-                        print(json.dumps({"round": round_, **results[-1]}), flush=True)
+                        label = f"{clients} clients, reads recorded: {setting}"
+                        results.append({"round": round_, **row(label, latencies, rate, cpu)})
+                        print(json.dumps(results[-1]), flush=True)
+                    if args.paced:
+                        latencies, rate, cpu = paced(url, key, queries, args.paced, serve.pid)
+                        label = f"paced, reads recorded: {setting}"
+                        results.append({"round": round_, **row(label, latencies, rate, cpu)})
+                        print(json.dumps(results[-1]), flush=True)
                 finally:
                     serve.send_signal(signal.SIGINT)
                     serve.wait(60)
         for clients in (1, 8):
-            summary = {}
-            for record_reads in ("false", "true"):
-                label = f"{clients} clients, reads recorded: {record_reads}"
-                runs = [r for r in results if r["run"] == label]
-                summary[record_reads] = {
+            label = f"{clients} clients, reads recorded: "
+            runs_of = {
+                setting: [r for r in results if r["run"] == label + setting] for setting in settings
+            }
+            summary = {
+                setting: {
                     k: round(statistics.median(float(r[k]) for r in runs), 2)
                     for k in runs[0]
-                    if k != "run"
+                    if k not in ("run", "round")
                 }
-            off, on = summary["false"], summary["true"]
-            print(json.dumps({
-                "clients": clients, "median_off": off, "median_on": on,
-                "p95_grows_ms": round(on["p95"] - off["p95"], 1),
-                "throughput_drop_pct": round(100 * (1 - on["q/s"] / off["q/s"]), 1),
-            }), flush=True)  # fmt: skip
+                for setting, runs in runs_of.items()
+            }
+            off = summary["false"]
+            for setting in settings[1:]:
+                on = summary[setting]
+                paired = [
+                    100 * (1 - float(r_on["q/s"]) / float(r_off["q/s"]))
+                    for r_on, r_off in zip(runs_of[setting], runs_of["false"], strict=True)
+                ]
+                print(json.dumps({
+                    "clients": clients, "reads recorded": setting,
+                    "median_off": off, "median_on": on,
+                    "p95_grows_ms": round(on["p95"] - off["p95"], 1),
+                    "throughput_drop_pct": round(100 * (1 - on["q/s"] / off["q/s"]), 1),
+                    "paired_drop_pct": round(statistics.median(paired), 1),
+                    "paired_drops": [round(d, 1) for d in paired],
+                }), flush=True)  # fmt: skip
+        if args.paced:
+            cpu_added(results, settings)
         if args.events:
             verify_and_export(env, data_dir, scratch, args.events)
     finally:
@@ -256,6 +337,31 @@ def main() -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         # Each stream reserves its max_bytes of the server's JetStream storage.
         asyncio.run(delete_stream(env["KF_NATS_URL"], env["KF__NATS__STREAM"]))
+
+
+def cpu_added(results: list[dict[str, float | str]], settings: list[str]) -> None:
+    """The CPU a recorded read adds, by process group: each setting's paced runs against
+    the same round's run with reads not recorded (medians over rounds)."""
+    runs = {s: [r for r in results if r["run"] == f"paced, reads recorded: {s}"] for s in settings}
+    groups = sorted({k for r in results for k in r if str(k).startswith("cpu_ms_")})
+    for setting in settings[1:]:
+        pairs = list(zip(runs[setting], runs["false"], strict=True))
+        added = {
+            group.removeprefix("cpu_ms_"): round(
+                statistics.median(float(on.get(group, 0.0)) - float(off.get(group, 0.0))
+                                  for on, off in pairs), 2)
+            for group in groups
+        }  # fmt: skip
+        total = statistics.median(
+            sum(float(on.get(g, 0.0)) - float(off.get(g, 0.0)) for g in groups) for on, off in pairs
+        )
+        off_total = statistics.median(
+            sum(float(off.get(g, 0.0)) for g in groups) for off in runs["false"]
+        )
+        print(json.dumps({
+            "paced": setting, "cpu_ms_added_per_read": added,
+            "total_added_ms": round(total, 2), "search_cpu_ms_off": round(off_total, 2),
+        }), flush=True)  # fmt: skip
 
 
 def verify_and_export(env: dict[str, str], data_dir: Path, scratch: Path, events: int) -> None:
