@@ -290,10 +290,11 @@ class AuditSettings(_Section):
     # Access records (reads, refusals) older than this leave the read models when
     # `kf audit prune` applies it (recorded as an event); the events stay.
     access_retention_days: int = Field(400, ge=1, le=36_500)
-    # The activity context's relay and the audit trail's read models (audit, readers)
-    # wait up to this long after an event for more, so that reads recorded one at a
-    # time reach them in batches (the trail lags by at most this). 0: at once.
-    batch_linger_ms: int = Field(200, ge=0, le=5_000)
+    # The activity context's relay and the audit trail's read models (audit, readers,
+    # usage) wait up to this long after an event for more, so that reads recorded one at
+    # a time reach them in batches (the trail lags by about this). A batch costs the
+    # background about what ten reads do, whatever its size (docs/audit.md). 0: at once.
+    batch_linger_ms: int = Field(1000, ge=0, le=5_000)
 
 
 class TenantRetentionSettings(_Section):
