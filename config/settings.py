@@ -292,8 +292,9 @@ class AuditSettings(_Section):
     access_retention_days: int = Field(400, ge=1, le=36_500)
     # The activity context's relay and the audit trail's read models (audit, readers,
     # usage) wait up to this long after an event for more, so that reads recorded one at
-    # a time reach them in batches (the trail lags by about this). A batch costs the
-    # background about what ten reads do, whatever its size (docs/audit.md). 0: at once.
+    # a time reach them in batches (the trail lags by up to about twice this: the relay's
+    # wait, then the read models'). A batch costs the background about what ten reads
+    # do, whatever its size (docs/audit.md). 0: at once.
     batch_linger_ms: int = Field(1000, ge=0, le=5_000)
 
 
