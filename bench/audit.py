@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import queue
 import signal
 import statistics
 import subprocess
@@ -96,38 +97,41 @@ def searches(
 def paced(
     url: str, key: str, queries: list[str], rate: float, serve_pid: int
 ) -> tuple[list[float], float, dict[str, float]]:
-    """``searches`` at a steady ``rate`` per second (each sent at its time, by 8 threads),
-    below what the machine can serve: the CPU each process spends per search is then
-    the work a search causes, not inflated by queueing, and a machine whose speed
-    drifts changes it less than it changes a saturated throughput."""
+    """``searches`` at a steady ``rate`` per second (each sent at its time, on one of 8
+    warm connections), below what the machine can serve: the CPU each process spends
+    per search is then the work a search causes, not inflated by queueing, and a
+    machine whose speed drifts changes it less than it changes a saturated throughput."""
     latencies: list[float] = []
     lock = threading.Lock()
     headers = {"Authorization": f"Bearer {key}"}
-    local = threading.local()
+    idle: queue.SimpleQueue[httpx.Client] = queue.SimpleQueue()
+    for _ in range(8):
+        client = httpx.Client(base_url=url, headers=headers, timeout=60)
+        client.get("/v1/search", params={"q": "warm up", "mode": "hybrid"})
+        idle.put(client)
 
     def one(i: int) -> None:
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = httpx.Client(base_url=url, headers=headers, timeout=60)
-            client.get("/v1/search", params={"q": "warm up", "mode": "hybrid"})
         delay = started + i / rate - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+        client = idle.get()
         sent = time.perf_counter()
         response = client.get("/v1/search", params={"q": queries[i], "mode": "hybrid", "k": 10})
         elapsed = (time.perf_counter() - sent) * 1000
+        idle.put(client)
         assert response.status_code == 200, response.text
         with lock:
             latencies.append(elapsed)
 
+    cpu_before = cpu_by_group(serve_pid)
+    started = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
-        started = time.perf_counter() + 2.0  # the threads' clients connected and warm
-        list(pool.map(lambda i: None, range(8)))
-        cpu_before = cpu_by_group(serve_pid)
         list(pool.map(one, range(len(queries))))
-        wall = time.perf_counter() - started
-        time.sleep(1.5)  # the background's last batch (its linger) counted too
-        cpu_after = cpu_by_group(serve_pid)
+    wall = time.perf_counter() - started
+    time.sleep(2.5)  # the background's last batch (relay and read models linger) counted too
+    cpu_after = cpu_by_group(serve_pid)
+    for _ in range(8):
+        idle.get().close()
     cpu = {
         group: max(0.0, (cpu_after.get(group, 0.0) - cpu_before.get(group, 0.0)) * 1000)
         for group in sorted(set(cpu_before) | set(cpu_after))
