@@ -444,7 +444,6 @@ class ProjectionView(PostgresTrackingRecorder):
         rows = curs.execute(
             self._tracking_sql(
                 curs,
-                "lock",
                 "SELECT application_name, notification_id FROM {}"
                 " WHERE application_name = ANY(%s) FOR UPDATE",
             ),
@@ -484,7 +483,6 @@ class ProjectionView(PostgresTrackingRecorder):
         curs.execute(
             self._tracking_sql(
                 curs,
-                "set",
                 "INSERT INTO {} (application_name, notification_id) VALUES (%s, %s)"
                 " ON CONFLICT (application_name)"
                 " DO UPDATE SET notification_id = EXCLUDED.notification_id",
@@ -492,12 +490,12 @@ class ProjectionView(PostgresTrackingRecorder):
             (context, position),
         )
 
-    def _tracking_sql(self, curs: Cursor[DictRow], name: str, template: LiteralString) -> bytes:
-        """A statement on the tracking table, composed once (every batch runs these)."""
-        composed = self._composed.get(name)
+    def _tracking_sql(self, curs: Cursor[DictRow], template: LiteralString) -> bytes:
+        """``template`` on the tracking table, composed once (every batch runs these)."""
+        composed = self._composed.get(template)
         if composed is None:
             query = SQL(template).format(Identifier(self.tracking_table_name))
-            composed = self._composed[name] = query.as_bytes(curs)
+            composed = self._composed[template] = query.as_bytes(curs)
         return composed
 
     def apply_batch(
