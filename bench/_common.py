@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 BANNER = re.compile(r"Knowledge Foundry is running: (http://\S+)")
 
@@ -70,3 +72,32 @@ def pct(values: list[float], q: float) -> float:
     """The q-quantile of values (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _group(process: psutil.Process, serve_pid: int) -> str:
+    try:
+        name = process.name()
+        if process.pid == serve_pid:
+            return "serve"
+        if serve_pid in {p.pid for p in process.parents()}:
+            return "serve_children"
+        if name.startswith("postgres"):
+            return "postgres"
+        if name.startswith("nats"):
+            return "nats"
+    except psutil.Error:
+        pass
+    return "other"
+
+
+def cpu_by_group(serve_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) spent so far by each group of the machine's processes."""
+    spent: dict[str, float] = {}
+    for process in psutil.process_iter():
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        group = _group(process, serve_pid)
+        spent[group] = spent.get(group, 0.0) + times.user + times.system
+    return spent

@@ -54,7 +54,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, pct, start_serve
+from _common import ROOT, cpu_by_group, pct, start_serve
 
 from infra.bus import delete_stream
 
@@ -151,35 +151,6 @@ def row(
         # CPU milliseconds per query, by who spent them (the machine's other work too).
         **{f"cpu_ms_{group}": round(ms / len(latencies), 2) for group, ms in cpu.items()},
     }
-
-
-def _group(process: psutil.Process, serve_pid: int) -> str:
-    try:
-        name = process.name()
-        if process.pid == serve_pid:
-            return "serve"
-        if serve_pid in {p.pid for p in process.parents()}:
-            return "serve_children"
-        if name.startswith("postgres"):
-            return "postgres"
-        if name.startswith("nats"):
-            return "nats"
-    except psutil.Error:
-        pass
-    return "other"
-
-
-def cpu_by_group(serve_pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) spent so far by each group of the machine's processes."""
-    spent: dict[str, float] = {}
-    for process in psutil.process_iter():
-        try:
-            times = process.cpu_times()
-        except psutil.Error:
-            continue
-        group = _group(process, serve_pid)
-        spent[group] = spent.get(group, 0.0) + times.user + times.system
-    return spent
 
 
 def ingest(url: str, key: str, dataset: Path, docs: int) -> None:

@@ -28,10 +28,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_by_group
 
 from config.root import Container, Endpoints
 from config.schema import migrate
@@ -44,15 +45,7 @@ ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 def postgres_cpu() -> float:
     """CPU seconds spent so far by every PostgreSQL process (backends, WAL writer, ...)."""
-    spent = 0.0
-    for process in psutil.process_iter():
-        try:
-            if process.name().startswith("postgres"):
-                times = process.cpu_times()
-                spent += times.user + times.system
-        except psutil.Error:
-            continue
-    return spent
+    return cpu_by_group(serve_pid=-1).get("postgres", 0.0)  # no `kf serve` here
 
 
 def per_write(n: int, write: Callable[[int], object]) -> dict[str, float]:
