@@ -91,7 +91,7 @@ def main() -> None:
 
         baseline = psycopg.connect(database_url, autocommit=True)
         baseline.execute("CREATE TABLE bench_smallest_write (id bigserial PRIMARY KEY, b bytea)")
-        payload = os.urandom(600)  # about a recorded read's stored event
+        payload = os.urandom(1000)  # about a stored read of 8 documents (its event)
 
         def smallest(_: int) -> None:
             baseline.execute(
